@@ -1,0 +1,115 @@
+//! The one response body type the server sends. An enum rather than a boxed
+//! trait object so the common cases (a fixed body, an upstream's streamed
+//! body) cost no allocation; the access log line is written when the body is
+//! finished or dropped, so it carries the real byte count and duration.
+
+use crate::access_log::Entry;
+use crate::upstream::pool::PooledBody;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct ProxyBody {
+    kind: Kind,
+    log: Option<Box<Entry>>,
+}
+
+enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    Upstream(PooledBody),
+    Boxed(BoxBody<Bytes, BoxError>),
+}
+
+impl ProxyBody {
+    pub fn empty() -> Self {
+        Self {
+            kind: Kind::Empty,
+            log: None,
+        }
+    }
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        let kind = if b.is_empty() {
+            Kind::Empty
+        } else {
+            Kind::Full(Some(b))
+        };
+        Self { kind, log: None }
+    }
+    pub fn upstream(b: PooledBody) -> Self {
+        Self {
+            kind: Kind::Upstream(b),
+            log: None,
+        }
+    }
+    pub fn boxed<B>(b: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        Self {
+            kind: Kind::Boxed(b.map_err(Into::into).boxed()),
+            log: None,
+        }
+    }
+    /// Attach the access-log entry; it is emitted when the body ends.
+    pub fn set_log(&mut self, entry: Box<Entry>) {
+        self.log = Some(entry);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let res = match &mut this.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
+        };
+        if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (this.log.as_mut(), &res) {
+            if let Some(d) = frame.data_ref() {
+                entry.bytes += d.len() as u64;
+            }
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(b) => b.size_hint(),
+            Kind::Boxed(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(entry) = self.log.take() {
+            crate::access_log::emit(entry);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The TOML file as serde sees it: one struct per table, no logic.
+//!
+//! Durations and sizes stay strings here so that the compiler can report a bad
+//! value with its place (`server.idle_timeout: "6o s" is not a duration`)
+//! instead of serde stopping at the first one.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub listen: Vec<RawListen>,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub upstream: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub jwt: BTreeMap<String, RawJwt>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub threads: Option<usize>,
+    pub shutdown_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_body: Option<String>,
+    /// Largest request head (request line + headers) accepted; larger: 431.
+    pub max_header_size: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+    pub access: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub addr: String,
+    pub tls: Option<bool>,
+    pub redirect_https: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub min_version: Option<String>,
+    #[serde(default)]
+    pub cert: Vec<RawCert>,
+    pub hsts: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub handshake_timeout: Option<String>,
+}
+
+/// Either a PEM pair on disk or a dev certificate made in memory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub names: Option<Vec<String>>,
+    pub self_signed: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    #[serde(default)]
+    pub servers: Vec<RawServerEntry>,
+    pub balance: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<u32>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<String>,
+    pub fail_on_status: Option<bool>,
+    pub keepalive: Option<usize>,
+    /// Idle pooled connections older than this are not reused (default 2s,
+    /// gunicorn's own keep-alive timeout).
+    pub keepalive_timeout: Option<String>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawServerEntry {
+    Addr(String),
+    Detailed(RawServerDetailed),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerDetailed {
+    pub addr: String,
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub unhealthy: Option<u32>,
+    pub healthy: Option<u32>,
+    /// Status codes that count as healthy, e.g. ["2xx", "3xx"] or [200, 204].
+    pub expect: Option<Vec<toml::Value>>,
+    pub start_unhealthy: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub secret: Option<RawSecret>,
+    pub public_key: Option<String>,
+    pub jwks: Option<String>,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<StringOrList>,
+    pub audience: Option<StringOrList>,
+    pub leeway: Option<String>,
+    pub require: Option<toml::Table>,
+    pub scopes: Option<Vec<String>>,
+    pub from: Option<Vec<String>>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    pub strip_token: Option<bool>,
+    /// Tokens longer than this are rejected before any parsing (default 8KiB).
+    pub max_token_size: Option<String>,
+    /// Verified tokens remembered per policy (default 10000; 0 disables).
+    pub cache_size: Option<usize>,
+    /// How often a `jwks_url` is fetched again (default 5m).
+    pub jwks_refresh: Option<String>,
+}
+
+/// `{ env = "NAME" }`, `{ file = "path" }` or `{ value = "..." }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    pub env: Option<String>,
+    pub file: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub upstream: Option<String>,
+    #[serde(rename = "static")]
+    pub static_files: Option<RawStatic>,
+    pub redirect: Option<String>,
+    pub status: Option<u16>,
+    pub respond: Option<RawRespond>,
+    pub jwt: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatic {
+    Root(String),
+    Detailed(RawStaticDetailed),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticDetailed {
+    pub root: String,
+    pub index: Option<Vec<String>>,
+    pub precompressed: Option<bool>,
+    pub fallback: Option<String>,
+    pub follow_symlinks: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    pub content_type: Option<String>,
+}

@@ -1,0 +1,114 @@
+//! Binding and accepting: one accept loop per `[[listen]]`, a connection
+//! limit shared by all of them, and a stop signal per loop so that a reload
+//! can close one listener without touching the others.
+
+use crate::service::ConnInfo;
+use crate::state::{ListenKind, ListenSpec, State};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{watch, Semaphore};
+
+/// What every accept loop shares.
+pub struct Shared {
+    pub state: Arc<State>,
+    /// `max_connections`: a connection holds a permit for its whole life;
+    /// when none is left, new connections wait in the kernel's backlog.
+    pub limit: Arc<Semaphore>,
+    /// Flipped once on shutdown; every connection holds a receiver, so
+    /// `closed()` on the sender tells when the last one has finished.
+    pub shutdown: watch::Sender<bool>,
+}
+
+pub struct Listener {
+    pub spec: ListenSpec,
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Listener {
+    /// Stop accepting; connections already accepted carry on.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restart must be able to bind while old connections sit in TIME_WAIT.
+    sock.set_reuseaddr(true)?;
+    sock.set_nodelay(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
+pub fn start(spec: ListenSpec, listener: TcpListener, shared: Arc<Shared>) -> io::Result<Listener> {
+    let local_addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(accept_loop(listener, spec.kind, shared, stop_rx));
+    tracing::info!(addr = %local_addr, kind = ?spec.kind, "listening");
+    Ok(Listener {
+        spec,
+        local_addr,
+        stop,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenKind,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let permit = tokio::select! {
+            p = shared.limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let state = shared.state.clone();
+        let conn_shutdown = shared.shutdown.subscribe();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match kind {
+                ListenKind::Tls => {
+                    crate::tls::serve(stream, peer, local, state, conn_shutdown).await
+                }
+                _ => {
+                    let info = Arc::new(ConnInfo {
+                        peer,
+                        local,
+                        kind,
+                        client_cert_subject: None,
+                    });
+                    crate::http::serve(stream, info, state, conn_shutdown).await
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,147 @@
+//! The `portcullis` command: CLI parsing, tracing set-up, the runtime. No
+//! proxy logic lives here.
+
+use clap::{Parser, Subcommand};
+use portcullis::config;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A reverse proxy with TLS, static files, load balancing and a JWT gate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Config file (for the default `run`).
+    #[arg(
+        short,
+        long,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "/etc/portcullis/portcullis.toml",
+        global = true
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy (the default).
+    Run,
+    /// Compile the config and report every problem with its place; exit 1 on any.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::Run => run(&cli.config),
+        Cmd::Check => check(&cli.config),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load_file(path, None) {
+        Ok(snap) => {
+            println!("{}: ok (hash {:016x})", path.display(), snap.hash);
+            for l in &snap.listeners {
+                println!("  listen   {} ({:?})", l.addr, l.kind);
+            }
+            for (name, u) in &snap.upstreams {
+                let servers: Vec<&str> = u.servers.iter().map(|s| s.label.as_str()).collect();
+                println!(
+                    "  upstream {name}: {} ({:?})",
+                    servers.join(", "),
+                    u.settings.balance
+                );
+            }
+            for name in snap.policies.keys() {
+                println!("  jwt      {name}");
+            }
+            for r in snap.router.routes() {
+                let host = match &r.host {
+                    portcullis::router::HostMatch::Any => "*".to_string(),
+                    portcullis::router::HostMatch::Exact(h) => h.clone(),
+                    portcullis::router::HostMatch::Suffix(s) => format!("*{s}"),
+                };
+                let action = match &r.action {
+                    portcullis::router::Action::Upstream(u) => format!("upstream {}", u.name),
+                    portcullis::router::Action::Static(_) => "static".to_string(),
+                    portcullis::router::Action::Redirect { to, status } => {
+                        format!("redirect {} {to}", status.as_u16())
+                    }
+                    portcullis::router::Action::Respond { status, .. } => {
+                        format!("respond {}", status.as_u16())
+                    }
+                };
+                let jwt = r
+                    .jwt
+                    .as_ref()
+                    .map(|p| format!(" jwt={}", p.name))
+                    .unwrap_or_default();
+                println!("  route[{}] {host}{} -> {action}{jwt}", r.index, r.prefix);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            eprintln!("{}: {} problem(s)", path.display(), errs.0.len());
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Under systemd, journald adds its own timestamps and shows no colours.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if journald {
+        builder.with_ansi(false).without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let snap = match config::load_file(path, None) {
+        Ok(s) => s,
+        Err(errs) => {
+            eprintln!("{}: {} problem(s)", path.display(), errs.0.len());
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&snap.log.level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(snap.server.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let server = match portcullis::Server::start(snap, Some(path.to_path_buf())).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "portcullis started");
+        portcullis::server::run_until_signalled(server).await
+    })
+}

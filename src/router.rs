@@ -1,0 +1,308 @@
+//! Pure request matching: host (exact, `*.suffix`, or any) and the longest
+//! path prefix. Host-specific routes win over any-host routes; among those,
+//! exact hosts win over wildcards, longer wildcards over shorter ones.
+
+use crate::gate::Policy;
+use crate::handler::static_files::Site;
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    /// Lower-cased, without port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches `a.example.com` and
+    /// `a.b.example.com`, not `example.com` itself.
+    Suffix(String),
+}
+
+impl HostMatch {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if s.is_empty() || s == "*" {
+            return Ok(HostMatch::Any);
+        }
+        if let Some(rest) = s.strip_prefix("*.") {
+            if rest.is_empty() || rest.contains('*') {
+                return Err(format!("{s:?}: a wildcard host is \"*.example.com\""));
+            }
+            return Ok(HostMatch::Suffix(format!(".{rest}")));
+        }
+        if s.contains('*') || s.contains('/') || s.contains(':') {
+            return Err(format!(
+                "{s:?}: a host is a name like \"example.com\" or \"*.example.com\", without port"
+            ));
+        }
+        Ok(HostMatch::Exact(s))
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostMatch::Suffix(sfx) => {
+                host.len() > sfx.len()
+                    && host.as_bytes()[host.len() - sfx.len()..]
+                        .eq_ignore_ascii_case(sfx.as_bytes())
+            }
+        }
+    }
+
+    /// Lower sorts first: exact, then longer wildcards, then any.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            HostMatch::Exact(_) => (0, 0),
+            HostMatch::Suffix(s) => (1, usize::MAX - s.len()),
+            HostMatch::Any => (2, 0),
+        }
+    }
+}
+
+pub enum Action {
+    Upstream(Arc<Upstream>),
+    Static(Arc<Site>),
+    Redirect {
+        to: String,
+        status: StatusCode,
+    },
+    Respond {
+        status: StatusCode,
+        body: Bytes,
+        content_type: HeaderValue,
+    },
+}
+
+pub struct Route {
+    /// Position in the config file, for logs and errors.
+    pub index: usize,
+    pub host: HostMatch,
+    pub prefix: String,
+    pub action: Action,
+    pub jwt: Option<Arc<Policy>>,
+    /// Response headers set on every answer of this route.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Route {
+    /// The request path minus the route prefix, always starting with `/`.
+    pub fn rest<'a>(&self, path: &'a str) -> &'a str {
+        let p = self.prefix.trim_end_matches('/');
+        let rest = path.get(p.len()..).unwrap_or("");
+        if rest.is_empty() {
+            "/"
+        } else {
+            rest
+        }
+    }
+}
+
+/// Does `prefix` match `path`? Matching is on whole path segments: "/api"
+/// matches "/api" and "/api/x" but not "/apix"; "/api/" also matches "/api".
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    if p.is_empty() {
+        return true;
+    }
+    match path.strip_prefix(p) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+pub struct Router {
+    /// Sorted so that the first match is the right one.
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| {
+            a.host
+                .rank()
+                .cmp(&b.host.rank())
+                .then(
+                    b.prefix
+                        .trim_end_matches('/')
+                        .len()
+                        .cmp(&a.prefix.trim_end_matches('/').len()),
+                )
+                .then(a.index.cmp(&b.index))
+        });
+        Router { routes }
+    }
+
+    /// `host` is the request's host without port.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.host.matches(host) && prefix_matches(&r.prefix, path))
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// The host a request is for: the URI's authority (HTTP/2, absolute-form)
+/// or the Host header, without port, lower-cased only when needed.
+pub fn request_host(parts: &http::request::Parts) -> &str {
+    let raw = parts
+        .uri
+        .host()
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    strip_port(raw)
+}
+
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(index: usize, host: &str, prefix: &str) -> Route {
+        Route {
+            index,
+            host: HostMatch::parse(host).unwrap(),
+            prefix: prefix.into(),
+            action: Action::Respond {
+                status: StatusCode::OK,
+                body: Bytes::new(),
+                content_type: HeaderValue::from_static("text/plain"),
+            },
+            jwt: None,
+            headers: vec![],
+        }
+    }
+
+    fn find(r: &Router, host: &str, path: &str) -> Option<usize> {
+        r.find(host, path).map(|r| r.index)
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let r = Router::new(vec![
+            route(0, "", "/"),
+            route(1, "", "/api/"),
+            route(2, "", "/api/token/"),
+        ]);
+        assert_eq!(find(&r, "x", "/"), Some(0));
+        assert_eq!(find(&r, "x", "/index.html"), Some(0));
+        assert_eq!(find(&r, "x", "/api/users"), Some(1));
+        assert_eq!(find(&r, "x", "/api/token/refresh/"), Some(2));
+        assert_eq!(find(&r, "x", "/api/token"), Some(2));
+        assert_eq!(find(&r, "x", "/api"), Some(1));
+        assert_eq!(find(&r, "x", "/apiary"), Some(0));
+    }
+
+    #[test]
+    fn prefixes_with_and_without_slash_match_whole_segments() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/api/", "/api"));
+        assert!(prefix_matches("/api/", "/api/v1"));
+        assert!(!prefix_matches("/api/", "/apiv1"));
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("", "/anything"));
+    }
+
+    #[test]
+    fn no_match_is_none() {
+        let r = Router::new(vec![route(0, "", "/api/"), route(1, "example.com", "/")]);
+        assert_eq!(find(&r, "other.org", "/"), None);
+        assert_eq!(find(&r, "other.org", "/static/x"), None);
+    }
+
+    #[test]
+    fn host_specific_beats_any_host_even_with_shorter_prefix() {
+        let r = Router::new(vec![route(0, "", "/api/"), route(1, "example.com", "/")]);
+        assert_eq!(find(&r, "example.com", "/api/x"), Some(1));
+        assert_eq!(find(&r, "other.org", "/api/x"), Some(0));
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_longer_wildcard_beats_shorter() {
+        let r = Router::new(vec![
+            route(0, "*.example.com", "/"),
+            route(1, "api.example.com", "/"),
+            route(2, "*.eu.example.com", "/"),
+            route(3, "", "/"),
+        ]);
+        assert_eq!(find(&r, "api.example.com", "/"), Some(1));
+        assert_eq!(find(&r, "API.Example.COM", "/"), Some(1));
+        assert_eq!(find(&r, "www.example.com", "/"), Some(0));
+        assert_eq!(find(&r, "a.eu.example.com", "/"), Some(2));
+        assert_eq!(find(&r, "deep.a.example.com", "/"), Some(0));
+        // The wildcard does not cover the bare domain.
+        assert_eq!(find(&r, "example.com", "/"), Some(3));
+        assert_eq!(find(&r, "badexample.com", "/"), Some(3));
+    }
+
+    #[test]
+    fn config_order_breaks_ties() {
+        let r = Router::new(vec![route(0, "", "/a"), route(1, "", "/a/")]);
+        assert_eq!(find(&r, "h", "/a/b"), Some(0));
+    }
+
+    #[test]
+    fn host_parsing() {
+        assert_eq!(HostMatch::parse("").unwrap(), HostMatch::Any);
+        assert_eq!(
+            HostMatch::parse("Example.COM").unwrap(),
+            HostMatch::Exact("example.com".into())
+        );
+        assert_eq!(
+            HostMatch::parse("*.example.com").unwrap(),
+            HostMatch::Suffix(".example.com".into())
+        );
+        assert!(HostMatch::parse("a.*.com").is_err());
+        assert!(HostMatch::parse("example.com:443").is_err());
+    }
+
+    #[test]
+    fn rest_strips_prefix() {
+        let r = route(0, "", "/static/");
+        assert_eq!(r.rest("/static/css/a.css"), "/css/a.css");
+        assert_eq!(r.rest("/static"), "/");
+        let r = route(0, "", "/");
+        assert_eq!(r.rest("/a/b"), "/a/b");
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("example.com:8443"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("127.0.0.1:80"), "127.0.0.1");
+    }
+}

@@ -1,0 +1,227 @@
+//! A running portcullis: listeners bound, the live snapshot, reload and
+//! shutdown. `main` and the integration tests both start it through here.
+
+use crate::config::{self, Errors};
+use crate::listener::{self, Listener, Shared};
+use crate::state::{ListenSpec, Snapshot, State};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{watch, Semaphore};
+
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: Mutex<Vec<Listener>>,
+    config_path: Option<PathBuf>,
+    /// Serialises reloads (file watcher and SIGHUP may both fire).
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// What a reload changed, for its log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub hash: u64,
+    pub routes: usize,
+    pub upstreams: usize,
+    pub listeners: usize,
+    pub policies: usize,
+}
+
+impl Server {
+    /// Bind every listener of `snap` and start serving. Must run inside a
+    /// tokio runtime.
+    pub async fn start(snap: Snapshot, config_path: Option<PathBuf>) -> io::Result<Arc<Server>> {
+        crate::access_log::configure(&snap.log)?;
+        let specs = snap.listeners.clone();
+        let limit = Arc::new(Semaphore::new(snap.server.max_connections));
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Arc::new(State::new(snap)),
+            limit,
+            shutdown,
+        });
+        // Bind all before serving any, so a port conflict fails the start whole.
+        let mut bound = Vec::new();
+        for spec in specs {
+            let l = listener::bind(spec.addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.addr))
+            })?;
+            bound.push((spec, l));
+        }
+        let mut listeners = Vec::new();
+        for (spec, l) in bound {
+            listeners.push(listener::start(spec, l, shared.clone())?);
+        }
+        Ok(Arc::new(Server {
+            shared,
+            listeners: Mutex::new(listeners),
+            config_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.shared.state
+    }
+
+    /// The bound addresses, in the order of the config's `[[listen]]`
+    /// entries (port 0 resolved to the real port).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .lock()
+            .map(|l| l.iter().map(|l| l.local_addr).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn listener_specs(&self) -> Vec<(ListenSpec, SocketAddr)> {
+        self.listeners
+            .lock()
+            .map(|l| l.iter().map(|l| (l.spec.clone(), l.local_addr)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Compile the config file again and swap it in; on any error the
+    /// running config stays and the errors are returned.
+    pub async fn reload(&self) -> Result<ReloadSummary, Errors> {
+        let _g = self.reload_lock.lock().await;
+        let Some(path) = self.config_path.clone() else {
+            let mut e = Errors::default();
+            e.add("", "no config file to reload from");
+            return Err(e);
+        };
+        let prev = self.shared.state.load();
+        let compiled = tokio::task::spawn_blocking(move || config::load_file(&path, Some(&prev)))
+            .await
+            .unwrap_or_else(|e| {
+                let mut errs = Errors::default();
+                errs.add("", format!("config compiler failed: {e}"));
+                Err(errs)
+            });
+        let snap = match compiled {
+            Ok(s) => s,
+            Err(errs) => {
+                for e in &errs.0 {
+                    tracing::error!(place = %e.place, error = %e.message, "reload failed; keeping the running config");
+                }
+                return Err(errs);
+            }
+        };
+        self.apply(snap).await
+    }
+
+    /// Swap in an already compiled snapshot.
+    pub async fn apply(&self, snap: Snapshot) -> Result<ReloadSummary, Errors> {
+        let summary = ReloadSummary {
+            hash: snap.hash,
+            routes: snap.router.len(),
+            upstreams: snap.upstreams.len(),
+            listeners: snap.listeners.len(),
+            policies: snap.policies.len(),
+        };
+        if let Err(e) = crate::access_log::configure(&snap.log) {
+            let mut errs = Errors::default();
+            errs.add("log.access", format!("cannot open: {e}"));
+            return Err(errs);
+        }
+        let old = self.shared.state.swap(snap);
+        let new = self.shared.state.load();
+        if old.server.threads != new.server.threads {
+            tracing::warn!("server.threads changed: takes effect at the next restart");
+        }
+        let diff = new.server.max_connections as isize - old.server.max_connections as isize;
+        if diff > 0 {
+            self.shared.limit.add_permits(diff as usize);
+        } else if diff < 0 {
+            self.shared.limit.forget_permits((-diff) as usize);
+        }
+        self.rebind(&new.listeners);
+        tracing::info!(
+            hash = format!("{:016x}", summary.hash),
+            routes = summary.routes,
+            upstreams = summary.upstreams,
+            listeners = summary.listeners,
+            policies = summary.policies,
+            "config reloaded"
+        );
+        Ok(summary)
+    }
+
+    /// Keep listeners whose address and kind are unchanged, stop removed ones,
+    /// bind new ones. A new address that cannot be bound is logged and
+    /// skipped; the others still apply.
+    fn rebind(&self, specs: &[ListenSpec]) {
+        let Ok(mut current) = self.listeners.lock() else {
+            return;
+        };
+        let mut kept = Vec::new();
+        for l in current.drain(..) {
+            if specs.contains(&l.spec) {
+                kept.push(l);
+            } else {
+                tracing::info!(addr = %l.local_addr, "listener removed; draining");
+                l.stop();
+            }
+        }
+        let mut next = Vec::new();
+        for spec in specs {
+            if let Some(pos) = kept.iter().position(|l| &l.spec == spec) {
+                next.push(kept.remove(pos));
+                continue;
+            }
+            match listener::bind(spec.addr)
+                .and_then(|l| listener::start(spec.clone(), l, self.shared.clone()))
+            {
+                Ok(l) => next.push(l),
+                Err(e) => {
+                    tracing::error!(addr = %spec.addr, error = %e, "cannot bind new listener")
+                }
+            }
+        }
+        *current = next;
+    }
+
+    /// Stop accepting, let requests in flight finish within
+    /// `shutdown_timeout`, then return. Returns false if the timeout cut
+    /// some connections short.
+    pub async fn shutdown(&self) -> bool {
+        let timeout = self.shared.state.load().server.shutdown_timeout;
+        if let Ok(l) = self.listeners.lock() {
+            l.iter().for_each(Listener::stop);
+        }
+        let _ = self.shared.shutdown.send(true);
+        tokio::time::timeout(timeout, self.shared.shutdown.closed())
+            .await
+            .is_ok()
+    }
+}
+
+/// Serve until SIGTERM or SIGINT (then drain and exit 0); SIGHUP reloads.
+pub async fn run_until_signalled(server: Arc<Server>) -> std::process::ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::process::ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                let _ = server.reload().await;
+            }
+        }
+    }
+    tracing::info!("shutting down: no new connections, draining requests in flight");
+    if server.shutdown().await {
+        tracing::info!("all connections drained");
+    } else {
+        tracing::warn!("shutdown_timeout reached; closing remaining connections");
+    }
+    std::process::ExitCode::SUCCESS
+}

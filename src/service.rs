@@ -1,0 +1,224 @@
+//! The request's entry: one snapshot, the route, the gate, the handler. This
+//! is the only place where an error becomes an HTTP response.
+
+use crate::access_log::{self, Entry};
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::handler::{self, Resp};
+use crate::router::Action;
+use crate::state::{ListenKind, Snapshot, State};
+use http::header::{HeaderName, CONTENT_LENGTH, REFERER, USER_AGENT, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, StatusCode};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request target accepted; longer: 414 (nginx's default buffers
+/// allow 8 KiB for the request line).
+const MAX_URI: usize = 8192;
+
+/// What a connection knows about itself, shared by its requests.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub kind: ListenKind,
+    /// Subject of a verified client certificate (mTLS).
+    pub client_cert_subject: Option<HeaderValue>,
+}
+
+impl ConnInfo {
+    pub fn is_tls(&self) -> bool {
+        self.kind == ListenKind::Tls
+    }
+}
+
+/// Filled in by handlers for the access log.
+#[derive(Default)]
+pub struct Outcome {
+    pub upstream: Option<Arc<crate::upstream::Server>>,
+    pub attempts: u32,
+    pub reason: Option<&'static str>,
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    state: Arc<State>,
+) -> Result<Resp, Infallible> {
+    let start = Instant::now();
+    let snap = state.load();
+    let (mut parts, body) = req.into_parts();
+    let request_id = request_id(&mut parts.headers);
+    let entry = access_log::enabled().then(|| entry(&parts, &conn, &request_id, start));
+    let mut out = Outcome::default();
+    let mut resp = match dispatch(&snap, &conn, &mut parts, body, &mut out).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(error = %e, request_id = ?request_id, "request failed");
+            }
+            handler::text(e.status(), e.public_message())
+        }
+    };
+    if conn.is_tls() {
+        if let Some(hsts) = snap.tls.as_ref().and_then(|t| t.hsts.clone()) {
+            resp.headers_mut()
+                .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
+    }
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    if let Some(mut e) = entry {
+        e.status = resp.status().as_u16();
+        e.upstream = out.upstream.as_ref().map(|s| s.label.clone());
+        e.attempts = out.attempts;
+        e.reason = out.reason;
+        resp.body_mut().set_log(e);
+    }
+    Ok(resp)
+}
+
+async fn dispatch(
+    snap: &Arc<Snapshot>,
+    conn: &Arc<ConnInfo>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    out: &mut Outcome,
+) -> Result<Resp, ProxyError> {
+    if parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
+        return Err(ProxyError::UriTooLong);
+    }
+    if conn.kind == ListenKind::RedirectHttps {
+        return Ok(handler::redirect_https(parts, snap.https_port()));
+    }
+    if content_length(parts).is_some_and(|n| n > snap.server.max_body) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let route = {
+        let host = crate::router::request_host(parts);
+        snap.router
+            .find(host, parts.uri.path())
+            .ok_or(ProxyError::NoRoute)?
+    };
+    if let Some(policy) = &route.jwt {
+        if let Err(rej) = policy.check(parts) {
+            out.reason = Some(rej.reason);
+            tracing::info!(route = route.index, policy = %policy.name, reason = rej.reason, "request refused by jwt policy");
+            let mut r = handler::text(
+                rej.status,
+                if rej.status == StatusCode::FORBIDDEN {
+                    "forbidden\n"
+                } else {
+                    "unauthorized\n"
+                },
+            );
+            if let Some(v) = rej.www_authenticate {
+                r.headers_mut().insert(WWW_AUTHENTICATE, v);
+            }
+            return Ok(r);
+        }
+    }
+    let head = parts.method == Method::HEAD;
+    let mut resp = match &route.action {
+        Action::Upstream(up) => {
+            let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
+            crate::handler::upstream::forward(up, snap, conn, parts, body, out).await?
+        }
+        Action::Static(site) => crate::handler::static_files::serve(site, route, parts).await?,
+        Action::Redirect { to, status } => handler::redirect(to, *status, route, &parts.uri),
+        Action::Respond {
+            status,
+            body,
+            content_type,
+        } => handler::respond(*status, body, content_type, head),
+    };
+    for (k, v) in &route.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    Ok(resp)
+}
+
+fn content_length(parts: &http::request::Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Keep a sane client-supplied id (so a chain of proxies shares one),
+/// otherwise make one.
+fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            return v.clone();
+        }
+    }
+    let mut buf = [0u8; 32];
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in a
+        .to_be_bytes()
+        .iter()
+        .chain(b.to_be_bytes().iter())
+        .enumerate()
+    {
+        buf[2 * i] = HEX[(byte >> 4) as usize];
+        buf[2 * i + 1] = HEX[(byte & 15) as usize];
+    }
+    // Hex digits are always a valid header value.
+    let v = HeaderValue::from_bytes(&buf).expect("hex is a valid header value");
+    headers.insert(X_REQUEST_ID.clone(), v.clone());
+    v
+}
+
+fn entry(
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    id: &HeaderValue,
+    start: Instant,
+) -> Box<Entry> {
+    let h = |n| {
+        parts
+            .headers
+            .get(n)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    };
+    Box::new(Entry {
+        time: SystemTime::now(),
+        start,
+        client: crate::state::canonical_ip(conn.peer.ip()),
+        method: parts.method.clone(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        version: parts.version,
+        status: 0,
+        bytes: 0,
+        referer: h(REFERER),
+        user_agent: h(USER_AGENT),
+        host: crate::router::request_host(parts).to_string(),
+        request_id: String::from_utf8_lossy(id.as_bytes()).into_owned(),
+        upstream: None,
+        attempts: 0,
+        reason: None,
+    })
+}
+
+/// A ProxyBody-typed error response, for callers outside the service.
+pub fn error_response(e: &ProxyError) -> http::Response<ProxyBody> {
+    handler::text(e.status(), e.public_message())
+}

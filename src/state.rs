@@ -1,0 +1,121 @@
+//! The live configuration: one immutable `Snapshot` behind an `ArcSwap`.
+//! Each request loads it once and keeps it to the end, so a reload never
+//! changes the rules under a request in flight.
+
+use crate::gate::Policy;
+use crate::router::Router;
+use crate::tls::TlsSettings;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub shutdown_timeout: Duration,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_body: u64,
+    pub max_header_size: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub watch: bool,
+}
+
+impl ServerSettings {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from dual-stack sockets) compared as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    Combined,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub level: String,
+    pub access: AccessTarget,
+    pub format: AccessFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenKind {
+    Plain,
+    Tls,
+    RedirectHttps,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub addr: SocketAddr,
+    pub kind: ListenKind,
+}
+
+pub struct Snapshot {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub listeners: Vec<ListenSpec>,
+    pub router: Router,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub policies: BTreeMap<String, Arc<Policy>>,
+    pub tls: Option<Arc<TlsSettings>>,
+    /// Every file the config names (keys, certificates, JWKS): a change to
+    /// one of them is a reason to reload.
+    pub files: Vec<PathBuf>,
+    /// Hash of the config text, for the reload log line.
+    pub hash: u64,
+}
+
+impl Snapshot {
+    /// The port HTTPS is served on, for redirects: the first TLS listener's.
+    pub fn https_port(&self) -> Option<u16> {
+        self.listeners
+            .iter()
+            .find(|l| l.kind == ListenKind::Tls)
+            .map(|l| l.addr.port())
+    }
+}
+
+pub struct State {
+    current: ArcSwap<Snapshot>,
+}
+
+impl State {
+    pub fn new(s: Snapshot) -> Self {
+        State {
+            current: ArcSwap::from_pointee(s),
+        }
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn swap(&self, s: Snapshot) -> Arc<Snapshot> {
+        self.current.swap(Arc::new(s))
+    }
+}
