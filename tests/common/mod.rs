@@ -1,0 +1,208 @@
+//! Shared test harness: real upstream servers on 127.0.0.1:0 or Unix
+//! sockets, the real proxy started in-process, and a real HTTP client.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::config::{self, Source};
+use portcullis::Server;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::net::{TcpListener, UnixListener};
+
+pub type Body = Full<Bytes>;
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
+/// A test upstream: counts the requests it served.
+pub struct Upstream {
+    pub addr: String,
+    pub hits: Arc<AtomicUsize>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serve `handler` over HTTP/1.1 on a fresh 127.0.0.1 port.
+pub async fn upstream<F, Fut>(handler: F) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let handler = Arc::new(handler);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            serve_one(TokioIo::new(s), handler.clone(), h.clone());
+        }
+    });
+    Upstream { addr, hits, task }
+}
+
+/// Serve `handler` on a Unix socket at `path`; the upstream's addr is
+/// `unix:PATH`.
+pub async fn unix_upstream<F, Fut>(path: &Path, handler: F) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let l = UnixListener::bind(path).unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let handler = Arc::new(handler);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            serve_one(TokioIo::new(s), handler.clone(), h.clone());
+        }
+    });
+    Upstream { addr: format!("unix:{}", path.display()), hits, task }
+}
+
+fn serve_one<IO, F, Fut>(io: IO, handler: Arc<F>, hits: Arc<AtomicUsize>)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = hyper::service::service_fn(move |req| {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let fut = handler(req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .with_upgrades()
+            .await;
+    });
+}
+
+/// An upstream that answers every request with `body`.
+pub async fn fixed(body: &'static str) -> Upstream {
+    upstream(move |_req| async move { Response::new(Full::new(Bytes::from_static(body.as_bytes()))) }).await
+}
+
+/// An upstream that answers with a JSON object of the request's method, path
+/// and headers, so a test can see exactly what was forwarded.
+pub async fn echo() -> Upstream {
+    upstream(|req| async move { echo_response(req).await }).await
+}
+
+pub async fn echo_response(req: Request<Incoming>) -> Response<Body> {
+    let mut headers = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(s)) => {
+                s.push_str(", ");
+                s.push_str(&v);
+            }
+            _ => {
+                headers.insert(k.as_str().to_string(), serde_json::Value::String(v));
+            }
+        }
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let v = serde_json::json!({
+        "method": method,
+        "uri": uri,
+        "headers": headers,
+        "body_len": body.len(),
+    });
+    Response::new(Full::new(Bytes::from(v.to_string())))
+}
+
+/// A running proxy for one test. Listener addresses are in config order.
+pub struct Proxy {
+    pub server: Arc<Server>,
+    pub addrs: Vec<SocketAddr>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Proxy {
+    /// `http://ADDR` of the first listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addrs[0], path)
+    }
+}
+
+/// Start the proxy on a config text; the text is written to a file in a
+/// temp dir (so relative paths and reloads work) and compiled as `run` does.
+pub async fn proxy(toml: &str) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    proxy_in(dir, toml).await
+}
+
+pub async fn proxy_in(dir: tempfile::TempDir, toml: &str) -> Proxy {
+    let config_path = dir.path().join("portcullis.toml");
+    std::fs::write(&config_path, toml).unwrap();
+    let snap = match config::load_file(&config_path, None) {
+        Ok(s) => s,
+        Err(e) => panic!("config does not compile:\n{e}"),
+    };
+    let server = Server::start(snap, Some(config_path.clone())).await.unwrap();
+    let addrs = server.local_addrs();
+    Proxy { server, addrs, dir, config_path }
+}
+
+/// Compile a config text without starting anything.
+pub fn compile(toml: &str) -> Result<portcullis::state::Snapshot, config::Errors> {
+    let src = Source { path: None, base_dir: PathBuf::from(".") };
+    config::load_str(toml, &src, None)
+}
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn get(url: &str) -> (u16, http::HeaderMap, String) {
+    send(Request::get(url).body(Body::default()).unwrap()).await
+}
+
+pub async fn send(req: Request<Body>) -> (u16, http::HeaderMap, String) {
+    let resp = client().request(req).await.expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Send raw bytes on a fresh TCP connection and read until the server
+/// closes or `max` bytes arrive.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
