@@ -2,7 +2,6 @@
 //! buffered writer, so a request only pays for handing over its entry.
 
 use crate::state::{AccessFormat, AccessTarget, LogSettings};
-use arc_swap::ArcSwapOption;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::mpsc;
@@ -26,56 +25,57 @@ pub struct Entry {
     pub attempts: u32,
     /// Why a request was refused (JWT gate), for the log only.
     pub reason: Option<&'static str>,
+    pub logger: Arc<Logger>,
 }
 
-struct Logger {
+impl Entry {
+    /// Hand the finished entry to the writer thread.
+    pub fn emit(self: Box<Self>) {
+        let micros = self.start.elapsed().as_micros() as u64;
+        let logger = self.logger.clone();
+        let _ = logger.tx.send((self, micros));
+    }
+}
+
+/// One access log destination with its writer thread. It belongs to the
+/// running server's snapshot; a reload with the same `[log]` keeps it.
+pub struct Logger {
     settings: (AccessTarget, AccessFormat),
     tx: mpsc::Sender<(Box<Entry>, u64)>,
 }
 
-static LOGGER: ArcSwapOption<Logger> = ArcSwapOption::const_empty();
-
-/// Is the access log on? Checked per request before building an entry.
-pub fn enabled() -> bool {
-    LOGGER.load().is_some()
-}
-
-pub fn emit(entry: Box<Entry>) {
-    if let Some(l) = LOGGER.load().as_ref() {
-        let micros = entry.start.elapsed().as_micros() as u64;
-        let _ = l.tx.send((entry, micros));
-    }
-}
-
-/// Apply the `[log]` settings: start, keep or replace the writer thread.
-pub fn configure(s: &LogSettings) -> std::io::Result<()> {
-    let want = (s.access.clone(), s.format);
-    if let Some(cur) = LOGGER.load().as_ref() {
-        if cur.settings == want {
-            return Ok(());
+impl Logger {
+    /// The logger for `s`: `prev` when it already writes there, a new one
+    /// otherwise, none when the access log is off.
+    pub fn for_settings(
+        s: &LogSettings,
+        prev: Option<&Arc<Logger>>,
+    ) -> std::io::Result<Option<Arc<Logger>>> {
+        let want = (s.access.clone(), s.format);
+        if let Some(cur) = prev {
+            if cur.settings == want {
+                return Ok(Some(cur.clone()));
+            }
         }
+        let out: Box<dyn Write + Send> = match &s.access {
+            AccessTarget::Off => return Ok(None),
+            AccessTarget::Stdout => Box::new(std::io::stdout()),
+            AccessTarget::File(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+        };
+        let (tx, rx) = mpsc::channel::<(Box<Entry>, u64)>();
+        let format = s.format;
+        // The writer ends when the last sender (this Logger and entries
+        // still in flight) is gone.
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx, out, format))?;
+        Ok(Some(Arc::new(Logger { settings: want, tx })))
     }
-    let out: Box<dyn Write + Send> = match &s.access {
-        AccessTarget::Off => {
-            LOGGER.store(None);
-            return Ok(());
-        }
-        AccessTarget::Stdout => Box::new(std::io::stdout()),
-        AccessTarget::File(p) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)?,
-        ),
-    };
-    let (tx, rx) = mpsc::channel::<(Box<Entry>, u64)>();
-    let format = s.format;
-    std::thread::Builder::new()
-        .name("access-log".into())
-        .spawn(move || writer(rx, out, format))?;
-    // The old writer ends when its last sender (held by the old Logger) goes.
-    LOGGER.store(Some(Arc::new(Logger { settings: want, tx })));
-    Ok(())
 }
 
 fn writer(rx: mpsc::Receiver<(Box<Entry>, u64)>, out: Box<dyn Write + Send>, format: AccessFormat) {
@@ -234,6 +234,16 @@ mod tests {
             upstream: Some("127.0.0.1:8001".into()),
             attempts: 1,
             reason: None,
+            logger: Logger::for_settings(
+                &LogSettings {
+                    level: "info".into(),
+                    access: AccessTarget::Stdout,
+                    format: AccessFormat::Json,
+                },
+                None,
+            )
+            .unwrap()
+            .unwrap(),
         };
         let mut s = String::new();
         combined(&mut s, &e, 1_234_567);

@@ -109,7 +109,7 @@ impl Body for ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if let Some(entry) = self.log.take() {
-            crate::access_log::emit(entry);
+            entry.emit();
         }
     }
 }

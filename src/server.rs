@@ -31,8 +31,11 @@ pub struct ReloadSummary {
 impl Server {
     /// Bind every listener of `snap` and start serving. Must run inside a
     /// tokio runtime.
-    pub async fn start(snap: Snapshot, config_path: Option<PathBuf>) -> io::Result<Arc<Server>> {
-        crate::access_log::configure(&snap.log)?;
+    pub async fn start(
+        mut snap: Snapshot,
+        config_path: Option<PathBuf>,
+    ) -> io::Result<Arc<Server>> {
+        snap.access_log = crate::access_log::Logger::for_settings(&snap.log, None)?;
         let specs = snap.listeners.clone();
         let limit = Arc::new(Semaphore::new(snap.server.max_connections));
         let (shutdown, _) = watch::channel(false);
@@ -111,7 +114,7 @@ impl Server {
     }
 
     /// Swap in an already compiled snapshot.
-    pub async fn apply(&self, snap: Snapshot) -> Result<ReloadSummary, Errors> {
+    pub async fn apply(&self, mut snap: Snapshot) -> Result<ReloadSummary, Errors> {
         let summary = ReloadSummary {
             hash: snap.hash,
             routes: snap.router.len(),
@@ -119,11 +122,16 @@ impl Server {
             listeners: snap.listeners.len(),
             policies: snap.policies.len(),
         };
-        if let Err(e) = crate::access_log::configure(&snap.log) {
-            let mut errs = Errors::default();
-            errs.add("log.access", format!("cannot open: {e}"));
-            return Err(errs);
+        let current = self.shared.state.load();
+        match crate::access_log::Logger::for_settings(&snap.log, current.access_log.as_ref()) {
+            Ok(l) => snap.access_log = l,
+            Err(e) => {
+                let mut errs = Errors::default();
+                errs.add("log.access", format!("cannot open: {e}"));
+                return Err(errs);
+            }
         }
+        drop(current);
         let old = self.shared.state.swap(snap);
         let new = self.shared.state.load();
         if old.server.threads != new.server.threads {

@@ -53,7 +53,10 @@ pub async fn handle(
     let snap = state.load();
     let (mut parts, body) = req.into_parts();
     let request_id = request_id(&mut parts.headers);
-    let entry = access_log::enabled().then(|| entry(&parts, &conn, &request_id, start));
+    let entry = snap
+        .access_log
+        .as_ref()
+        .map(|l| entry(&parts, &conn, &request_id, start, l.clone()));
     let mut out = Outcome::default();
     let mut resp = match dispatch(&snap, &conn, &mut parts, body, &mut out).await {
         Ok(r) => r,
@@ -187,6 +190,7 @@ fn entry(
     conn: &ConnInfo,
     id: &HeaderValue,
     start: Instant,
+    logger: Arc<access_log::Logger>,
 ) -> Box<Entry> {
     let h = |n| {
         parts
@@ -215,6 +219,7 @@ fn entry(
         upstream: None,
         attempts: 0,
         reason: None,
+        logger,
     })
 }
 

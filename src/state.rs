@@ -88,6 +88,9 @@ pub struct Snapshot {
     pub files: Vec<PathBuf>,
     /// Hash of the config text, for the reload log line.
     pub hash: u64,
+    /// The access log writer; set by the server when it takes the snapshot
+    /// into service (compiling alone, as `check` does, starts no thread).
+    pub access_log: Option<Arc<crate::access_log::Logger>>,
 }
 
 impl Snapshot {

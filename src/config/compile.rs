@@ -49,6 +49,7 @@ pub fn compile(
             tls: None,
             files: c.files,
             hash,
+            access_log: None,
         })
     } else {
         Err(c.errs)

@@ -25,12 +25,17 @@ pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector,
 pub struct Upstream {
     pub addr: String,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted: shows whether the proxy reuses connections.
+    pub conns: Arc<AtomicUsize>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
 impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
     }
 }
 
@@ -49,15 +54,22 @@ where
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (h, c) = (hits.clone(), conns.clone());
     let handler = Arc::new(handler);
     let task = tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
             serve_one(TokioIo::new(s), handler.clone(), h.clone());
         }
     });
-    Upstream { addr, hits, task }
+    Upstream {
+        addr,
+        hits,
+        conns,
+        task,
+    }
 }
 
 /// Serve `handler` on a Unix socket at `path`; the upstream's addr is
@@ -69,15 +81,22 @@ where
 {
     let l = UnixListener::bind(path).unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (h, c) = (hits.clone(), conns.clone());
     let handler = Arc::new(handler);
     let task = tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
             serve_one(TokioIo::new(s), handler.clone(), h.clone());
         }
     });
-    Upstream { addr: format!("unix:{}", path.display()), hits, task }
+    Upstream {
+        addr: format!("unix:{}", path.display()),
+        hits,
+        conns,
+        task,
+    }
 }
 
 fn serve_one<IO, F, Fut>(io: IO, handler: Arc<F>, hits: Arc<AtomicUsize>)
@@ -101,7 +120,10 @@ where
 
 /// An upstream that answers every request with `body`.
 pub async fn fixed(body: &'static str) -> Upstream {
-    upstream(move |_req| async move { Response::new(Full::new(Bytes::from_static(body.as_bytes()))) }).await
+    upstream(
+        move |_req| async move { Response::new(Full::new(Bytes::from_static(body.as_bytes()))) },
+    )
+    .await
 }
 
 /// An upstream that answers with a JSON object of the request's method, path
@@ -126,7 +148,12 @@ pub async fn echo_response(req: Request<Incoming>) -> Response<Body> {
     }
     let method = req.method().to_string();
     let uri = req.uri().to_string();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let v = serde_json::json!({
         "method": method,
         "uri": uri,
@@ -165,14 +192,24 @@ pub async fn proxy_in(dir: tempfile::TempDir, toml: &str) -> Proxy {
         Ok(s) => s,
         Err(e) => panic!("config does not compile:\n{e}"),
     };
-    let server = Server::start(snap, Some(config_path.clone())).await.unwrap();
+    let server = Server::start(snap, Some(config_path.clone()))
+        .await
+        .unwrap();
     let addrs = server.local_addrs();
-    Proxy { server, addrs, dir, config_path }
+    Proxy {
+        server,
+        addrs,
+        dir,
+        config_path,
+    }
 }
 
 /// Compile a config text without starting anything.
 pub fn compile(toml: &str) -> Result<portcullis::state::Snapshot, config::Errors> {
-    let src = Source { path: None, base_dir: PathBuf::from(".") };
+    let src = Source {
+        path: None,
+        base_dir: PathBuf::from("."),
+    };
     config::load_str(toml, &src, None)
 }
 

@@ -1,0 +1,100 @@
+//! `portcullis check`: every problem at once, with its place.
+
+use std::process::Command;
+
+fn check(toml: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn three_mistakes_are_all_reported_with_their_places() {
+    let (code, _, err) = check(
+        r#"
+[server]
+idle_timeout = "sixty"
+[[listen]]
+addr = "0.0.0.0:8080"
+[upstream.app]
+servers = ["127.0.0.1:8001"]
+[[route]]
+path = "/api/"
+upstream = "ap"
+[[route]]
+path = "/"
+upstream = "app"
+colour = "blue"
+"#,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(
+        err.contains("server.idle_timeout: \"sixty\" is not a duration"),
+        "{err}"
+    );
+    assert!(
+        err.contains("route[0].upstream: no upstream named \"ap\""),
+        "{err}"
+    );
+    assert!(err.contains("route[1]: unknown field `colour`"), "{err}");
+}
+
+#[test]
+fn good_config_prints_a_summary() {
+    let (code, out, _) = check(
+        r#"
+[[listen]]
+addr = "127.0.0.1:8080"
+[upstream.app]
+servers = ["127.0.0.1:8001", "unix:/run/app.sock"]
+[[route]]
+path = "/api/"
+upstream = "app"
+"#,
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("listen   127.0.0.1:8080"), "{out}");
+    assert!(
+        out.contains("upstream app: 127.0.0.1:8001, unix:/run/app.sock"),
+        "{out}"
+    );
+    assert!(out.contains("route[0] */api/ -> upstream app"), "{out}");
+}
+
+#[test]
+fn the_example_config_checks() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let (code, _, err) = check("[server\nthreads = 2\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("TOML syntax") && err.contains("line 1"),
+        "{err}"
+    );
+}

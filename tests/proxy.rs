@@ -1,0 +1,477 @@
+//! The proxy core end to end: real upstreams (TCP and Unix socket), the real
+//! server in-process, a real HTTP client.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::Response;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+fn cfg(extra: &str) -> String {
+    format!("[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n{extra}")
+}
+
+#[tokio::test]
+async fn weighted_round_robin_over_tcp_and_unix_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fixed("a").await;
+    let b = fixed("b").await;
+    let u = unix_upstream(&dir.path().join("app.sock"), |_req| async {
+        Response::new(Full::new(Bytes::from_static(b"u")))
+    })
+    .await;
+    let p = proxy(&cfg(&format!(
+        r#"
+[upstream.app]
+servers = ["{}", "{}", {{ addr = "{}", weight = 2 }}]
+[[route]]
+upstream = "app"
+"#,
+        a.addr, b.addr, u.addr
+    )))
+    .await;
+    let mut seen = String::new();
+    for _ in 0..40 {
+        let (status, _, body) = get(&p.url("/")).await;
+        assert_eq!(status, 200);
+        seen.push_str(&body);
+    }
+    // Smooth weighted round robin: exactly 1:1:2 over whole cycles, and the
+    // weight-2 server never gets two in a row more than the weights require.
+    assert_eq!(
+        (a.hits(), b.hits(), u.hits()),
+        (10, 10, 20),
+        "sequence {seen}"
+    );
+    assert!(!seen.contains("uuu"), "not smooth: {seen}");
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let a = fixed("a").await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        a.addr
+    )))
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(&p.url("/")).await.0, 200);
+    }
+    assert_eq!(a.hits(), 20);
+    assert_eq!(
+        a.conns(),
+        1,
+        "each request opened a new upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_headers_replace_spoofed_values() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let req = Request::get(p.url("/a/b?x=1&y=%20z"))
+        .header("host", "shop.example.com")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("x-app", "kept")
+        .body(Body::default())
+        .unwrap();
+    let (status, headers, body) = send(req).await;
+    assert_eq!(status, 200);
+    let v = json(&body);
+    let h = &v["headers"];
+    assert_eq!(v["uri"], "/a/b?x=1&y=%20z");
+    assert_eq!(h["host"], "shop.example.com");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example.com");
+    assert_eq!(h["x-app"], "kept");
+    assert!(
+        h.get("x-hop").is_none() && h.get("keep-alive").is_none(),
+        "hop-by-hop forwarded: {h}"
+    );
+    let id = headers
+        .get("x-request-id")
+        .expect("x-request-id in response")
+        .to_str()
+        .unwrap();
+    assert_eq!(
+        h["x-request-id"], id,
+        "upstream and client see the same request id"
+    );
+    assert_eq!(id.len(), 32);
+}
+
+#[tokio::test]
+async fn trusted_proxy_chain_is_extended() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let req = Request::get(p.url("/"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("x-request-id", "abc-123")
+        .body(Body::default())
+        .unwrap();
+    let (_, headers, body) = send(req).await;
+    let h = &json(&body)["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(headers["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn no_route_is_404_and_respond_and_redirect_routes_answer() {
+    let p = proxy(&cfg(r#"
+[[route]]
+host = "example.com"
+path = "/healthz"
+respond = { status = 200, body = "ok" }
+[[route]]
+host = "example.com"
+path = "/old/"
+redirect = "https://example.com/new{rest}"
+status = 301
+"#))
+    .await;
+    let with_host = |path: &str| {
+        Request::get(p.url(path))
+            .header("host", "example.com")
+            .body(Body::default())
+            .unwrap()
+    };
+    assert_eq!(send(with_host("/healthz")).await.2, "ok");
+    let (status, headers, _) = send(with_host("/old/a/b")).await;
+    assert_eq!(status, 301);
+    assert_eq!(headers["location"], "https://example.com/new/a/b");
+    assert_eq!(send(with_host("/other")).await.0, 404);
+    // Any other host matches nothing.
+    let (status, _, body) = get(&p.url("/healthz")).await;
+    assert_eq!((status, body.as_str()), (404, "not found\n"));
+}
+
+#[tokio::test]
+async fn body_over_max_body_is_413_by_length_and_while_streaming() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nmax_body = \"1KiB\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let (status, _, body) = send(
+        Request::post(p.url("/"))
+            .body(Full::new(Bytes::from(vec![b'x'; 1024])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["body_len"], 1024);
+    let (status, _, _) = send(
+        Request::post(p.url("/"))
+            .body(Full::new(Bytes::from(vec![b'x'; 1025])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        e.hits(),
+        1,
+        "the oversized request with Content-Length reached the upstream"
+    );
+
+    // Chunked: no length up front, the limit trips while streaming.
+    let chunks = (0..8).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'y'; 512])))
+    });
+    let stream = StreamBody::new(futures_util::stream::iter(chunks));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = client
+        .request(Request::post(p.url("/")).body(stream).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+#[tokio::test]
+async fn huge_headers_get_431_and_long_uri_414() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let big = "a".repeat(70 * 1024);
+    let resp = raw(
+        p.addrs[0],
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(80)]
+    );
+    let long = format!("/{}", "b".repeat(9000));
+    let (status, _, _) = get(&p.url(&long)).await;
+    assert_eq!(status, 414);
+    assert_eq!(e.hits(), 0);
+}
+
+#[tokio::test]
+async fn dead_upstream_is_502_and_connect_failure_moves_to_next_server() {
+    // A port that was just free: nothing listens there.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let a = fixed("alive").await;
+    let p = proxy(&cfg(&format!(
+        r#"
+[upstream.dead]
+servers = ["{dead}"]
+[upstream.mixed]
+servers = ["{dead}", "{}"]
+retries = 1
+[[route]]
+path = "/dead"
+upstream = "dead"
+[[route]]
+path = "/mixed"
+upstream = "mixed"
+"#,
+        a.addr
+    )))
+    .await;
+    let (status, _, body) = get(&p.url("/dead")).await;
+    assert_eq!((status, body.as_str()), (502, "bad gateway\n"));
+    for _ in 0..6 {
+        let (status, _, body) = get(&p.url("/mixed")).await;
+        assert_eq!((status, body.as_str()), (200, "alive"));
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_after_timeout() {
+    let hang = upstream(|_req| async {
+        std::future::pending::<()>().await;
+        unreachable!()
+    })
+    .await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\ntimeout = \"300ms\"\nretries = 0\n[[route]]\nupstream = \"app\"\n",
+        hang.addr
+    )))
+    .await;
+    let (status, _, body) = get(&p.url("/")).await;
+    assert_eq!((status, body.as_str()), (504, "gateway timeout\n"));
+}
+
+#[tokio::test]
+async fn slow_header_client_is_cut_off_while_others_are_served() {
+    let a = fixed("fine").await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nheader_timeout = \"500ms\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        a.addr
+    )))
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Dribble: 1")
+        .await
+        .unwrap();
+    // Others are served while the slow head is pending.
+    for _ in 0..3 {
+        assert_eq!(get(&p.url("/")).await.2, "fine");
+    }
+    // The server closes the slow connection; the guard only stops a hang.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "slow-header connection was never closed");
+    assert_eq!(a.hits(), 3);
+}
+
+#[tokio::test]
+async fn idle_keepalive_connection_outlives_header_timeout() {
+    // header_timeout bounds a head that has started, not the idle wait
+    // between requests on a keep-alive connection.
+    let p = proxy(&cfg("[server]\nheader_timeout = \"200ms\"\nidle_timeout = \"60s\"\n[[route]]\nrespond = { body = \"ok\" }\n")).await;
+    let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Wait well past header_timeout with the connection idle. The wait is
+    // not a synchronisation: the assertion holds for any longer wait too.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.write_all(req).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        n > 0 && String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "idle connection was closed"
+    );
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        ws.send(m).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let p = proxy(&cfg(&format!(
+        "[upstream.ws]\nservers = [\"{ws_addr}\"]\n[[route]]\npath = \"/ws/\"\nupstream = \"ws\"\n"
+    )))
+    .await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", p.addrs[0]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let m = ws.next().await.unwrap().unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let big = upstream(|req| async move {
+        if req.uri().path() == "/download" {
+            return Response::new(Full::new(Bytes::from(vec![7u8; 8 << 20])));
+        }
+        echo_response(req).await
+    })
+    .await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nmax_body = \"20MiB\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        big.addr
+    )))
+    .await;
+    let resp = client()
+        .request(
+            Request::get(p.url("/download"))
+                .body(Body::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 8 << 20);
+    assert!(body.iter().all(|&b| b == 7));
+    let (status, _, body) = send(
+        Request::post(p.url("/upload"))
+            .body(Full::new(Bytes::from(vec![1u8; 12 << 20])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["body_len"], 12 << 20);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_in_flight_request_finish() {
+    let arrived = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let (a2, r2) = (arrived.clone(), release.clone());
+    let slow = upstream(move |_req| {
+        let (a, r) = (a2.clone(), r2.clone());
+        async move {
+            a.notify_one();
+            r.notified().await;
+            Response::new(Full::new(Bytes::from_static(b"finished")))
+        }
+    })
+    .await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nshutdown_timeout = \"30s\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        slow.addr
+    )))
+    .await;
+    let url = p.url("/slow");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    arrived.notified().await;
+    let server = p.server.clone();
+    let shutdown = tokio::spawn(async move { server.shutdown().await });
+    // New connections are refused once the listener has stopped.
+    let addr = p.addrs[0];
+    let refused = async {
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), refused)
+        .await
+        .expect("listener still accepting");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown did not wait for the request in flight"
+    );
+    release.notify_one();
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "finished"));
+    assert!(shutdown.await.unwrap(), "shutdown hit its timeout");
+}
+
+#[tokio::test]
+async fn access_log_json_line_per_request() {
+    let a = fixed("x").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let toml = format!(
+        "[log]\naccess = \"{}\"\nformat = \"json\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        log.display(),
+        a.addr
+    );
+    let p = proxy(&toml).await;
+    let (_, headers, _) = get(&p.url("/logged?q=1")).await;
+    let id = headers["x-request-id"].to_str().unwrap().to_string();
+    // The line is written off the request path: poll for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(&id)) {
+            break l.to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let v = json(&line);
+    assert_eq!(v["uri"], "/logged?q=1");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["bytes"], 1);
+    assert_eq!(v["upstream"], a.addr.as_str());
+    assert_eq!(v["method"], "GET");
+}
