@@ -475,3 +475,63 @@ async fn access_log_json_line_per_request() {
     assert_eq!(v["upstream"], a.addr.as_str());
     assert_eq!(v["method"], "GET");
 }
+
+#[tokio::test]
+async fn http2_cleartext_with_prior_knowledge_is_proxied() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Body>();
+    for _ in 0..3 {
+        let resp = h2
+            .request(
+                Request::get(p.url("/h2?x=1"))
+                    .body(Body::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = json(&String::from_utf8_lossy(&body));
+        assert_eq!(v["uri"], "/h2?x=1");
+        // The HTTP/1.1 upstream gets a Host header built from :authority.
+        assert_eq!(v["headers"]["host"], p.addrs[0].to_string());
+    }
+}
+
+#[tokio::test]
+async fn max_connections_makes_extra_clients_wait_not_fail() {
+    let p = proxy(&cfg(
+        "[server]\nmax_connections = 1\n[[route]]\nrespond = { body = \"ok\" }\n",
+    ))
+    .await;
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    first.write_all(req).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The second client connects (the kernel's backlog) but is not served
+    // while the first connection holds the only slot.
+    let mut second = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    second.write_all(req).await.unwrap();
+    let mut buf2 = [0u8; 512];
+    let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf2)).await;
+    assert!(
+        early.is_err(),
+        "second connection served beyond max_connections"
+    );
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut buf2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf2[..n]).starts_with("HTTP/1.1 200"));
+}

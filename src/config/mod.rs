@@ -238,3 +238,6 @@ fn named<T: DeserializeOwned>(
 fn clean(e: toml::de::Error) -> String {
     e.message().trim_end().to_string()
 }
+
+#[cfg(test)]
+mod tests;

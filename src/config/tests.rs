@@ -1,0 +1,219 @@
+//! Unit tests of the config compiler: defaults, every error with its place,
+//! and what a reload carries over.
+
+use super::{load_str, Errors, Source};
+use crate::state::{AccessTarget, ListenKind, Snapshot};
+use crate::upstream::{Balance, ServerAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn src() -> Source {
+    Source {
+        path: None,
+        base_dir: PathBuf::from("/etc/portcullis"),
+    }
+}
+
+fn ok(toml: &str) -> Snapshot {
+    load_str(toml, &src(), None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errs(toml: &str) -> Vec<String> {
+    match load_str(toml, &src(), None) {
+        Ok(_) => panic!("config compiled but should not"),
+        Err(Errors(v)) => v.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const LISTEN: &str = "[[listen]]\naddr = \"127.0.0.1:8080\"\n";
+
+#[test]
+fn defaults_match_the_contract() {
+    let s = ok(LISTEN);
+    assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(s.server.max_connections, 10_000);
+    assert_eq!(s.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(s.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.server.max_body, 10 << 20);
+    assert!(s.server.watch);
+    assert!(s.server.threads >= 1);
+    assert_eq!(s.log.level, "info");
+    assert_eq!(s.log.access, AccessTarget::Stdout);
+    assert_eq!(s.listeners[0].kind, ListenKind::Plain);
+}
+
+#[test]
+fn upstream_settings_and_server_forms() {
+    let s = ok(&format!(
+        r#"{LISTEN}
+[upstream.app]
+servers = ["unix:/run/gunicorn/app.sock", "127.0.0.1:8001", {{ addr = "127.0.0.1:8002", weight = 3 }}]
+balance = "least_conn"
+connect_timeout = "500ms"
+retries = 2
+[upstream.app.health]
+path = "/healthz"
+expect = ["2xx", 301]
+"#
+    ));
+    let up = &s.upstreams["app"];
+    assert_eq!(
+        up.servers[0].addr,
+        ServerAddr::Unix("/run/gunicorn/app.sock".into())
+    );
+    assert_eq!(up.servers[1].addr, ServerAddr::Tcp("127.0.0.1:8001".into()));
+    assert_eq!(up.weights, vec![1, 1, 3]);
+    assert_eq!(up.settings.balance, Balance::LeastConn);
+    assert_eq!(up.settings.connect_timeout, Duration::from_millis(500));
+    assert_eq!(up.settings.retries, 2);
+    assert_eq!(up.settings.keepalive, 32);
+    let h = up.settings.health.as_ref().unwrap();
+    assert_eq!(h.path, "/healthz");
+    assert_eq!(h.expect, vec![(200, 299), (301, 301)]);
+    assert_eq!((h.unhealthy, h.healthy), (3, 2));
+}
+
+#[test]
+fn every_error_is_reported_with_its_place() {
+    let e = errs(
+        r#"
+[server]
+max_body = "lots"
+trusted_proxies = ["10.0.0.0/8", "not-an-ip"]
+[log]
+format = "xml"
+[[listen]]
+addr = "localhost:80"
+[upstream.app]
+servers = ["127.0.0.1:8001", "127.0.0.1:8001", { addr = "127.0.0.1:8003", weight = 0 }]
+balance = "fastest"
+[[route]]
+path = "api"
+upstream = "app"
+[[route]]
+upstream = "app"
+respond = { body = "x" }
+[[route]]
+path = "/r"
+redirect = "https://example.com/"
+status = 200
+"#,
+    );
+    let want = [
+        "server.max_body: \"lots\" is not a size",
+        "server.trusted_proxies[1]: \"not-an-ip\" is not an IP address",
+        "log.format: \"xml\" is not one of combined, json",
+        "listen[0].addr: \"localhost:80\" is not an IP:port address",
+        "upstream.app.servers[1]: 127.0.0.1:8001 is listed twice",
+        "upstream.app.servers[2].weight: must be between 1 and 1000",
+        "upstream.app.balance: \"fastest\" is not one of",
+        "route[0].path: \"api\" must start with /",
+        "route[1]: more than one action",
+        "route[2].status: a redirect status is one of",
+    ];
+    for w in want {
+        assert!(
+            e.iter().any(|l| l.starts_with(w)),
+            "missing {w:?} in:\n{}",
+            e.join("\n")
+        );
+    }
+}
+
+#[test]
+fn a_broken_entry_does_not_hide_other_errors_or_cause_follow_ups() {
+    let e = errs(&format!(
+        r#"{LISTEN}
+[upstream.app]
+servers = ["127.0.0.1:8001"]
+keepalive = "lots"
+[[route]]
+upstream = "app"
+[[route]]
+path = "/x"
+upstream = "missing"
+"#
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("upstream.app: invalid type"), "{e:?}");
+    assert!(
+        e[1].starts_with("route[1].upstream: no upstream named \"missing\""),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_keys_and_sections_are_errors() {
+    let e = errs(&format!(
+        "{LISTEN}[serverz]\nthreads = 1\n[[route]]\nrespond = {{ body = \"x\" }}\ncolor = 1\n"
+    ));
+    assert!(
+        e.iter().any(|l| l.starts_with("serverz: unknown section")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("route[0]: unknown field `color`")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn listeners_need_an_entry_and_unique_addresses() {
+    assert!(errs("")
+        .iter()
+        .any(|l| l.starts_with("listen: no [[listen]] entry")));
+    let e = errs("[[listen]]\naddr = \"127.0.0.1:80\"\n[[listen]]\naddr = \"127.0.0.1:80\"\n");
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("listen[1].addr: 127.0.0.1:80 is listed twice")),
+        "{e:?}"
+    );
+    let e = errs("[[listen]]\naddr = \"127.0.0.1:80\"\ntls = true\nredirect_https = true\n");
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("listen[0]: tls and redirect_https exclude each other")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn relative_log_paths_resolve_against_the_config_directory() {
+    let s = ok(&format!("{LISTEN}[log]\naccess = \"logs/access.log\"\n"));
+    assert_eq!(
+        s.log.access,
+        AccessTarget::File("/etc/portcullis/logs/access.log".into())
+    );
+}
+
+#[test]
+fn reload_keeps_servers_that_stay_and_makes_new_ones() {
+    let first = ok(&format!(
+        "{LISTEN}[upstream.app]\nservers = [\"127.0.0.1:8001\", \"127.0.0.1:8002\"]\n"
+    ));
+    let second = load_str(
+        &format!("{LISTEN}[upstream.app]\nservers = [\"127.0.0.1:8002\", \"127.0.0.1:8003\"]\nkeepalive = 4\n"),
+        &src(),
+        Some(&first),
+    )
+    .unwrap();
+    let old = &first.upstreams["app"].servers;
+    let new = &second.upstreams["app"].servers;
+    assert!(
+        Arc::ptr_eq(&old[1], &new[0]),
+        "server 8002 should carry over"
+    );
+    assert!(
+        !old.iter().any(|o| Arc::ptr_eq(o, &new[1])),
+        "server 8003 is new"
+    );
+}
+
+#[test]
+fn config_hash_is_stable() {
+    let a = ok(LISTEN);
+    let b = ok(LISTEN);
+    assert_eq!(a.hash, b.hash);
+    assert_ne!(a.hash, ok(&format!("{LISTEN}\n")).hash);
+}
