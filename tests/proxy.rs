@@ -535,3 +535,52 @@ async fn max_connections_makes_extra_clients_wait_not_fail() {
         .unwrap();
     assert!(String::from_utf8_lossy(&buf2[..n]).starts_with("HTTP/1.1 200"));
 }
+
+/// The keep-alive race: the server drops a kept-alive connection just as the
+/// proxy reuses it. The request must go through on a fresh connection, even
+/// with one server and `retries = 0`.
+#[tokio::test]
+async fn a_reused_connection_dropped_by_the_server_is_retried_fresh() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                // Answer the first request, keep the connection open, then
+                // read the second request and close without a word.
+                let mut buf = vec![0u8; 4096];
+                for n in 0.. {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let k = s.read(&mut buf).await.unwrap_or(0);
+                        if k == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..k]);
+                    }
+                    if n == 1 {
+                        return;
+                    }
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{addr}\"]\nretries = 0\nkeepalive_timeout = \"60s\"\n[[route]]\nupstream = \"app\"\n"
+    )))
+    .await;
+    for _ in 0..4 {
+        let (status, _, body) = get(&p.url("/")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    assert!(
+        conns.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the connection was never reused"
+    );
+}

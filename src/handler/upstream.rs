@@ -52,19 +52,25 @@ pub async fn forward(
     let mut last_err = ProxyError::NoServerAvailable;
     let max_attempts = s.retries as usize + 1;
 
-    for attempt in 1..=max_attempts {
+    // A pooled connection that fails as it is reused is the keep-alive race
+    // (the server closed it as we sent), not the server's fault: like nginx,
+    // try again on a fresh connection without counting an attempt.
+    let mut free_retries = 2;
+    let mut attempt = 0;
+    while attempt < max_attempts {
         let Some(i) = up.pick(client_ip, tried) else {
             break;
         };
         tried |= 1 << i.min(63);
         let server = &up.servers[i];
+        attempt += 1;
         out.attempts = attempt as u32;
         out.upstream = Some(server.clone());
 
-        let tx = match server.pool.take_idle(s.keepalive_timeout) {
-            Some(tx) => tx,
+        let (mut tx, reused) = match server.pool.take_idle(s.keepalive_timeout) {
+            Some(tx) => (tx, true),
             None => match Pool::connect(&server.addr, s.connect_timeout).await {
-                Ok(tx) => tx,
+                Ok(tx) => (tx, false),
                 Err(e) => {
                     tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "connect to upstream failed");
                     server
@@ -76,17 +82,11 @@ pub async fn forward(
             },
         };
         // Keep a copy for a retry only when one is possible.
-        let req = match pending.take() {
-            Some(r) => {
-                if replayable && attempt < max_attempts {
-                    pending = Some(clone_head(&r));
-                }
-                r
-            }
-            None => break,
-        };
+        let Some(req) = pending.take() else { break };
+        if replayable && (attempt < max_attempts || (reused && free_retries > 0)) {
+            pending = Some(clone_head(&req));
+        }
         let guard = InflightGuard::new(server.clone());
-        let mut tx = tx;
         let sent = tokio::time::timeout(s.timeout, tx.try_send_request(req)).await;
         match sent {
             Ok(Ok(resp)) => {
@@ -104,13 +104,25 @@ pub async fn forward(
                 return Ok(r);
             }
             Ok(Err(mut e)) => {
-                // Not sent at all (a pooled connection that had just closed):
-                // the request is intact and may go to another server.
-                if let Some(r) = e.take_message() {
-                    pending = Some(r);
-                } else if is_body_too_large(e.error()) {
+                if is_body_too_large(e.error()) {
                     return Err(ProxyError::BodyTooLarge);
-                } else {
+                }
+                // Not sent at all: the request is intact and may go on.
+                let unsent = e.take_message();
+                let was_unsent = unsent.is_some();
+                let can_repeat = was_unsent || pending.is_some();
+                if let Some(r) = unsent {
+                    pending = Some(r);
+                }
+                if reused && free_retries > 0 && can_repeat {
+                    free_retries -= 1;
+                    attempt -= 1;
+                    tried &= !(1 << i.min(63));
+                    server.pool.clear();
+                    tracing::debug!(server = %server.label, error = %e.error(), "pooled connection failed on reuse; retrying on a fresh one");
+                    continue;
+                }
+                if !(was_unsent && reused) {
                     server
                         .health
                         .record_failure(&server.label, s.max_fails, s.fail_timeout);

@@ -54,6 +54,13 @@ impl Pool {
         None
     }
 
+    /// Close every idle connection (they are suspected stale).
+    pub fn clear(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     pub fn put(&self, tx: Sender) {
         if tx.is_closed() {
             return;
