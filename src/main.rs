@@ -32,6 +32,18 @@ enum Cmd {
     Run,
     /// Compile the config and report every problem with its place; exit 1 on any.
     Check,
+    /// Write a self-signed development certificate and key (not for production).
+    Cert {
+        /// DNS names and IP addresses, comma-separated: localhost,127.0.0.1
+        #[arg(long, value_delimiter = ',', required = true)]
+        names: Vec<String>,
+        /// Directory for NAME.crt and NAME.key (NAME: the first name).
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +51,18 @@ fn main() -> ExitCode {
     match cli.cmd.unwrap_or(Cmd::Run) {
         Cmd::Run => run(&cli.config),
         Cmd::Check => check(&cli.config),
+        Cmd::Cert { names, out, force } => {
+            match portcullis::tls::write_dev_cert(&names, &out, force) {
+                Ok((cert, key)) => {
+                    println!("wrote {} and {} (self-signed, not for production)\n\n[[tls.cert]]\ncert = {:?}\nkey = {:?}", cert.display(), key.display(), cert.display().to_string(), key.display().to_string());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis cert: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -49,6 +73,9 @@ fn check(path: &Path) -> ExitCode {
             for l in &snap.listeners {
                 println!("  listen   {} ({:?})", l.addr, l.kind);
             }
+            portcullis::tls::summary(&snap)
+                .iter()
+                .for_each(|l| println!("{l}"));
             for (name, u) in &snap.upstreams {
                 let servers: Vec<&str> = u.servers.iter().map(|s| s.label.as_str()).collect();
                 println!(

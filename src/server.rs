@@ -36,6 +36,7 @@ impl Server {
         config_path: Option<PathBuf>,
     ) -> io::Result<Arc<Server>> {
         snap.access_log = crate::access_log::Logger::for_settings(&snap.log, None)?;
+        crate::tls::log_warnings(&snap);
         let specs = snap.listeners.clone();
         let limit = Arc::new(Semaphore::new(snap.server.max_connections));
         let (shutdown, _) = watch::channel(false);
@@ -56,6 +57,7 @@ impl Server {
         for (spec, l) in bound {
             listeners.push(listener::start(spec, l, shared.clone())?);
         }
+        shared.state.set_bound_https_port(https_port(&listeners));
         Ok(Arc::new(Server {
             shared,
             listeners: Mutex::new(listeners),
@@ -132,6 +134,7 @@ impl Server {
             }
         }
         drop(current);
+        crate::tls::log_warnings(&snap);
         let old = self.shared.state.swap(snap);
         let new = self.shared.state.load();
         if old.server.threads != new.server.threads {
@@ -186,6 +189,7 @@ impl Server {
                 }
             }
         }
+        self.shared.state.set_bound_https_port(https_port(&next));
         *current = next;
     }
 
@@ -202,6 +206,14 @@ impl Server {
             .await
             .is_ok()
     }
+}
+
+/// The first TLS listener's bound port, for the redirect listener.
+fn https_port(listeners: &[Listener]) -> Option<u16> {
+    listeners
+        .iter()
+        .find(|l| l.spec.kind == crate::state::ListenKind::Tls)
+        .map(|l| l.local_addr.port())
 }
 
 /// Serve until SIGTERM or SIGINT (then drain and exit 0); SIGHUP reloads.

@@ -58,7 +58,7 @@ pub async fn handle(
         .as_ref()
         .map(|l| entry(&parts, &conn, &request_id, start, l.clone()));
     let mut out = Outcome::default();
-    let mut resp = match dispatch(&snap, &conn, &mut parts, body, &mut out).await {
+    let mut resp = match dispatch(&snap, &state, &conn, &mut parts, body, &mut out).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -86,6 +86,7 @@ pub async fn handle(
 
 async fn dispatch(
     snap: &Arc<Snapshot>,
+    state: &State,
     conn: &Arc<ConnInfo>,
     parts: &mut http::request::Parts,
     body: Incoming,
@@ -95,7 +96,7 @@ async fn dispatch(
         return Err(ProxyError::UriTooLong);
     }
     if conn.kind == ListenKind::RedirectHttps {
-        return Ok(handler::redirect_https(parts, snap.https_port()));
+        return Ok(handler::redirect_https(parts, state.https_port(snap)));
     }
     if content_length(parts).is_some_and(|n| n > snap.server.max_body) {
         return Err(ProxyError::BodyTooLarge);

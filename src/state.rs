@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,12 +106,16 @@ impl Snapshot {
 
 pub struct State {
     current: ArcSwap<Snapshot>,
+    /// The port the first TLS listener is really bound to (a configured
+    /// port 0 resolved); 0 until the server has bound it.
+    bound_https_port: AtomicU16,
 }
 
 impl State {
     pub fn new(s: Snapshot) -> Self {
         State {
             current: ArcSwap::from_pointee(s),
+            bound_https_port: AtomicU16::new(0),
         }
     }
 
@@ -120,5 +125,18 @@ impl State {
 
     pub fn swap(&self, s: Snapshot) -> Arc<Snapshot> {
         self.current.swap(Arc::new(s))
+    }
+
+    /// The port HTTPS is served on, for redirects: the bound one when known.
+    pub fn https_port(&self, snap: &Snapshot) -> Option<u16> {
+        match self.bound_https_port.load(Ordering::Relaxed) {
+            0 => snap.https_port(),
+            p => Some(p),
+        }
+    }
+
+    pub fn set_bound_https_port(&self, port: Option<u16>) {
+        self.bound_https_port
+            .store(port.unwrap_or(0), Ordering::Relaxed);
     }
 }

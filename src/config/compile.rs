@@ -29,9 +29,10 @@ pub fn compile(
     let server = c.server(&raw.server);
     let log = c.log(&raw.log);
     let listeners = c.listeners(&raw.listen, &broken.listen, raw.tls.is_some() || broken.tls);
-    if let Some(_tls) = &raw.tls {
-        c.errs.add("tls", "TLS is not supported yet");
-    }
+    let tls = raw.tls.as_ref().and_then(|t| {
+        let prev = prev.and_then(|p| p.tls.as_deref());
+        crate::tls::compile::compile(t, src, prev, &mut c.files, &mut c.errs).map(Arc::new)
+    });
     let upstreams = c.upstreams(raw.upstream, prev);
     for name in raw.jwt.keys() {
         c.errs
@@ -46,7 +47,7 @@ pub fn compile(
             router: Router::new(routes),
             upstreams,
             policies: BTreeMap::new(),
-            tls: None,
+            tls,
             files: c.files,
             hash,
             access_log: None,

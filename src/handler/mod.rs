@@ -64,16 +64,36 @@ pub fn location(status: StatusCode, target: &str) -> Resp {
 }
 
 /// `redirect_https = true` listeners: every request to the same host and path
-/// over HTTPS, on the TLS listener's port when it is not 443.
+/// over HTTPS, on the TLS listener's port when it is not 443 (the port the
+/// client used for plain HTTP is dropped).
 pub fn redirect_https(parts: &http::request::Parts, https_port: Option<u16>) -> Resp {
     let host = crate::router::request_host(parts);
-    if host.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "missing Host header\n");
+    if !redirectable_host(host) {
+        return text(StatusCode::BAD_REQUEST, "missing or invalid Host header\n");
     }
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // `OPTIONS *` has no path to keep.
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/");
     let target = match https_port {
         Some(443) | None => format!("https://{host}{pq}"),
         Some(p) => format!("https://{host}:{p}{pq}"),
     };
     location(StatusCode::PERMANENT_REDIRECT, &target)
+}
+
+/// A host name or IP literal, nothing that could change where the URL points
+/// (`evil.com/`, `a@b`, `x#`).
+fn redirectable_host(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }

@@ -1,0 +1,449 @@
+//! `[tls]` and `[[tls.cert]]` -> `TlsSettings`: reads every certificate and
+//! key, checks them, and builds the rustls server config. Problems go to the
+//! compiler's error list with their places; things that still work but
+//! deserve attention (an expired certificate, a dev certificate) become
+//! warnings that `check` prints and the server logs.
+
+use super::certs::{self, PairError};
+use super::sni::{self, SniResolver};
+use super::{CertSummary, ClientAuth, TlsSettings};
+use crate::config::raw::{RawCert, RawTls};
+use crate::config::units::parse_duration;
+use crate::config::{ConfigError, Errors, Source};
+use http::HeaderValue;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One certificate as compiled: where it came from and what it serves.
+struct Entry {
+    key: Arc<CertifiedKey>,
+    summary: CertSummary,
+}
+
+struct Ctx<'a> {
+    errs: &'a mut Errors,
+    warnings: Vec<ConfigError>,
+    files: &'a mut Vec<PathBuf>,
+    src: &'a Source,
+    provider: &'a CryptoProvider,
+    prev: Option<&'a TlsSettings>,
+}
+
+impl Ctx<'_> {
+    fn warn(&mut self, place: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            place: place.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Compile `[tls]`. `prev` is the running config's TLS, whose in-memory dev
+/// certificates are kept when their names did not change (so a reload does
+/// not hand browsers a new untrusted certificate each time). Every file
+/// named is pushed to `files`, so that a renewal triggers a reload.
+pub fn compile(
+    raw: &RawTls,
+    src: &Source,
+    prev: Option<&TlsSettings>,
+    files: &mut Vec<PathBuf>,
+    errs: &mut Errors,
+) -> Option<TlsSettings> {
+    let n_errs = errs.0.len();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cx = Ctx {
+        errs,
+        warnings: Vec::new(),
+        files,
+        src,
+        provider: &provider,
+        prev,
+    };
+
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match raw.min_version.as_deref() {
+        None | Some("1.2") => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        Some("1.3") => &[&rustls::version::TLS13],
+        Some(v) => {
+            cx.errs.add(
+                "tls.min_version",
+                format!(
+                    "{v:?}: only \"1.2\" and \"1.3\" are supported (older versions are unsafe)"
+                ),
+            );
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        }
+    };
+    let hsts = raw.hsts.as_deref().and_then(|h| hsts(h, cx.errs));
+    let handshake_timeout = match &raw.handshake_timeout {
+        None => DEFAULT_HANDSHAKE_TIMEOUT,
+        Some(s) => match parse_duration(s) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                cx.errs.add("tls.handshake_timeout", "must be more than 0s");
+                DEFAULT_HANDSHAKE_TIMEOUT
+            }
+            Err(e) => {
+                cx.errs.add("tls.handshake_timeout", e);
+                DEFAULT_HANDSHAKE_TIMEOUT
+            }
+        },
+    };
+
+    if raw.cert.is_empty() {
+        cx.errs.add(
+            "tls.cert",
+            "no certificate: add a [[tls.cert]] with cert and key, or self_signed = [\"localhost\"]",
+        );
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    for (i, c) in raw.cert.iter().enumerate() {
+        if let Some(e) = cert(&mut cx, i, c) {
+            entries.push(e);
+        }
+    }
+    duplicates(&mut cx, &entries);
+
+    let (verifier, client_auth) = client_verifier(&mut cx, raw);
+
+    if cx.errs.0.len() > n_errs {
+        return None;
+    }
+    let names: Vec<Vec<String>> = entries.iter().map(|e| e.summary.names.clone()).collect();
+    let keys: Vec<Arc<CertifiedKey>> = entries.iter().map(|e| e.key.clone()).collect();
+    let builder = match ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+    {
+        Ok(b) => b,
+        Err(e) => {
+            cx.errs
+                .add("tls", format!("cannot build the TLS config: {e}"));
+            return None;
+        }
+    };
+    let mut config = builder
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SniResolver::new(keys, &names)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Our cipher suite order (rustls's: AEAD only, strongest first) wins.
+    config.ignore_client_order = true;
+    let dev_keys = entries
+        .iter()
+        .filter_map(|e| Some((e.summary.self_signed.clone()?, e.key.clone())))
+        .collect();
+    Some(TlsSettings {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        hsts,
+        handshake_timeout,
+        client_auth,
+        certs: entries.into_iter().map(|e| e.summary).collect(),
+        dev_keys,
+        warnings: cx.warnings,
+    })
+}
+
+fn hsts(h: &str, errs: &mut Errors) -> Option<HeaderValue> {
+    let ok_start = h
+        .trim_start()
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("max-age="));
+    match HeaderValue::from_str(h) {
+        Ok(v) if ok_start => Some(v),
+        _ => {
+            errs.add(
+                "tls.hsts",
+                format!("{h:?} is not a Strict-Transport-Security value like \"max-age=63072000; includeSubDomains\""),
+            );
+            None
+        }
+    }
+}
+
+fn cert(cx: &mut Ctx<'_>, i: usize, c: &RawCert) -> Option<Entry> {
+    let place = format!("tls.cert[{i}]");
+    let (key, dns_names, source, self_signed, not_after) = if let Some(list) = &c.self_signed {
+        if c.cert.is_some() || c.key.is_some() {
+            cx.errs.add(
+                &place,
+                "self_signed makes its own certificate: remove cert and key, or self_signed",
+            );
+            return None;
+        }
+        let key = dev_cert(cx, &format!("{place}.self_signed"), list)?;
+        let dns: Vec<String> = list
+            .iter()
+            .filter(|n| n.parse::<std::net::IpAddr>().is_err())
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        cx.warn(
+            &place,
+            format!(
+                "self-signed certificate for {} made in memory: browsers will warn, NOT FOR PRODUCTION",
+                list.join(", ")
+            ),
+        );
+        (
+            key,
+            dns,
+            "self-signed, in memory".to_string(),
+            Some(list.clone()),
+            None,
+        )
+    } else {
+        let (Some(cert_file), Some(key_file)) = (&c.cert, &c.key) else {
+            cx.errs.add(
+                &place,
+                "set cert and key (PEM files), or self_signed = [\"localhost\"] for development",
+            );
+            return None;
+        };
+        let cert_path = cx.src.resolve(cert_file);
+        let key_path = cx.src.resolve(key_file);
+        cx.files.push(cert_path.clone());
+        cx.files.push(key_path.clone());
+        let (ck, facts) = match certs::load_pair(&cert_path, &key_path, cx.provider) {
+            Ok(p) => p,
+            Err(PairError::Cert(e)) => {
+                cx.errs.add(format!("{place}.cert"), e);
+                return None;
+            }
+            Err(PairError::Key(e)) => {
+                cx.errs.add(format!("{place}.key"), e);
+                return None;
+            }
+        };
+        validity(cx, &format!("{place}.cert"), &cert_path, &facts);
+        (
+            Arc::new(ck),
+            facts.dns_names,
+            cert_path.display().to_string(),
+            None,
+            Some(facts.not_after),
+        )
+    };
+
+    let names = match &c.names {
+        None => {
+            let mut out = Vec::new();
+            for n in &dns_names {
+                match sni::check_name(n) {
+                    Ok(n) if !out.contains(&n) => out.push(n),
+                    Ok(_) => {}
+                    // A certificate may carry names SNI never uses.
+                    Err(e) => cx.warn(&place, format!("certificate name ignored: {e}")),
+                }
+            }
+            out
+        }
+        Some(list) => {
+            let mut out = Vec::new();
+            for (j, n) in list.iter().enumerate() {
+                match sni::check_name(n) {
+                    Ok(n) => {
+                        if !dns_names.iter().any(|d| sni::covers(d, &n)) {
+                            cx.warn(
+                                format!("{place}.names[{j}]"),
+                                format!("{n:?} is not among the certificate's names ({}): clients will refuse it", list_or_none(&dns_names)),
+                            );
+                        }
+                        if !out.contains(&n) {
+                            out.push(n);
+                        }
+                    }
+                    Err(e) => cx.errs.add(format!("{place}.names[{j}]"), e),
+                }
+            }
+            out
+        }
+    };
+    if names.is_empty() && i > 0 {
+        cx.errs.add(
+            &place,
+            "no DNS name to choose this certificate by (none in the certificate, no names set): only the first certificate serves clients without a known name",
+        );
+        return None;
+    }
+    Some(Entry {
+        key,
+        summary: CertSummary {
+            place,
+            names,
+            source,
+            not_after,
+            self_signed,
+        },
+    })
+}
+
+fn validity(cx: &mut Ctx<'_>, place: &str, path: &std::path::Path, f: &certs::Facts) {
+    let now = SystemTime::now();
+    if f.not_after < now {
+        cx.warn(
+            place,
+            format!(
+                "{} expired on {}: clients will refuse it; renew it",
+                path.display(),
+                certs::day(f.not_after)
+            ),
+        );
+    } else if f.not_before > now {
+        cx.warn(
+            place,
+            format!(
+                "{} is not valid before {}: clients will refuse it until then",
+                path.display(),
+                certs::day(f.not_before)
+            ),
+        );
+    } else if f.not_after < now + Duration::from_secs(14 * 86400) {
+        cx.warn(
+            place,
+            format!(
+                "{} expires on {}: renew it soon",
+                path.display(),
+                certs::day(f.not_after)
+            ),
+        );
+    }
+}
+
+/// A dev certificate: the running one when its names did not change,
+/// otherwise a new one.
+fn dev_cert(cx: &mut Ctx<'_>, place: &str, list: &[String]) -> Option<Arc<CertifiedKey>> {
+    if list.is_empty() {
+        cx.errs.add(
+            place,
+            "list at least one name, e.g. [\"localhost\", \"127.0.0.1\"]",
+        );
+        return None;
+    }
+    let mut bad = false;
+    for n in list {
+        if n.parse::<std::net::IpAddr>().is_err() {
+            if let Err(e) = sni::check_name(n) {
+                cx.errs.add(place, e);
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        return None;
+    }
+    if let Some(k) = cx
+        .prev
+        .and_then(|p| p.dev_keys.iter().find(|(names, _)| names == list))
+    {
+        return Some(k.1.clone());
+    }
+    let dev = match certs::self_signed(list) {
+        Ok(d) => d,
+        Err(e) => {
+            cx.errs.add(place, e);
+            return None;
+        }
+    };
+    match CertifiedKey::from_der(vec![dev.cert_der], dev.key_der, cx.provider) {
+        Ok(k) => Some(Arc::new(k)),
+        Err(e) => {
+            cx.errs
+                .add(place, format!("cannot use the dev certificate: {e}"));
+            None
+        }
+    }
+}
+
+/// A name served by two certificates is ambiguous: which one a client gets
+/// would depend on the order in the file.
+fn duplicates(cx: &mut Ctx<'_>, entries: &[Entry]) {
+    for (i, e) in entries.iter().enumerate() {
+        for n in &e.summary.names {
+            if let Some(first) = entries[..i].iter().find(|o| o.summary.names.contains(n)) {
+                cx.errs.add(
+                    format!("{}.names", e.summary.place),
+                    format!(
+                        "{n:?} is also served by {}; set names on one of them",
+                        first.summary.place
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn client_verifier(
+    cx: &mut Ctx<'_>,
+    raw: &RawTls,
+) -> (
+    Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ClientAuth,
+) {
+    let none = || WebPkiClientVerifier::no_client_auth();
+    let mode = match raw.client_auth.as_deref() {
+        None | Some("required") => ClientAuth::Required,
+        Some("optional") => ClientAuth::Optional,
+        Some(m) => {
+            cx.errs.add(
+                "tls.client_auth",
+                format!("{m:?}: expected \"required\" or \"optional\""),
+            );
+            ClientAuth::Required
+        }
+    };
+    let Some(ca) = &raw.client_ca else {
+        if raw.client_auth.is_some() {
+            cx.errs.add(
+                "tls.client_auth",
+                "needs client_ca: the PEM file of the CA that signs client certificates",
+            );
+        }
+        return (none(), ClientAuth::Off);
+    };
+    let path = cx.src.resolve(ca);
+    cx.files.push(path.clone());
+    let chain = match certs::read_chain(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            cx.errs.add("tls.client_ca", e);
+            return (none(), ClientAuth::Off);
+        }
+    };
+    let mut roots = RootCertStore::empty();
+    for (i, c) in chain.into_iter().enumerate() {
+        if let Err(e) = roots.add(c) {
+            cx.errs.add(
+                "tls.client_ca",
+                format!(
+                    "{}: certificate {i} is not a usable CA: {e}",
+                    path.display()
+                ),
+            );
+        }
+    }
+    let mut b =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(cx.provider.clone()));
+    if mode == ClientAuth::Optional {
+        b = b.allow_unauthenticated();
+    }
+    match b.build() {
+        Ok(v) => (v, mode),
+        Err(e) => {
+            cx.errs
+                .add("tls.client_ca", format!("{}: {e}", path.display()));
+            (none(), ClientAuth::Off)
+        }
+    }
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
