@@ -91,6 +91,8 @@ impl Ca {
     /// A client certificate with subject CN=`cn`, O=`org`.
     pub fn client(&self, cn: &str, org: &str) -> Pair {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        // Most general first, as CAs write them (rcgen's default has a CN).
+        p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name.push(DnType::OrganizationName, org);
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
