@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! listener (accept, connection limit)                     listener.rs
-//!   -> tls (rustls, SNI, ALPN h2/http1.1)                  tls.rs, TLS listeners only
+//!   -> tls (rustls, SNI, ALPN h2/http1.1)                  tls/, TLS listeners only
 //!   -> http (hyper-util auto server, timeouts, upgrades)   http.rs
 //!   -> service: snapshot = state.load()                    service.rs
 //!        -> router.find(host, path)   -> Route             router.rs   (404 if none)

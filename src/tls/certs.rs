@@ -247,4 +247,17 @@ mod tests {
         let ck = CertifiedKey::from_der(vec![dev.cert_der], dev.key_der, &provider).unwrap();
         ck.keys_match().unwrap();
     }
+
+    #[test]
+    fn a_utf8_client_subject_is_a_header_value() {
+        let ca = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "José Müller");
+        let cert = p.self_signed(&ca).unwrap();
+        let s = subject(cert.der()).unwrap();
+        assert_eq!(s, "CN=José Müller");
+        assert!(http::HeaderValue::from_bytes(s.as_bytes()).is_ok());
+    }
 }

@@ -6,15 +6,14 @@
 
 use super::certs::{self, PairError};
 use super::sni::{self, SniResolver};
-use super::{CertSummary, ClientAuth, TlsSettings};
+use super::{CertSummary, TlsSettings};
 use crate::config::raw::{RawCert, RawTls};
 use crate::config::units::parse_duration;
 use crate::config::{ConfigError, Errors, Source};
 use http::HeaderValue;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -27,16 +26,22 @@ struct Entry {
     summary: CertSummary,
 }
 
-struct Ctx<'a> {
-    errs: &'a mut Errors,
+pub(super) struct Ctx<'a> {
+    pub(super) errs: &'a mut Errors,
     warnings: Vec<ConfigError>,
     files: &'a mut Vec<PathBuf>,
-    src: &'a Source,
-    provider: &'a CryptoProvider,
+    pub(super) src: &'a Source,
+    pub(super) provider: &'a CryptoProvider,
     prev: Option<&'a TlsSettings>,
 }
 
 impl Ctx<'_> {
+    pub(super) fn watch(&mut self, path: &std::path::Path) {
+        if !self.files.iter().any(|f| f == path) {
+            self.files.push(path.to_path_buf());
+        }
+    }
+
     fn warn(&mut self, place: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(ConfigError {
             place: place.into(),
@@ -110,7 +115,7 @@ pub fn compile(
     }
     duplicates(&mut cx, &entries);
 
-    let (verifier, client_auth) = client_verifier(&mut cx, raw);
+    let (verifier, client_auth) = super::client_auth::verifier(&mut cx, raw);
 
     if cx.errs.0.len() > n_errs {
         return None;
@@ -131,6 +136,18 @@ pub fn compile(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(SniResolver::new(keys, &names)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless resumption: a returning client skips the full handshake
+    // without a session cache shared (and locked) across threads. A reload
+    // makes a new ticketer, so no session outlives a change of certificates
+    // or client CA.
+    match rustls::crypto::aws_lc_rs::Ticketer::new() {
+        Ok(t) => config.ticketer = t,
+        Err(e) => {
+            cx.errs
+                .add("tls", format!("cannot set up session tickets: {e}"));
+            return None;
+        }
+    }
     // The client's cipher suite order is kept (rustls's default): every suite
     // on offer is strong, and a client without AES hardware picks ChaCha20,
     // as Mozilla's TLS guidelines recommend.
@@ -206,8 +223,8 @@ fn cert(cx: &mut Ctx<'_>, i: usize, c: &RawCert) -> Option<Entry> {
         };
         let cert_path = cx.src.resolve(cert_file);
         let key_path = cx.src.resolve(key_file);
-        cx.files.push(cert_path.clone());
-        cx.files.push(key_path.clone());
+        cx.watch(&cert_path);
+        cx.watch(&key_path);
         let (ck, facts) = match certs::load_pair(&cert_path, &key_path, cx.provider) {
             Ok(p) => p,
             Err(PairError::Cert(e)) => {
@@ -377,74 +394,69 @@ fn duplicates(cx: &mut Ctx<'_>, entries: &[Entry]) {
     }
 }
 
-fn client_verifier(
-    cx: &mut Ctx<'_>,
-    raw: &RawTls,
-) -> (
-    Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    ClientAuth,
-) {
-    let none = || WebPkiClientVerifier::no_client_auth();
-    let mode = match raw.client_auth.as_deref() {
-        None | Some("required") => ClientAuth::Required,
-        Some("optional") => ClientAuth::Optional,
-        Some(m) => {
-            cx.errs.add(
-                "tls.client_auth",
-                format!("{m:?}: expected \"required\" or \"optional\""),
-            );
-            ClientAuth::Required
-        }
-    };
-    let Some(ca) = &raw.client_ca else {
-        if raw.client_auth.is_some() {
-            cx.errs.add(
-                "tls.client_auth",
-                "needs client_ca: the PEM file of the CA that signs client certificates",
-            );
-        }
-        return (none(), ClientAuth::Off);
-    };
-    let path = cx.src.resolve(ca);
-    cx.files.push(path.clone());
-    let chain = match certs::read_chain(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            cx.errs.add("tls.client_ca", e);
-            return (none(), ClientAuth::Off);
-        }
-    };
-    let mut roots = RootCertStore::empty();
-    for (i, c) in chain.into_iter().enumerate() {
-        if let Err(e) = roots.add(c) {
-            cx.errs.add(
-                "tls.client_ca",
-                format!(
-                    "{}: certificate {i} is not a usable CA: {e}",
-                    path.display()
-                ),
-            );
-        }
-    }
-    let mut b =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(cx.provider.clone()));
-    if mode == ClientAuth::Optional {
-        b = b.allow_unauthenticated();
-    }
-    match b.build() {
-        Ok(v) => (v, mode),
-        Err(e) => {
-            cx.errs
-                .add("tls.client_ca", format!("{}: {e}", path.display()));
-            (none(), ClientAuth::Off)
-        }
-    }
-}
-
 fn list_or_none(v: &[String]) -> String {
     if v.is_empty() {
         "none".into()
     } else {
         v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_str, Source};
+
+    fn errors(tls: &str) -> String {
+        let text = format!(
+            "[[listen]]\naddr = \"127.0.0.1:0\"\ntls = true\n\n[tls]\n{tls}\n\n[[route]]\nrespond = {{ status = 200 }}\n"
+        );
+        let src = Source {
+            path: None,
+            base_dir: std::env::temp_dir(),
+        };
+        match load_str(&text, &src, None) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn settings_mistakes_have_places() {
+        let dev = "[[tls.cert]]\nself_signed = [\"localhost\"]";
+        assert_eq!(errors(dev), "");
+        let e = errors(&format!("hsts = \"63072000\"\n{dev}"));
+        assert!(
+            e.contains("tls.hsts: \"63072000\" is not a Strict-Transport-Security value"),
+            "{e}"
+        );
+        let e = errors(&format!("client_auth = \"optional\"\n{dev}"));
+        assert!(e.contains("tls.client_auth: needs client_ca"), "{e}");
+        let e = errors(&format!(
+            "client_ca = \"nope.pem\"\nclient_auth = \"maybe\"\n{dev}"
+        ));
+        assert!(e.contains("tls.client_auth: \"maybe\""), "{e}");
+        assert!(e.contains("tls.client_ca: cannot read"), "{e}");
+        let e = errors(&format!("handshake_timeout = \"0s\"\n{dev}"));
+        assert!(
+            e.contains("tls.handshake_timeout: must be more than 0s"),
+            "{e}"
+        );
+        let e = errors("[[tls.cert]]\nself_signed = [\"localhost\"]\ncert = \"a.crt\"");
+        assert!(
+            e.contains("tls.cert[0]: self_signed makes its own certificate"),
+            "{e}"
+        );
+        let e = errors("[[tls.cert]]\nself_signed = [\"bad name\"]");
+        assert!(
+            e.contains("tls.cert[0].self_signed: \"bad name\" is not a DNS name"),
+            "{e}"
+        );
+        let e = errors("[[tls.cert]]\nself_signed = [\"a.test\"]\nnames = [\"10.0.0.1\"]");
+        assert!(
+            e.contains("tls.cert[0].names[0]: \"10.0.0.1\" is an IP address"),
+            "{e}"
+        );
+        let e = errors("min_version = \"1.2\"");
+        assert!(e.contains("tls.cert: no certificate"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! compile.rs   [tls] + [[tls.cert]] -> TlsSettings (rustls ServerConfig), with check's messages
+//! client_auth.rs  client certificates (mTLS)
 //! certs.rs     PEM files, key/certificate match, names and validity, dev certificates
 //! sni.rs       the certificate for the name the client asked for
 //! serve()      handshake (timeout, the snapshot's config) -> http::serve
@@ -12,6 +13,7 @@
 //! renewal) changes what new handshakes get, never an established connection.
 
 pub mod certs;
+mod client_auth;
 pub mod compile;
 pub mod sni;
 
@@ -98,7 +100,9 @@ pub async fn serve(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(certs::subject)
-        .and_then(|s| HeaderValue::from_str(&s).ok());
+        // UTF-8 names (CN=José) are kept as bytes; control characters were
+        // escaped by `subject`.
+        .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok());
     let info = Arc::new(ConnInfo {
         peer,
         local,
