@@ -74,11 +74,13 @@ pub fn compile(raw: &RawStatic, place: &str, src: &Source, errs: &mut Errors) ->
         None
     } else {
         match std::fs::canonicalize(&root) {
-            Ok(p) if p.is_dir() => Some(p),
+            // A file as root serves that one file at the route's path, as
+            // nginx's `location = /robots.txt { alias ...; }`.
+            Ok(p) if p.is_dir() || p.is_file() => Some(p),
             Ok(_) => {
                 errs.add(
                     &root_place,
-                    format!("{} is not a directory", root.display()),
+                    format!("{} is not a directory or a file", root.display()),
                 );
                 None
             }

@@ -38,7 +38,12 @@ pub enum Found {
 
 /// The request's file, a directory's index, or nothing.
 pub fn find(site: &Site, rel: &RelPath, accept: [Option<Coding>; 2]) -> io::Result<Found> {
-    let path = site.root.join(&rel.path);
+    // Not `join("")`, which would add a slash: a file root is opened as is.
+    let path = if rel.path.as_os_str().is_empty() {
+        site.root.clone()
+    } else {
+        site.root.join(&rel.path)
+    };
     let Some((file, meta)) = open_checked(site, &path)? else {
         return Ok(Found::Missing);
     };

@@ -668,6 +668,37 @@ async fn handles_are_closed_after_full_partial_and_abandoned_responses() {
     }
 }
 
+#[tokio::test]
+async fn a_file_root_serves_that_file_at_the_route_path() {
+    let dir = tree(&[("robots.txt", b"User-agent: *")]);
+    let raw = RawStaticDetailed {
+        root: "root/robots.txt".into(),
+        ..Default::default()
+    };
+    let src = Source {
+        path: None,
+        base_dir: dir.path().to_path_buf(),
+    };
+    let mut errs = Errors::default();
+    let site = compile(&RawStatic::Detailed(raw), "r", &src, &mut errs).expect("compiles");
+    let t = T {
+        dir,
+        route: Route {
+            index: 0,
+            host: HostMatch::Any,
+            prefix: "/robots.txt".into(),
+            action: Action::Static(Arc::new(site)),
+            jwt: None,
+            headers: vec![],
+        },
+    };
+    let g = get(&t, "/robots.txt", &[]).await;
+    assert_eq!((g.status, g.text().as_str()), (200, "User-agent: *"));
+    assert_eq!(g.hdr("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(get(&t, "/robots.txt/x", &[]).await.status, 404);
+}
+
+#[cfg(unix)]
 #[test]
 fn config_errors_have_their_place() {
     let dir = tree(&[("index.html", b"x")]);
@@ -685,8 +716,12 @@ fn config_errors_have_their_place() {
         e.starts_with("route[1].static: ") && e.contains("nope"),
         "{e}"
     );
-    let e = compile_errs(RawStatic::Root("secret.txt".into()));
-    assert!(e.contains("is not a directory"), "{e}");
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let e = compile_errs(RawStatic::Root("fifo".into()));
+    assert!(e.contains("is not a directory or a file"), "{e}");
     let d = |edit: fn(&mut RawStaticDetailed)| {
         let mut r = RawStaticDetailed {
             root: "root".into(),
