@@ -24,6 +24,8 @@ pub struct FileBody {
     state: State,
     pos: u64,
     remaining: u64,
+    /// Off only in tests, to drive the blocking-pool path.
+    try_cache: bool,
 }
 
 enum State {
@@ -43,7 +45,14 @@ impl FileBody {
             },
             pos: start,
             remaining: len,
+            try_cache: true,
         }
+    }
+
+    #[cfg(test)]
+    pub fn pool_only(mut self) -> Self {
+        self.try_cache = false;
+        self
     }
 
     /// The next chunk, or None at the end.
@@ -54,7 +63,12 @@ impl FileBody {
                 State::Idle(file) => {
                     let want = self.remaining.min(CHUNK as u64) as usize;
                     let mut buf = BytesMut::with_capacity(want);
-                    match read_cached(&file, self.pos, &mut buf, want) {
+                    let cached = if self.try_cache {
+                        read_cached(&file, self.pos, &mut buf, want)
+                    } else {
+                        Ok(false)
+                    };
+                    match cached {
                         Ok(true) => return Poll::Ready(Some(Ok(self.advance(file, buf)))),
                         Ok(false) => {
                             let pos = self.pos;
@@ -230,5 +244,41 @@ mod tests {
         let mut b = BytesMut::new();
         let e = read_blocking(&f, 0, &mut b, 2000).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn pool_reads_stream_the_whole_file() {
+        use http_body_util::BodyExt;
+        let (_d, f, data) = file(3 * CHUNK + 7);
+        let body = FileBody::new(f, 5, (3 * CHUNK + 2) as u64).pool_only();
+        let got = body.collect().await.unwrap().to_bytes();
+        assert!(got[..] == data[5..]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn dropping_the_body_mid_read_closes_the_file() {
+        use http_body_util::BodyExt;
+        let (d, f, _) = file(4 * CHUNK);
+        let p = std::fs::canonicalize(d.path().join("f")).unwrap();
+        let handles = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| *l == p)
+                .count()
+        };
+        drop(f);
+        let mut body = FileBody::new(File::open(&p).unwrap(), 0, (4 * CHUNK) as u64).pool_only();
+        body.frame().await.unwrap().unwrap();
+        // Start the next pool read, then drop the body while it may run.
+        let waker = std::task::Waker::noop();
+        let _ = body.poll_chunk(&mut Context::from_waker(waker));
+        drop(body);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while handles() > 0 {
+            assert!(std::time::Instant::now() < deadline, "file handle leaked");
+            tokio::task::yield_now().await;
+        }
     }
 }

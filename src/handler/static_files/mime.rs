@@ -61,6 +61,18 @@ pub fn content_type(path: &Path) -> HeaderValue {
     }
 }
 
+/// Formats that are compressed already: no `.br`/`.gz` is looked for, which
+/// spares two failed opens per image or font on a `precompressed` route.
+pub fn already_compressed(path: &Path) -> bool {
+    const SKIP: &[&str] = &[
+        "png", "jpg", "jpeg", "gif", "webp", "avif", "woff", "woff2", "mp4", "webm", "mp3", "zip",
+        "gz", "br",
+    ];
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| SKIP.iter().any(|s| s.eq_ignore_ascii_case(e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +104,14 @@ mod tests {
         assert_eq!(ct("notes.rtx"), "text/richtext; charset=utf-8");
         assert_eq!(ct("blob.unknownext"), "application/octet-stream");
         assert_eq!(ct("Makefile"), "application/octet-stream");
+    }
+
+    #[test]
+    fn compressed_formats_are_known() {
+        assert!(already_compressed(Path::new("a.PNG")));
+        assert!(already_compressed(Path::new("f.woff2")));
+        assert!(!already_compressed(Path::new("a.css")));
+        assert!(!already_compressed(Path::new("a.svg")));
+        assert!(!already_compressed(Path::new("noext")));
     }
 }

@@ -87,7 +87,7 @@ fn file_found(
     if !meta.is_file() {
         return Ok(Found::Missing);
     }
-    if site.precompressed {
+    if site.precompressed && !super::mime::already_compressed(&path) {
         for coding in accept.into_iter().flatten() {
             let mut name = path.clone().into_os_string();
             name.push(coding.suffix());

@@ -486,6 +486,14 @@ async fn stale_variants_are_skipped() {
 }
 
 #[tokio::test]
+async fn no_variants_for_formats_that_are_compressed_already() {
+    let dir = tree(&[("a.png", b"PNG"), ("a.png.gz", b"GZ")]);
+    let t = site_with(dir, |r| r.precompressed = Some(true));
+    let g = get(&t, "/static/a.png", &[("accept-encoding", "gzip")]).await;
+    assert_eq!((g.text().as_str(), g.hdr("content-encoding")), ("PNG", ""));
+}
+
+#[tokio::test]
 async fn variants_are_ignored_unless_precompressed_is_on() {
     let t = site(&[("a.css", b"plain"), ("a.css.br", b"BR")]);
     let g = get(&t, "/static/a.css", &[("accept-encoding", "br")]).await;
