@@ -48,6 +48,9 @@ pub struct Site {
     /// Relative to the root.
     fallback: Option<PathBuf>,
     follow_symlinks: bool,
+    /// The root's path is absolute and free of symlinks: opens can then
+    /// prove containment by refusing symlinks (see open.rs).
+    plain_root: bool,
 }
 
 /// `static = "/dir"` or `static = { root, index, precompressed, fallback,
@@ -126,9 +129,13 @@ pub fn compile(raw: &RawStatic, place: &str, src: &Source, errs: &mut Errors) ->
     if errs.0.len() > n_errs {
         return None;
     }
+    let real_root = real_root?;
+    // Absolute, so that opens do not depend on the working directory.
+    let root = std::path::absolute(&root).unwrap_or(root);
     Some(Site {
+        plain_root: root == real_root,
         root,
-        real_root: ArcSwap::from_pointee(real_root?),
+        real_root: ArcSwap::from_pointee(real_root),
         index,
         precompressed: d.precompressed.unwrap_or(false),
         fallback,

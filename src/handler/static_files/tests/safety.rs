@@ -175,3 +175,23 @@ async fn handles_are_closed_after_full_partial_and_abandoned_responses() {
         tokio::task::yield_now().await;
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn only_a_root_without_symlinks_takes_the_one_call_open() {
+    let dir = tree(&[]);
+    std::os::unix::fs::symlink("root", dir.path().join("current")).unwrap();
+    let plain = |root: &str| {
+        let src = Source {
+            path: None,
+            base_dir: dir.path().to_path_buf(),
+        };
+        let mut errs = Errors::default();
+        compile(&RawStatic::Root(root.into()), "r", &src, &mut errs)
+            .unwrap()
+            .plain_root
+    };
+    assert!(plain("root"));
+    assert!(!plain("current"));
+    assert!(!plain("root/../root"));
+}
