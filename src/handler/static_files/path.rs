@@ -18,7 +18,8 @@ pub struct RelPath {
 /// None: the path must not be served (traversal, NUL, backslash, bad UTF-8
 /// on systems whose file names are not bytes).
 pub fn sanitize(rest: &str) -> Option<RelPath> {
-    let decoded: Vec<u8> = percent_encoding::percent_decode_str(rest).collect();
+    // Borrowed, without a copy, when there is no `%` at all.
+    let decoded: std::borrow::Cow<[u8]> = percent_encoding::percent_decode_str(rest).into();
     let mut path = PathBuf::new();
     for seg in decoded.split(|&b| b == b'/') {
         match seg {
