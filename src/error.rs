@@ -25,6 +25,8 @@ pub enum ProxyError {
     Upstream(String),
     #[error("not found")]
     NotFound,
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ProxyError {
@@ -38,6 +40,7 @@ impl ProxyError {
             ProxyError::NoServerAvailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -51,6 +54,7 @@ impl ProxyError {
             StatusCode::METHOD_NOT_ALLOWED => "method not allowed\n",
             StatusCode::SERVICE_UNAVAILABLE => "service unavailable\n",
             StatusCode::GATEWAY_TIMEOUT => "gateway timeout\n",
+            StatusCode::INTERNAL_SERVER_ERROR => "internal server error\n",
             _ => "bad gateway\n",
         }
     }

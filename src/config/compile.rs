@@ -476,12 +476,14 @@ impl Compiler<'_> {
                     None
                 }
             }
-        } else if r.static_files.is_some() {
-            self.errs.add(
-                format!("{place}.static"),
-                "static routes are not supported yet",
-            );
-            None
+        } else if let Some(s) = &r.static_files {
+            crate::handler::static_files::compile(
+                s,
+                &format!("{place}.static"),
+                self.src,
+                &mut self.errs,
+            )
+            .map(|site| Action::Static(Arc::new(site)))
         } else if let Some(to) = &r.redirect {
             let status = r.status.unwrap_or(302);
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {

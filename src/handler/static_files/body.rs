@@ -1,0 +1,284 @@
+//! A file's bytes as a response body, one chunk at a time.
+//!
+//! Reads are positional (`pread`), so the body needs no seek state. A chunk
+//! already in the page cache is read on the request's own thread with
+//! `RWF_NOWAIT`, which fails instead of waiting for the disk; only a chunk
+//! that would wait goes to tokio's blocking pool. So a hot static file costs
+//! no thread hand-off, and a cold one never stalls the runtime on a read.
+//! The file handle lives in the body (or, during a pool read, in that
+//! read's closure, which hands it back): dropping the body closes it.
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::task::JoinHandle;
+
+/// Largest chunk read and sent at once: the memory one download holds.
+pub const CHUNK: usize = 64 << 10;
+
+pub struct FileBody {
+    state: State,
+    pos: u64,
+    remaining: u64,
+    /// Off only in tests, to drive the blocking-pool path.
+    try_cache: bool,
+}
+
+enum State {
+    Idle(File),
+    Reading(JoinHandle<(File, io::Result<BytesMut>)>),
+    Done,
+}
+
+impl FileBody {
+    /// `len` bytes from `start`.
+    pub fn new(file: File, start: u64, len: u64) -> Self {
+        FileBody {
+            state: if len == 0 {
+                State::Done
+            } else {
+                State::Idle(file)
+            },
+            pos: start,
+            remaining: len,
+            try_cache: true,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn pool_only(mut self) -> Self {
+        self.try_cache = false;
+        self
+    }
+
+    /// The next chunk, or None at the end.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::Done => return Poll::Ready(None),
+                State::Idle(file) => {
+                    let want = self.remaining.min(CHUNK as u64) as usize;
+                    let mut buf = BytesMut::with_capacity(want);
+                    let cached = if self.try_cache {
+                        read_cached(&file, self.pos, &mut buf, want)
+                    } else {
+                        Ok(false)
+                    };
+                    match cached {
+                        Ok(true) => return Poll::Ready(Some(Ok(self.advance(file, buf)))),
+                        Ok(false) => {
+                            let pos = self.pos;
+                            self.state = State::Reading(tokio::task::spawn_blocking(move || {
+                                let r = read_blocking(&file, pos, &mut buf, want).map(|()| buf);
+                                (file, r)
+                            }));
+                        }
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+                State::Reading(mut h) => {
+                    let res = Pin::new(&mut h).poll(cx);
+                    let Poll::Ready(res) = res else {
+                        self.state = State::Reading(h);
+                        return Poll::Pending;
+                    };
+                    return Poll::Ready(Some(match res {
+                        Ok((file, Ok(buf))) => Ok(self.advance(file, buf)),
+                        Ok((_, Err(e))) => Err(e),
+                        Err(e) => Err(io::Error::other(e)),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, file: File, buf: BytesMut) -> Bytes {
+        self.pos += buf.len() as u64;
+        self.remaining -= buf.len() as u64;
+        if self.remaining > 0 {
+            self.state = State::Idle(file);
+        }
+        buf.freeze()
+    }
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Poll::Ready(ready!(self.poll_chunk(cx)).map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A file that shrank under us cannot give the length already promised.
+fn truncated() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")
+}
+
+/// Fill `buf` up to `want` bytes from the page cache only. Ok(false): some
+/// of it would have to wait for the disk (or the system cannot tell).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_cached(file: &File, pos: u64, buf: &mut BytesMut, want: usize) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    while buf.len() < want {
+        let have = buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want - have];
+        let iov = libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: spare.len(),
+        };
+        let off = pos + have as u64;
+        // SAFETY: `iov` describes `spare`, capacity owned by `buf` that
+        // stays alive and unaliased for the call; the kernel writes at most
+        // `iov_len` bytes into it and reports how many.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                off as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                // EAGAIN: not cached. The others: the kernel or the
+                // filesystem does not do RWF_NOWAIT; the pool will read.
+                Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => Ok(false),
+                Some(libc::EINTR) => continue,
+                _ => Err(e),
+            };
+        }
+        if n == 0 {
+            return Err(truncated());
+        }
+        // SAFETY: the kernel initialised the first `n` spare bytes.
+        unsafe { buf.set_len(have + n as usize) };
+    }
+    Ok(true)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn read_cached(_: &File, _: u64, _: &mut BytesMut, _: usize) -> io::Result<bool> {
+    Ok(false)
+}
+
+/// Fill `buf` up to `want` bytes, waiting for the disk. Runs on the pool.
+fn read_blocking(file: &File, pos: u64, buf: &mut BytesMut, want: usize) -> io::Result<()> {
+    let have = buf.len();
+    buf.resize(want, 0);
+    match read_exact_at(file, &mut buf[have..], pos + have as u64) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(truncated()),
+        r => r,
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, pos)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, pos)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                pos += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(len: usize) -> (tempfile::TempDir, File, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let p = dir.path().join("f");
+        std::fs::write(&p, &data).unwrap();
+        (dir, File::open(&p).unwrap(), data)
+    }
+
+    #[test]
+    fn cached_and_pool_reads_agree_with_the_file() {
+        let (_d, f, data) = file(100_000);
+        let mut b = BytesMut::with_capacity(CHUNK);
+        // Just written, so cached on Linux; elsewhere (or on a filesystem
+        // without RWF_NOWAIT) the pool read below does the work.
+        if read_cached(&f, 10, &mut b, CHUNK).unwrap() {
+            assert!(b[..] == data[10..10 + CHUNK]);
+        }
+        // The pool completes a buffer the cached read left half full.
+        let mut half = BytesMut::from(&data[10..1000]);
+        read_blocking(&f, 10, &mut half, CHUNK).unwrap();
+        assert!(half[..] == data[10..10 + CHUNK]);
+    }
+
+    #[test]
+    fn a_file_that_shrank_is_an_error_not_a_short_body() {
+        let (_d, f, _) = file(1000);
+        let mut b = BytesMut::with_capacity(2000);
+        assert!(read_cached(&f, 0, &mut b, 2000).is_err() || b.is_empty());
+        let mut b = BytesMut::new();
+        let e = read_blocking(&f, 0, &mut b, 2000).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn pool_reads_stream_the_whole_file() {
+        use http_body_util::BodyExt;
+        let (_d, f, data) = file(3 * CHUNK + 7);
+        let body = FileBody::new(f, 5, (3 * CHUNK + 2) as u64).pool_only();
+        let got = body.collect().await.unwrap().to_bytes();
+        assert!(got[..] == data[5..]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn dropping_the_body_mid_read_closes_the_file() {
+        use http_body_util::BodyExt;
+        let (d, f, _) = file(4 * CHUNK);
+        let p = std::fs::canonicalize(d.path().join("f")).unwrap();
+        let handles = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| *l == p)
+                .count()
+        };
+        drop(f);
+        let mut body = FileBody::new(File::open(&p).unwrap(), 0, (4 * CHUNK) as u64).pool_only();
+        body.frame().await.unwrap().unwrap();
+        // Start the next pool read, then drop the body while it may run.
+        let waker = std::task::Waker::noop();
+        let _ = body.poll_chunk(&mut Context::from_waker(waker));
+        drop(body);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while handles() > 0 {
+            assert!(std::time::Instant::now() < deadline, "file handle leaked");
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Content-Type from the file name's extension. The types a web front end
+//! ships are in a table of ready header values (no allocation per request,
+//! and current types: `text/javascript` per RFC 9239, `font/woff2`,
+//! `image/avif`); the long tail comes from `mime_guess`. Text types say
+//! `charset=utf-8`, which is what collectstatic and bundlers write.
+
+use http::HeaderValue;
+use std::path::Path;
+
+const TABLE: &[(&str, &str)] = &[
+    ("html", "text/html; charset=utf-8"),
+    ("htm", "text/html; charset=utf-8"),
+    ("css", "text/css; charset=utf-8"),
+    ("js", "text/javascript; charset=utf-8"),
+    ("mjs", "text/javascript; charset=utf-8"),
+    ("cjs", "text/javascript; charset=utf-8"),
+    ("json", "application/json"),
+    ("map", "application/json"),
+    ("webmanifest", "application/manifest+json"),
+    ("txt", "text/plain; charset=utf-8"),
+    ("csv", "text/csv; charset=utf-8"),
+    ("md", "text/markdown; charset=utf-8"),
+    ("xml", "application/xml"),
+    ("svg", "image/svg+xml"),
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("gif", "image/gif"),
+    ("webp", "image/webp"),
+    ("avif", "image/avif"),
+    ("ico", "image/x-icon"),
+    ("wasm", "application/wasm"),
+    ("woff2", "font/woff2"),
+    ("woff", "font/woff"),
+    ("ttf", "font/ttf"),
+    ("otf", "font/otf"),
+    ("eot", "application/vnd.ms-fontobject"),
+    ("pdf", "application/pdf"),
+    ("mp4", "video/mp4"),
+    ("webm", "video/webm"),
+    ("mp3", "audio/mpeg"),
+    ("zip", "application/zip"),
+    ("gz", "application/gzip"),
+];
+
+const OCTET: HeaderValue = HeaderValue::from_static("application/octet-stream");
+
+pub fn content_type(path: &Path) -> HeaderValue {
+    let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+        return OCTET;
+    };
+    if let Some((_, t)) = TABLE.iter().find(|(e, _)| e.eq_ignore_ascii_case(ext)) {
+        return HeaderValue::from_static(t);
+    }
+    match mime_guess::from_ext(ext).first_raw() {
+        Some(t) if t.starts_with("text/") => {
+            HeaderValue::from_str(&format!("{t}; charset=utf-8")).unwrap_or(OCTET)
+        }
+        Some(t) => HeaderValue::from_static(t),
+        None => OCTET,
+    }
+}
+
+/// Formats that are compressed already: no `.br`/`.gz` is looked for, which
+/// spares two failed opens per image or font on a `precompressed` route.
+pub fn already_compressed(path: &Path) -> bool {
+    const SKIP: &[&str] = &[
+        "png", "jpg", "jpeg", "gif", "webp", "avif", "woff", "woff2", "mp4", "webm", "mp3", "zip",
+        "gz", "br",
+    ];
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| SKIP.iter().any(|s| s.eq_ignore_ascii_case(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(name: &str) -> String {
+        content_type(Path::new(name)).to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn web_types() {
+        assert_eq!(ct("app.css"), "text/css; charset=utf-8");
+        assert_eq!(ct("app.3f9a.js"), "text/javascript; charset=utf-8");
+        assert_eq!(ct("mod.mjs"), "text/javascript; charset=utf-8");
+        assert_eq!(ct("data.json"), "application/json");
+        assert_eq!(ct("logo.svg"), "image/svg+xml");
+        assert_eq!(ct("app.wasm"), "application/wasm");
+        assert_eq!(ct("font.woff2"), "font/woff2");
+        assert_eq!(ct("pic.webp"), "image/webp");
+        assert_eq!(ct("pic.avif"), "image/avif");
+        assert_eq!(ct("app.js.map"), "application/json");
+        assert_eq!(ct("robots.txt"), "text/plain; charset=utf-8");
+        assert_eq!(ct("index.html"), "text/html; charset=utf-8");
+        assert_eq!(ct("LOGO.PNG"), "image/png");
+    }
+
+    #[test]
+    fn long_tail_and_unknown() {
+        assert_eq!(ct("feed.rss"), "application/rss+xml");
+        assert_eq!(ct("notes.rtx"), "text/richtext; charset=utf-8");
+        assert_eq!(ct("blob.unknownext"), "application/octet-stream");
+        assert_eq!(ct("Makefile"), "application/octet-stream");
+    }
+
+    #[test]
+    fn compressed_formats_are_known() {
+        assert!(already_compressed(Path::new("a.PNG")));
+        assert!(already_compressed(Path::new("f.woff2")));
+        assert!(!already_compressed(Path::new("a.css")));
+        assert!(!already_compressed(Path::new("a.svg")));
+        assert!(!already_compressed(Path::new("noext")));
+    }
+}

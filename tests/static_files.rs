@@ -1,0 +1,193 @@
+//! Static routes through the real server: files come from disk, and the
+//! app upstream never sees those requests.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use std::path::Path;
+
+fn write(root: &Path, name: &str, body: &[u8]) {
+    let p = root.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+/// A proxy with `/static/` served from `public/` (collectstatic's output)
+/// and everything else sent to `app`.
+async fn setup(files: &[(&str, &[u8])], static_extra: &str) -> (Proxy, Upstream) {
+    let app = fixed("from app").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "SECRET").unwrap();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    for (name, body) in files {
+        write(&public, name, body);
+    }
+    let toml = format!(
+        r#"
+[log]
+access = "off"
+
+[[listen]]
+addr = "127.0.0.1:0"
+
+[upstream.app]
+servers = ["{}"]
+
+[[route]]
+path = "/static/"
+static = {{ root = "public"{static_extra} }}
+headers = {{ "Cache-Control" = "public, max-age=31536000, immutable" }}
+
+[[route]]
+path = "/"
+upstream = "app"
+"#,
+        app.addr
+    );
+    (proxy_in(dir, &toml).await, app)
+}
+
+fn req(method: &str, url: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Body::default()).unwrap()
+}
+
+#[tokio::test]
+async fn static_requests_never_reach_the_upstream() {
+    let (p, app) = setup(
+        &[
+            ("css/app.css", b"body{}"),
+            ("docs/index.html", b"<h1>docs</h1>"),
+        ],
+        "",
+    )
+    .await;
+
+    let (s, h, body) = get(&p.url("/static/css/app.css")).await;
+    assert_eq!((s, body.as_str()), (200, "body{}"));
+    assert_eq!(h["content-type"], "text/css; charset=utf-8");
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    let etag = h["etag"].to_str().unwrap().to_string();
+
+    let (s, h, body) = send(req(
+        "GET",
+        &p.url("/static/css/app.css"),
+        &[("if-none-match", &etag)],
+    ))
+    .await;
+    assert_eq!((s, body.as_str()), (304, ""));
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+
+    let (s, h, body) = send(req(
+        "GET",
+        &p.url("/static/css/app.css"),
+        &[("range", "bytes=-2")],
+    ))
+    .await;
+    assert_eq!((s, body.as_str()), (206, "{}"));
+    assert_eq!(h["content-range"], "bytes 4-5/6");
+
+    let (s, h, body) = send(req("HEAD", &p.url("/static/css/app.css"), &[])).await;
+    assert_eq!((s, body.as_str()), (200, ""));
+    assert_eq!(h["content-length"], "6");
+
+    let (s, h, _) = get(&p.url("/static/docs")).await;
+    assert_eq!((s, h["location"].to_str().unwrap()), (301, "/static/docs/"));
+    assert_eq!(get(&p.url("/static/docs/")).await.2, "<h1>docs</h1>");
+
+    let (s, h, _) = send(req("POST", &p.url("/static/css/app.css"), &[])).await;
+    assert_eq!((s, h["allow"].to_str().unwrap()), (405, "GET, HEAD"));
+
+    // Misses and refusals are 404 from the proxy, not the app's answer, and
+    // a year-long Cache-Control is not put on them.
+    for path in [
+        "/static/missing.css",
+        "/static/../secret.txt",
+        "/static/%2e%2e/secret.txt",
+    ] {
+        let (s, h, body) = get(&p.url(path)).await;
+        assert_eq!(s, 404, "{path}");
+        assert!(
+            !body.contains("SECRET") && !body.contains("from app"),
+            "{path}"
+        );
+        assert!(h.get("cache-control").is_none(), "{path}");
+    }
+
+    assert_eq!(app.hits(), 0, "a static request reached the upstream");
+    // The upstream is live: other paths do reach it.
+    assert_eq!(get(&p.url("/static-not/x")).await.2, "from app");
+    assert_eq!(app.hits(), 1);
+}
+
+#[tokio::test]
+async fn large_file_arrives_whole() {
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (p, app) = setup(&[("big.bin", &data)], "").await;
+    let resp = client()
+        .request(req("GET", &p.url("/static/big.bin"), &[]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], "5000000");
+    let body: Bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(body[..] == data[..], "body differs");
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
+async fn precompressed_and_fallback_through_the_server() {
+    let (p, app) = setup(
+        &[
+            ("index.html", b"<app>"),
+            ("app.js", b"plain"),
+            ("app.js.br", b"BR"),
+        ],
+        r#", precompressed = true, fallback = "index.html""#,
+    )
+    .await;
+    let (s, h, body) = send(req(
+        "GET",
+        &p.url("/static/app.js"),
+        &[("accept-encoding", "gzip, br")],
+    ))
+    .await;
+    assert_eq!((s, body.as_str()), (200, "BR"));
+    assert_eq!(h["content-encoding"], "br");
+    assert_eq!(h["vary"], "accept-encoding");
+    let (_, h, body) = get(&p.url("/static/app.js")).await;
+    assert_eq!(body, "plain");
+    assert!(h.get("content-encoding").is_none());
+    let (s, _, body) = get(&p.url("/static/some/client/route")).await;
+    assert_eq!((s, body.as_str()), (200, "<app>"));
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
+async fn check_reports_a_missing_root_with_its_place() {
+    let errs = compile(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+[[route]]
+path = "/static/"
+static = "/nonexistent/staticfiles"
+"#,
+    )
+    .err()
+    .expect("a missing root must not compile")
+    .to_string();
+    assert!(
+        errs.starts_with("route[0].static: /nonexistent/staticfiles"),
+        "{errs}"
+    );
+}
