@@ -139,8 +139,13 @@ async fn dispatch(
             content_type,
         } => handler::respond(*status, body, content_type, head),
     };
-    for (k, v) in &route.headers {
-        resp.headers_mut().insert(k.clone(), v.clone());
+    // Like nginx's add_header: on answers that succeeded or redirect, not on
+    // errors (a 416 must not be cached as `immutable`).
+    let st = resp.status();
+    if st.is_success() || st.is_redirection() {
+        for (k, v) in &route.headers {
+            resp.headers_mut().insert(k.clone(), v.clone());
+        }
     }
     Ok(resp)
 }

@@ -103,6 +103,7 @@ async fn static_requests_never_reach_the_upstream() {
 
     let (s, h, _) = send(req("POST", &p.url("/static/css/app.css"), &[])).await;
     assert_eq!((s, h["allow"].to_str().unwrap()), (405, "GET, HEAD"));
+    assert!(h.get("cache-control").is_none(), "route headers on a 405");
 
     // Misses and refusals are 404 from the proxy, not the app's answer, and
     // a year-long Cache-Control is not put on them.
