@@ -58,8 +58,13 @@ pub fn smooth_sequence(weights: &[u32]) -> Vec<usize> {
     seq
 }
 
+fn is_tried(i: usize, tried: u64) -> bool {
+    // At most 64 servers per upstream (the compiler refuses more).
+    i < 64 && tried & (1 << i) != 0
+}
+
 fn usable(s: &Server, i: usize, tried: u64, now: u64) -> bool {
-    (i >= 64 || tried & (1 << i) == 0) && s.health.available(now)
+    !is_tried(i, tried) && s.health.available(now)
 }
 
 impl Picker {
@@ -96,7 +101,7 @@ impl Picker {
         // Cheap path first: the scheduled server. Otherwise walk on through the
         // cycle so weights still hold among the remaining servers.
         for k in 0..n {
-            let i = self.sequence[(start + k) % n];
+            let i = self.sequence[start.wrapping_add(k) % n];
             if usable(&servers[i], i, tried, now) {
                 if k > 0 {
                     self.next.fetch_add(k, Ordering::Relaxed);
@@ -107,102 +112,130 @@ impl Picker {
         None
     }
 
+    /// Fewest requests in flight relative to weight; ties go round robin.
     fn least_conn(
         &self,
         servers: &[Arc<Server>],
         weights: &[u32],
-        tried: u64,
+        mut tried: u64,
         now: u64,
     ) -> Option<usize> {
         let n = servers.len();
-        // Rotate the scan's start so ties go round robin.
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut best: Option<(usize, u64)> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let s = &servers[i];
-            if (i < 64 && tried & (1 << i) != 0) || s.health.is_down(now) {
-                continue;
+        // Each turn either returns or marks one more server as tried.
+        for _ in 0..n {
+            let mut best: Option<(usize, u64)> = None;
+            for k in 0..n {
+                let i = start.wrapping_add(k) % n;
+                if is_tried(i, tried) || servers[i].health.is_down(now) {
+                    continue;
+                }
+                // (inflight + 1) / weight, scaled to stay in integers.
+                let load = (servers[i].inflight.load(Ordering::Relaxed) as u64 + 1) * 1_000_000
+                    / u64::from(weights[i].max(1));
+                if best.is_none_or(|(_, b)| load < b) {
+                    best = Some((i, load));
+                }
             }
-            // Compare inflight/weight without division: scale by the other
-            // servers' weights through a common factor.
-            let load = (s.inflight.load(Ordering::Relaxed) as u64 + 1) * 1_000_000
-                / weights[i].max(1) as u64;
-            if best.is_none_or(|(_, b)| load < b) {
-                best = Some((i, load));
+            let (i, _) = best?;
+            // Claims the trial after fail_timeout; another caller may have it.
+            if servers[i].health.available(now) {
+                return Some(i);
             }
+            tried |= 1 << i;
         }
-        let (i, _) = best?;
-        // Trial gate after fail_timeout: claim it, or fall back to any other.
-        if servers[i].health.available(now) {
-            Some(i)
-        } else {
-            self.round_robin(servers, tried | (1u64 << (i.min(63))), now)
-        }
+        None
     }
 
-    fn random_two(&self, servers: &[Arc<Server>], tried: u64, now: u64) -> Option<usize> {
-        let n = servers.len();
-        let candidates: Vec<usize> = (0..n)
-            .filter(|&i| (i >= 64 || tried & (1 << i) == 0) && !servers[i].health.is_down(now))
-            .collect();
-        let pick = match candidates.len() {
-            0 => return None,
-            1 => candidates[0],
-            m => {
-                let a = fastrand::usize(..m);
-                let mut b = fastrand::usize(..m - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (a, b) = (candidates[a], candidates[b]);
-                let la = servers[a].inflight.load(Ordering::Relaxed);
-                let lb = servers[b].inflight.load(Ordering::Relaxed);
-                if lb < la {
-                    b
-                } else {
-                    a
+    /// Power of two choices: two distinct random servers in service, the one
+    /// with fewer requests in flight wins.
+    fn random_two(&self, servers: &[Arc<Server>], mut tried: u64, now: u64) -> Option<usize> {
+        for _ in 0..servers.len() {
+            let mut candidates: u64 = 0;
+            for (i, s) in servers.iter().enumerate() {
+                if !is_tried(i, tried) && !s.health.is_down(now) {
+                    candidates |= 1 << i;
                 }
             }
-        };
-        if servers[pick].health.available(now) {
-            Some(pick)
-        } else {
-            self.round_robin(servers, tried | (1u64 << pick.min(63)), now)
+            let m = candidates.count_ones();
+            let pick = match m {
+                0 => return None,
+                1 => candidates.trailing_zeros() as usize,
+                _ => {
+                    let a = fastrand::u32(..m);
+                    let mut b = fastrand::u32(..m - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let (a, b) = (nth_bit(candidates, a), nth_bit(candidates, b));
+                    let la = servers[a].inflight.load(Ordering::Relaxed);
+                    let lb = servers[b].inflight.load(Ordering::Relaxed);
+                    if lb < la {
+                        b
+                    } else {
+                        a
+                    }
+                }
+            };
+            if servers[pick].health.available(now) {
+                return Some(pick);
+            }
+            tried |= 1 << pick;
         }
+        None
     }
 }
 
+/// Index of the `n`th set bit of `mask` (from 0); `n` < popcount.
+fn nth_bit(mut mask: u64, n: u32) -> usize {
+    for _ in 0..n {
+        mask &= mask - 1;
+    }
+    mask.trailing_zeros() as usize
+}
+
 /// Rendezvous (highest random weight) hashing: each client ranks the servers
-/// by a hash of (client, server); removing a server only moves the clients
-/// that ranked it first, about 1/n of them.
+/// by a hash of (client, server address); removing a server only moves the
+/// clients that ranked it first, about 1/n of them, and adding one takes
+/// about 1/(n+1) from the others. A server out of service sends its clients
+/// to their second choice, and they come back when it does.
 fn ip_hash(
     servers: &[Arc<Server>],
     weights: &[u32],
     client: IpAddr,
-    tried: u64,
+    mut tried: u64,
     now: u64,
 ) -> Option<usize> {
     let key = match client {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),
     };
-    let mut ranked: Vec<(f64, usize)> = servers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i >= 64 || tried & (1 << i) == 0)
-        .map(|(i, s)| {
-            let h = mix(key, &s.label);
-            // Weighted rendezvous: score = -w / ln(u), u in (0,1).
-            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            (-(weights[i].max(1) as f64) / u.ln(), i)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    ranked
-        .into_iter()
-        .map(|(_, i)| i)
-        .find(|&i| servers[i].health.available(now))
+    for _ in 0..servers.len() {
+        let mut best: Option<(f64, usize)> = None;
+        for (i, s) in servers.iter().enumerate() {
+            if is_tried(i, tried) || s.health.is_down(now) {
+                continue;
+            }
+            let score = rendezvous_score(key, &s.label, weights[i]);
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, i));
+            }
+        }
+        let (_, i) = best?;
+        if servers[i].health.available(now) {
+            return Some(i);
+        }
+        tried |= 1 << i;
+    }
+    None
+}
+
+/// Weighted rendezvous score: -w / ln(u) with u uniform in (0, 1), so a
+/// server of weight 2 wins twice as many clients as one of weight 1.
+fn rendezvous_score(key: u128, label: &str, weight: u32) -> f64 {
+    let h = mix(key, label);
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    -f64::from(weight.max(1)) / u.ln()
 }
 
 fn mix(key: u128, label: &str) -> u64 {
@@ -222,6 +255,7 @@ fn mix(key: u128, label: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::now_ms;
 
     #[test]
     fn smooth_weighted_sequence_matches_nginx() {
@@ -230,5 +264,167 @@ mod tests {
         assert_eq!(smooth_sequence(&[1, 1]), vec![0, 1]);
         let seq = smooth_sequence(&[1, 3]);
         assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 3);
+    }
+
+    fn settings() -> crate::upstream::UpstreamSettings {
+        crate::upstream::UpstreamSettings {
+            balance: Balance::RoundRobin,
+            connect_timeout: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
+            retries: 1,
+            max_fails: 1,
+            fail_timeout: std::time::Duration::from_secs(10),
+            fail_on_status: false,
+            keepalive: 0,
+            keepalive_timeout: std::time::Duration::from_secs(2),
+            health: None,
+        }
+    }
+
+    fn servers(n: usize) -> Vec<Arc<Server>> {
+        (0..n)
+            .map(|i| {
+                let addr = crate::upstream::ServerAddr::Tcp(format!("10.0.0.{i}:80"));
+                Arc::new(Server::new(addr, &settings()))
+            })
+            .collect()
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn counts(p: &Picker, s: &[Arc<Server>], w: &[u32], rounds: usize) -> Vec<usize> {
+        let mut c = vec![0; s.len()];
+        for _ in 0..rounds {
+            c[p.pick(s, w, LOCAL, 0, 1).unwrap()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn round_robin_skips_servers_out_of_service_and_already_tried() {
+        let s = servers(3);
+        let w = [5, 1, 1];
+        let p = Picker::new(Balance::RoundRobin, &w);
+        assert_eq!(counts(&p, &s, &w, 70), vec![50, 10, 10]);
+        s[0].health.set_probe_down(true);
+        let c = counts(&p, &s, &w, 100);
+        assert_eq!(c[0], 0);
+        assert_eq!(c[1] + c[2], 100);
+        assert!(c[1].abs_diff(c[2]) <= 1, "{c:?}");
+        assert_eq!(p.pick(&s, &w, LOCAL, 0b010, 1), Some(2));
+        assert_eq!(p.pick(&s, &w, LOCAL, 0b110, 1), None);
+    }
+
+    #[test]
+    fn least_conn_prefers_fewest_in_flight_relative_to_weight() {
+        let s = servers(3);
+        let w = [1, 1, 2];
+        let p = Picker::new(Balance::LeastConn, &w);
+        s[0].inflight.store(3, Ordering::Relaxed);
+        s[1].inflight.store(1, Ordering::Relaxed);
+        s[2].inflight.store(3, Ordering::Relaxed);
+        // loads: 4/1, 2/1, 4/2
+        assert_eq!(p.pick(&s, &w, LOCAL, 0, 1), Some(1));
+        assert_eq!(p.pick(&s, &w, LOCAL, 0b010, 1), Some(2));
+        // All equal: ties go round robin.
+        for x in &s {
+            x.inflight.store(0, Ordering::Relaxed);
+        }
+        let w = [1, 1, 1];
+        assert_eq!(counts(&p, &s, &w, 30), vec![10, 10, 10]);
+    }
+
+    #[test]
+    fn random_two_picks_the_less_loaded_of_two_and_spreads() {
+        let s = servers(2);
+        let w = [1, 1];
+        let p = Picker::new(Balance::RandomTwo, &w);
+        s[0].inflight.store(5, Ordering::Relaxed);
+        assert_eq!(counts(&p, &s, &w, 50), vec![0, 50]);
+        let s = servers(4);
+        let w = [1; 4];
+        let c = counts(&p, &s, &w, 4000);
+        assert!(c.iter().all(|&n| n > 500), "{c:?}");
+        s[3].health.set_probe_down(true);
+        assert_eq!(counts(&p, &s, &w, 200)[3], 0);
+        assert_eq!(p.pick(&s, &w, LOCAL, 0b0011, 1), Some(2));
+    }
+
+    #[test]
+    fn nth_bit_counts_set_bits() {
+        assert_eq!(nth_bit(0b1011_0100, 0), 2);
+        assert_eq!(nth_bit(0b1011_0100, 1), 4);
+        assert_eq!(nth_bit(0b1011_0100, 3), 7);
+    }
+
+    fn client(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    #[test]
+    fn ip_hash_is_stable_and_moves_few_clients_when_a_server_goes() {
+        let s = servers(4);
+        let w = [1; 4];
+        let p = Picker::new(Balance::IpHash, &w);
+        let before: Vec<usize> = (0..4000)
+            .map(|c| p.pick(&s, &w, client(c), 0, 1).unwrap())
+            .collect();
+        let mut per = [0; 4];
+        before.iter().for_each(|&i| per[i] += 1);
+        assert!(per.iter().all(|&n| (800..1200).contains(&n)), "{per:?}");
+        // Server 2 out of service: only its clients move, and they come back.
+        s[2].health.set_probe_down(true);
+        for (c, &b) in before.iter().enumerate() {
+            let now = p.pick(&s, &w, client(c as u32), 0, 1).unwrap();
+            assert!(b == 2 && now != 2 || b != 2 && now == b);
+        }
+        s[2].health.set_probe_down(false);
+        // Removed from the config: the same holds, indexes shift past it.
+        let fewer: Vec<Arc<Server>> = [0, 1, 3].iter().map(|&i| s[i].clone()).collect();
+        let moved = (0..4000)
+            .filter(|&c| {
+                let now = fewer[p.pick(&fewer, &w[..3], client(c), 0, 1).unwrap()]
+                    .label
+                    .clone();
+                now != s[before[c as usize]].label
+            })
+            .count();
+        assert_eq!(moved, per[2]);
+    }
+
+    #[test]
+    fn ip_hash_honours_weights() {
+        let s = servers(2);
+        let w = [3, 1];
+        let p = Picker::new(Balance::IpHash, &w);
+        let first = (0..4000)
+            .filter(|&c| p.pick(&s, &w, client(c), 0, 1) == Some(0))
+            .count();
+        assert!((2800..3200).contains(&first), "{first}");
+    }
+
+    #[test]
+    fn passive_health_lets_one_trial_through_and_another_if_it_is_abandoned() {
+        let h = crate::upstream::Health::default();
+        let t = std::time::Duration::from_secs(10);
+        assert_eq!(h.record_failure(2, t), None);
+        let n = h.record_failure(2, t);
+        assert_eq!(n, Some(2));
+        let now = now_ms();
+        assert!(!h.available(now));
+        assert!(h.is_down(now));
+        // After fail_timeout: one trial, not two.
+        let later = now + 10_001;
+        assert!(h.available(later));
+        assert!(!h.available(later));
+        // The trial never reported back: another one a fail_timeout later.
+        assert!(h.available(later + 10_001));
+        // It fails: out again at once (the count is still past max_fails).
+        assert!(h.record_failure(2, t).is_none());
+        assert!(h.is_down(now_ms()));
+        // A success puts it back and resets the count.
+        assert!(h.record_success());
+        assert!(h.available(now_ms()));
+        assert_eq!(h.record_failure(2, t), None);
     }
 }
