@@ -116,6 +116,16 @@ impl Checker {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Server label -> task id, to check which tasks a sync kept.
+    #[cfg(test)]
+    fn task_ids(&self) -> HashMap<String, tokio::task::Id> {
+        let tasks = self.tasks.lock().unwrap();
+        tasks
+            .values()
+            .filter_map(|t| Some((t.server.upgrade()?.label.clone(), t.handle.id())))
+            .collect()
+    }
 }
 
 impl Drop for Checker {
@@ -224,13 +234,15 @@ async fn probe(addr: &ServerAddr, h: &HealthSettings) -> Result<u16, String> {
         // Drive the connection here rather than in a task of its own, so
         // that nothing of the probe outlives it.
         let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            resp = tx.send_request(req) => resp.map(|r| r.status().as_u16()).map_err(|e| e.to_string()),
-            end = &mut conn => Err(match end {
-                Ok(()) => "connection closed before a response".to_string(),
-                Err(e) => e.to_string(),
-            }),
-        }
+        let mut send = std::pin::pin!(tx.send_request(req));
+        let resp = tokio::select! {
+            biased;
+            resp = &mut send => resp,
+            // The connection may end (`Connection: close`) in the same poll
+            // that hands over the response: the response still counts.
+            _ = &mut conn => send.await,
+        };
+        resp.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
     };
     tokio::time::timeout(h.timeout, exchange)
         .await
@@ -248,5 +260,54 @@ mod tests {
             let j = jitter(d, 0.9, 1.1);
             assert!(j >= Duration::from_millis(900) && j <= Duration::from_millis(1100));
         }
+    }
+
+    fn snapshot(servers: &str, health: bool, prev: Option<&Snapshot>) -> Snapshot {
+        let text = format!(
+            "[[listen]]\naddr = \"127.0.0.1:0\"\n[upstream.app]\nservers = [{servers}]\n{}",
+            if health {
+                "[upstream.app.health]\npath = \"/healthz\"\ninterval = \"1h\"\nstart_unhealthy = true\n"
+            } else {
+                ""
+            }
+        );
+        let src = crate::config::Source {
+            path: None,
+            base_dir: ".".into(),
+        };
+        crate::config::load_str(&text, &src, prev).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sync_keeps_the_tasks_of_kept_servers_and_stops_the_others() {
+        let checker = Checker::default();
+        let a = snapshot("\"127.0.0.1:1\", \"127.0.0.1:2\"", true, None);
+        checker.sync(&a);
+        let first = checker.task_ids();
+        assert_eq!(first.len(), 2);
+        // start_unhealthy: out until the checks pass.
+        assert!(a.upstreams["app"].servers[0].health.probe_down());
+
+        // Syncing the same snapshot again changes nothing.
+        checker.sync(&a);
+        assert_eq!(checker.task_ids(), first);
+
+        // A reload that keeps 10.0.0.1 and replaces 10.0.0.2 by 10.0.0.3.
+        let b = snapshot("\"127.0.0.1:1\", \"127.0.0.1:3\"", true, Some(&a));
+        drop(a);
+        checker.sync(&b);
+        let second = checker.task_ids();
+        assert_eq!(second.len(), 2);
+        assert_eq!(second["127.0.0.1:1"], first["127.0.0.1:1"]);
+        assert!(!second.contains_key("127.0.0.1:2"));
+        assert!(second.contains_key("127.0.0.1:3"));
+        // The kept server's verdict carried over with it.
+        assert!(b.upstreams["app"].servers[0].health.probe_down());
+
+        // Checks removed: no tasks, and their verdict no longer holds.
+        let c = snapshot("\"127.0.0.1:1\"", false, Some(&b));
+        checker.sync(&c);
+        assert!(checker.is_empty());
+        assert!(!c.upstreams["app"].servers[0].health.probe_down());
     }
 }
