@@ -5,6 +5,8 @@ pub mod balance;
 pub mod connect;
 pub mod health;
 pub mod pool;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
