@@ -16,6 +16,8 @@ pub struct Server {
     config_path: Option<PathBuf>,
     /// Serialises reloads (file watcher and SIGHUP may both fire).
     reload_lock: tokio::sync::Mutex<()>,
+    /// Active health checks, kept in step with the live snapshot.
+    health: crate::upstream::health::Checker,
 }
 
 /// What a reload changed, for its log line.
@@ -58,11 +60,14 @@ impl Server {
             listeners.push(listener::start(spec, l, shared.clone())?);
         }
         shared.state.set_bound_https_port(https_port(&listeners));
+        let health = crate::upstream::health::Checker::default();
+        health.sync(&shared.state.load());
         Ok(Arc::new(Server {
             shared,
             listeners: Mutex::new(listeners),
             config_path,
             reload_lock: tokio::sync::Mutex::new(()),
+            health,
         }))
     }
 
@@ -137,6 +142,7 @@ impl Server {
         crate::tls::log_warnings(&snap);
         let old = self.shared.state.swap(snap);
         let new = self.shared.state.load();
+        self.health.sync(&new);
         if old.server.threads != new.server.threads {
             tracing::warn!("server.threads changed: takes effect at the next restart");
         }

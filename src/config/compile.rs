@@ -330,7 +330,7 @@ impl Compiler<'_> {
             let server = prev_up
                 .and_then(|p| p.servers.iter().find(|s| s.addr == addr))
                 .cloned()
-                .unwrap_or_else(|| Arc::new(Server::new(addr, settings.keepalive)));
+                .unwrap_or_else(|| Arc::new(Server::new(addr, &settings)));
             server.pool.set_max_idle(settings.keepalive);
             servers.push(server);
             weights.push(weight.clamp(1, 1000));
@@ -345,6 +345,15 @@ impl Compiler<'_> {
         let path = h.path.clone().unwrap_or_else(|| "/".into());
         if !path.starts_with('/') {
             self.errs.add(format!("{place}.path"), "must start with /");
+        } else if http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
+            self.errs
+                .add(format!("{place}.path"), "not a valid request path");
+        }
+        if let Some(host) = &h.host {
+            if host.is_empty() || HeaderValue::from_str(host).is_err() {
+                self.errs
+                    .add(format!("{place}.host"), "not a valid Host header value");
+            }
         }
         let mut expect = Vec::new();
         for (i, v) in h.expect.iter().flatten().enumerate() {
@@ -376,6 +385,7 @@ impl Compiler<'_> {
         }
         HealthSettings {
             path,
+            host: h.host.clone(),
             interval: self.duration(
                 &h.interval,
                 &format!("{place}.interval"),

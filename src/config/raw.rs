@@ -115,6 +115,8 @@ pub struct RawServerDetailed {
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     pub path: Option<String>,
+    /// Host header of the probes (Django's ALLOWED_HOSTS must accept it).
+    pub host: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub unhealthy: Option<u32>,

@@ -39,7 +39,6 @@ pub async fn forward(
     } else {
         None
     };
-    let s = &up.settings;
     let has_body = !hyper::body::Body::is_end_stream(&body);
     // A request may be sent again after a failure only when nothing of it
     // can have been consumed and repeating it is harmless.
@@ -50,97 +49,122 @@ pub async fn forward(
     ));
     let mut tried: u64 = 0;
     let mut last_err = ProxyError::NoServerAvailable;
-    let max_attempts = s.retries as usize + 1;
+    let max_attempts = up.settings.retries.saturating_add(1);
 
-    // A pooled connection that fails as it is reused is the keep-alive race
-    // (the server closed it as we sent), not the server's fault: like nginx,
-    // try again on a fresh connection without counting an attempt.
-    let mut free_retries = 2;
-    let mut attempt = 0;
-    while attempt < max_attempts {
+    while out.attempts < max_attempts {
+        // Nothing left to send: the request went out and cannot be repeated.
+        let Some(req) = pending.take() else { break };
+        // No server left in service (or all tried): fail now, 503 if none
+        // was tried at all, else the last attempt's error.
         let Some(i) = up.pick(client_ip, tried) else {
             break;
         };
         tried |= 1 << i.min(63);
         let server = &up.servers[i];
-        attempt += 1;
-        out.attempts = attempt as u32;
+        out.attempts += 1;
         out.upstream = Some(server.clone());
-
-        let (mut tx, reused) = match server.pool.take_idle(s.keepalive_timeout) {
-            Some(tx) => (tx, true),
-            None => match Pool::connect(&server.addr, s.connect_timeout).await {
-                Ok(tx) => (tx, false),
-                Err(e) => {
-                    tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "connect to upstream failed");
-                    server
-                        .health
-                        .record_failure(&server.label, s.max_fails, s.fail_timeout);
-                    last_err = ProxyError::Connect(e.to_string());
-                    continue;
-                }
-            },
-        };
-        // Keep a copy for a retry only when one is possible.
-        let Some(req) = pending.take() else { break };
-        if replayable && (attempt < max_attempts || (reused && free_retries > 0)) {
+        // A copy to send again, to another server or on a fresh connection.
+        if replayable {
             pending = Some(clone_head(&req));
         }
         let guard = InflightGuard::new(server.clone());
-        let sent = tokio::time::timeout(s.timeout, tx.try_send_request(req)).await;
-        match sent {
-            Ok(Ok(resp)) => {
-                let status = resp.status();
-                if s.fail_on_status && matches!(status.as_u16(), 502..=504) {
-                    server
-                        .health
-                        .record_failure(&server.label, s.max_fails, s.fail_timeout);
+        match exchange(up, server, req, pending.as_ref()).await {
+            Ok((resp, tx)) => {
+                let status = resp.status().as_u16();
+                if up.settings.fail_on_status && matches!(status, 502..=504) {
+                    up.failed(server, &format_args!("status {status}"));
                 } else {
-                    server.health.record_success(&server.label);
+                    up.succeeded(server);
                 }
                 let mut r = response(resp, tx, guard, client_upgrade, upgrade.is_some());
                 // Answer in the client's protocol, not the upstream's.
                 *r.version_mut() = client_version;
                 return Ok(r);
             }
-            Ok(Err(mut e)) => {
-                if is_body_too_large(e.error()) {
-                    return Err(ProxyError::BodyTooLarge);
-                }
-                // Not sent at all: the request is intact and may go on.
-                let unsent = e.take_message();
-                let was_unsent = unsent.is_some();
-                let can_repeat = was_unsent || pending.is_some();
-                if let Some(r) = unsent {
-                    pending = Some(r);
-                }
-                if reused && free_retries > 0 && can_repeat {
-                    free_retries -= 1;
-                    attempt -= 1;
-                    tried &= !(1 << i.min(63));
-                    server.pool.clear();
-                    tracing::debug!(server = %server.label, error = %e.error(), "pooled connection failed on reuse; retrying on a fresh one");
-                    continue;
-                }
-                if !(was_unsent && reused) {
-                    server
-                        .health
-                        .record_failure(&server.label, s.max_fails, s.fail_timeout);
-                }
-                tracing::warn!(upstream = %up.name, server = %server.label, error = %e.error(), "upstream request failed");
-                last_err = ProxyError::Upstream(e.error().to_string());
+            Err(Failed::TooLarge) => return Err(ProxyError::BodyTooLarge),
+            Err(Failed::Unsent(req, e)) => {
+                tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed before it was sent");
+                up.failed(server, &e);
+                // Intact: any method may go to the next server.
+                pending = Some(*req);
+                last_err = e;
             }
-            Err(_) => {
-                server
-                    .health
-                    .record_failure(&server.label, s.max_fails, s.fail_timeout);
-                tracing::warn!(upstream = %up.name, server = %server.label, timeout = ?s.timeout, "upstream timed out");
-                last_err = ProxyError::UpstreamTimeout;
+            Err(Failed::Sent(e)) => {
+                tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed");
+                up.failed(server, &e);
+                last_err = e;
             }
         }
-        drop(guard);
     }
     Err(last_err)
+}
+
+/// Why one attempt on one server failed.
+enum Failed {
+    /// The request never left (connect error, or a connection closed before
+    /// it was written): it may go to another server whatever its method.
+    Unsent(Box<Request<RequestBody>>, ProxyError),
+    /// It was sent, maybe in part: only a copy of a replayable request may
+    /// be tried again.
+    Sent(ProxyError),
+    /// The client's body grew past max_body while it streamed.
+    TooLarge,
+}
+
+/// One attempt on one server, up to the response head.
+///
+/// A reused idle connection that fails is the keep-alive race (the server
+/// closed it just as the request went out), not the server's fault: like
+/// nginx, the request goes again on a fresh connection to the same server,
+/// within the same attempt, when it can be repeated (it was not sent, or
+/// there is a `backup` copy). The idle pool is cleared then: its other
+/// connections are as old. A fresh connection is never reused, so this
+/// happens at most once per attempt.
+async fn exchange(
+    up: &Upstream,
+    server: &Server,
+    mut req: Request<RequestBody>,
+    backup: Option<&Request<RequestBody>>,
+) -> Result<(Response<Incoming>, crate::upstream::pool::Sender), Failed> {
+    let s = &up.settings;
+    let mut idle = server.pool.take_idle(s.keepalive_timeout);
+    loop {
+        let reused = idle.is_some();
+        let mut tx = match idle.take() {
+            Some(tx) => tx,
+            None => match Pool::connect(&server.addr, s.connect_timeout).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    return Err(Failed::Unsent(
+                        Box::new(req),
+                        ProxyError::Connect(e.to_string()),
+                    ))
+                }
+            },
+        };
+        match tokio::time::timeout(s.timeout, tx.try_send_request(req)).await {
+            Ok(Ok(resp)) => return Ok((resp, tx)),
+            Ok(Err(mut e)) => {
+                if is_body_too_large(e.error()) {
+                    return Err(Failed::TooLarge);
+                }
+                let err = ProxyError::Upstream(e.error().to_string());
+                let unsent = e.take_message();
+                let sent = unsent.is_none();
+                let again = unsent.or_else(|| backup.filter(|_| reused).map(clone_head));
+                match again {
+                    Some(again) if reused => {
+                        tracing::debug!(server = %server.label, error = %err, "pooled connection failed on reuse; retrying on a fresh one");
+                        server.pool.clear();
+                        req = again;
+                    }
+                    Some(r) if !sent => return Err(Failed::Unsent(Box::new(r), err)),
+                    _ => return Err(Failed::Sent(err)),
+                }
+            }
+            Err(_) => return Err(Failed::Sent(ProxyError::UpstreamTimeout)),
+        }
+    }
 }
 
 fn response(
@@ -351,9 +375,6 @@ fn is_body_too_large(e: &hyper::Error) -> bool {
     }
     false
 }
-
-#[allow(dead_code)]
-fn _assert_server_is_shared(_: &Arc<Server>) {}
 
 #[cfg(test)]
 mod tests {

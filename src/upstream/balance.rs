@@ -58,8 +58,13 @@ pub fn smooth_sequence(weights: &[u32]) -> Vec<usize> {
     seq
 }
 
+fn is_tried(i: usize, tried: u64) -> bool {
+    // At most 64 servers per upstream (the compiler refuses more).
+    i < 64 && tried & (1 << i) != 0
+}
+
 fn usable(s: &Server, i: usize, tried: u64, now: u64) -> bool {
-    (i >= 64 || tried & (1 << i) == 0) && s.health.available(now)
+    !is_tried(i, tried) && s.health.available(now)
 }
 
 impl Picker {
@@ -96,7 +101,7 @@ impl Picker {
         // Cheap path first: the scheduled server. Otherwise walk on through the
         // cycle so weights still hold among the remaining servers.
         for k in 0..n {
-            let i = self.sequence[(start + k) % n];
+            let i = self.sequence[start.wrapping_add(k) % n];
             if usable(&servers[i], i, tried, now) {
                 if k > 0 {
                     self.next.fetch_add(k, Ordering::Relaxed);
@@ -107,102 +112,130 @@ impl Picker {
         None
     }
 
+    /// Fewest requests in flight relative to weight; ties go round robin.
     fn least_conn(
         &self,
         servers: &[Arc<Server>],
         weights: &[u32],
-        tried: u64,
+        mut tried: u64,
         now: u64,
     ) -> Option<usize> {
         let n = servers.len();
-        // Rotate the scan's start so ties go round robin.
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut best: Option<(usize, u64)> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let s = &servers[i];
-            if (i < 64 && tried & (1 << i) != 0) || s.health.is_down(now) {
-                continue;
+        // Each turn either returns or marks one more server as tried.
+        for _ in 0..n {
+            let mut best: Option<(usize, u64)> = None;
+            for k in 0..n {
+                let i = start.wrapping_add(k) % n;
+                if is_tried(i, tried) || servers[i].health.is_down(now) {
+                    continue;
+                }
+                // (inflight + 1) / weight, scaled to stay in integers.
+                let load = (servers[i].inflight.load(Ordering::Relaxed) as u64 + 1) * 1_000_000
+                    / u64::from(weights[i].max(1));
+                if best.is_none_or(|(_, b)| load < b) {
+                    best = Some((i, load));
+                }
             }
-            // Compare inflight/weight without division: scale by the other
-            // servers' weights through a common factor.
-            let load = (s.inflight.load(Ordering::Relaxed) as u64 + 1) * 1_000_000
-                / weights[i].max(1) as u64;
-            if best.is_none_or(|(_, b)| load < b) {
-                best = Some((i, load));
+            let (i, _) = best?;
+            // Claims the trial after fail_timeout; another caller may have it.
+            if servers[i].health.available(now) {
+                return Some(i);
             }
+            tried |= 1 << i;
         }
-        let (i, _) = best?;
-        // Trial gate after fail_timeout: claim it, or fall back to any other.
-        if servers[i].health.available(now) {
-            Some(i)
-        } else {
-            self.round_robin(servers, tried | (1u64 << (i.min(63))), now)
-        }
+        None
     }
 
-    fn random_two(&self, servers: &[Arc<Server>], tried: u64, now: u64) -> Option<usize> {
-        let n = servers.len();
-        let candidates: Vec<usize> = (0..n)
-            .filter(|&i| (i >= 64 || tried & (1 << i) == 0) && !servers[i].health.is_down(now))
-            .collect();
-        let pick = match candidates.len() {
-            0 => return None,
-            1 => candidates[0],
-            m => {
-                let a = fastrand::usize(..m);
-                let mut b = fastrand::usize(..m - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (a, b) = (candidates[a], candidates[b]);
-                let la = servers[a].inflight.load(Ordering::Relaxed);
-                let lb = servers[b].inflight.load(Ordering::Relaxed);
-                if lb < la {
-                    b
-                } else {
-                    a
+    /// Power of two choices: two distinct random servers in service, the one
+    /// with fewer requests in flight wins.
+    fn random_two(&self, servers: &[Arc<Server>], mut tried: u64, now: u64) -> Option<usize> {
+        for _ in 0..servers.len() {
+            let mut candidates: u64 = 0;
+            for (i, s) in servers.iter().enumerate() {
+                if !is_tried(i, tried) && !s.health.is_down(now) {
+                    candidates |= 1 << i;
                 }
             }
-        };
-        if servers[pick].health.available(now) {
-            Some(pick)
-        } else {
-            self.round_robin(servers, tried | (1u64 << pick.min(63)), now)
+            let m = candidates.count_ones();
+            let pick = match m {
+                0 => return None,
+                1 => candidates.trailing_zeros() as usize,
+                _ => {
+                    let a = fastrand::u32(..m);
+                    let mut b = fastrand::u32(..m - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let (a, b) = (nth_bit(candidates, a), nth_bit(candidates, b));
+                    let la = servers[a].inflight.load(Ordering::Relaxed);
+                    let lb = servers[b].inflight.load(Ordering::Relaxed);
+                    if lb < la {
+                        b
+                    } else {
+                        a
+                    }
+                }
+            };
+            if servers[pick].health.available(now) {
+                return Some(pick);
+            }
+            tried |= 1 << pick;
         }
+        None
     }
 }
 
+/// Index of the `n`th set bit of `mask` (from 0); `n` < popcount.
+pub(super) fn nth_bit(mut mask: u64, n: u32) -> usize {
+    for _ in 0..n {
+        mask &= mask - 1;
+    }
+    mask.trailing_zeros() as usize
+}
+
 /// Rendezvous (highest random weight) hashing: each client ranks the servers
-/// by a hash of (client, server); removing a server only moves the clients
-/// that ranked it first, about 1/n of them.
+/// by a hash of (client, server address); removing a server only moves the
+/// clients that ranked it first, about 1/n of them, and adding one takes
+/// about 1/(n+1) from the others. A server out of service sends its clients
+/// to their second choice, and they come back when it does.
 fn ip_hash(
     servers: &[Arc<Server>],
     weights: &[u32],
     client: IpAddr,
-    tried: u64,
+    mut tried: u64,
     now: u64,
 ) -> Option<usize> {
     let key = match client {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),
     };
-    let mut ranked: Vec<(f64, usize)> = servers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i >= 64 || tried & (1 << i) == 0)
-        .map(|(i, s)| {
-            let h = mix(key, &s.label);
-            // Weighted rendezvous: score = -w / ln(u), u in (0,1).
-            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            (-(weights[i].max(1) as f64) / u.ln(), i)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    ranked
-        .into_iter()
-        .map(|(_, i)| i)
-        .find(|&i| servers[i].health.available(now))
+    for _ in 0..servers.len() {
+        let mut best: Option<(f64, usize)> = None;
+        for (i, s) in servers.iter().enumerate() {
+            if is_tried(i, tried) || s.health.is_down(now) {
+                continue;
+            }
+            let score = rendezvous_score(key, &s.label, weights[i]);
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, i));
+            }
+        }
+        let (_, i) = best?;
+        if servers[i].health.available(now) {
+            return Some(i);
+        }
+        tried |= 1 << i;
+    }
+    None
+}
+
+/// Weighted rendezvous score: -w / ln(u) with u uniform in (0, 1), so a
+/// server of weight 2 wins twice as many clients as one of weight 1.
+fn rendezvous_score(key: u128, label: &str, weight: u32) -> f64 {
+    let h = mix(key, label);
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    -f64::from(weight.max(1)) / u.ln()
 }
 
 fn mix(key: u128, label: &str) -> u64 {
@@ -217,18 +250,4 @@ fn mix(key: u128, label: &str) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
     z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn smooth_weighted_sequence_matches_nginx() {
-        // nginx's documented example: weights 5,1,1 -> a a b a c a a
-        assert_eq!(smooth_sequence(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(smooth_sequence(&[1, 1]), vec![0, 1]);
-        let seq = smooth_sequence(&[1, 3]);
-        assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 3);
-    }
 }

@@ -3,11 +3,14 @@
 
 pub mod balance;
 pub mod connect;
+pub mod health;
 pub mod pool;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +68,9 @@ pub struct UpstreamSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthSettings {
     pub path: String,
+    /// Host header of a probe; default: the server's address (`localhost`
+    /// for a Unix socket).
+    pub host: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
     pub unhealthy: u32,
@@ -87,28 +93,37 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(addr: ServerAddr, keepalive: usize) -> Self {
+    /// A server new to the running config. With active checks and
+    /// `start_unhealthy`, it takes no traffic until its checks pass.
+    pub fn new(addr: ServerAddr, settings: &UpstreamSettings) -> Self {
+        let health = Health::default();
+        if settings.health.as_ref().is_some_and(|h| h.start_unhealthy) {
+            health.set_probe_down(true);
+        }
         Server {
             label: addr.to_string(),
-            pool: pool::Pool::new(keepalive),
+            pool: pool::Pool::new(settings.keepalive),
             addr,
-            health: Health::default(),
+            health,
             inflight: AtomicUsize::new(0),
         }
     }
 }
 
 /// Health of one server. Passive: consecutive failures and a time until which
-/// the server is out. Active: the probe's verdict.
+/// the server is out. Active: the probe's verdict. Pure state: the callers
+/// log the transitions these methods report.
 #[derive(Default)]
 pub struct Health {
     fails: AtomicU32,
-    /// Milliseconds since `clock_base()` until which the server is out; 0 = in.
+    /// Milliseconds on the `now_ms()` clock until which the server is out;
+    /// 0 = in service.
     down_until: AtomicU64,
-    /// Set while one trial request is allowed after fail_timeout.
-    trial: AtomicU32,
-    /// 1 when active checks say the server is down.
-    probe_down: AtomicU32,
+    /// The last `fail_timeout`, in ms: how long one trial request may take
+    /// before another is let through.
+    penalty: AtomicU64,
+    /// True while active checks say the server is down.
+    probe_down: AtomicBool,
 }
 
 fn clock_base() -> Instant {
@@ -116,15 +131,18 @@ fn clock_base() -> Instant {
     *BASE.get_or_init(Instant::now)
 }
 
+/// Milliseconds since the first call, never 0 (0 means "in service").
 pub fn now_ms() -> u64 {
     clock_base().elapsed().as_millis() as u64 + 1
 }
 
 impl Health {
-    /// May this server take a request now? After `fail_timeout` one trial
-    /// request goes through; its outcome decides.
+    /// May this server take a request now? Once `fail_timeout` has passed,
+    /// exactly one caller wins the trial: the deadline moves on by another
+    /// `fail_timeout`, so a trial that is abandoned (client gone) lets the
+    /// next one through later rather than keeping the server out for good.
     pub fn available(&self, now: u64) -> bool {
-        if self.probe_down.load(Ordering::Relaxed) == 1 {
+        if self.probe_down.load(Ordering::Relaxed) {
             return false;
         }
         let until = self.down_until.load(Ordering::Relaxed);
@@ -134,56 +152,52 @@ impl Health {
         if now < until {
             return false;
         }
-        // Past the timeout: let exactly one request try.
-        self.trial
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+        let next = now + self.penalty.load(Ordering::Relaxed).max(1);
+        self.down_until
+            .compare_exchange(until, next, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
 
+    /// Out of service now (no trial is claimed by asking).
     pub fn is_down(&self, now: u64) -> bool {
-        self.probe_down.load(Ordering::Relaxed) == 1 || {
+        self.probe_down.load(Ordering::Relaxed) || {
             let until = self.down_until.load(Ordering::Relaxed);
             until != 0 && now < until
         }
     }
 
-    pub fn record_success(&self, label: &str) {
+    /// A request succeeded. Returns true when this put the server back.
+    pub fn record_success(&self) -> bool {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
-        if self.down_until.load(Ordering::Relaxed) != 0 {
-            self.down_until.store(0, Ordering::Relaxed);
-            self.trial.store(0, Ordering::Relaxed);
-            tracing::warn!(server = label, "upstream server is back in service");
-        }
+        self.down_until.load(Ordering::Relaxed) != 0
+            && self.down_until.swap(0, Ordering::AcqRel) != 0
     }
 
-    pub fn record_failure(&self, label: &str, max_fails: u32, fail_timeout: Duration) {
+    /// A request failed. Returns the failure count when this took the server
+    /// out of service.
+    pub fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> Option<u32> {
         if max_fails == 0 {
-            return;
+            return None;
         }
-        let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
-        let was_down = self.down_until.load(Ordering::Relaxed) != 0;
-        if n >= max_fails {
-            self.down_until.store(
-                now_ms() + fail_timeout.as_millis() as u64,
-                Ordering::Relaxed,
-            );
-            self.trial.store(0, Ordering::Relaxed);
-            if !was_down {
-                tracing::warn!(
-                    server = label,
-                    fails = n,
-                    "upstream server taken out of service"
-                );
-            }
+        let n = self.fails.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if n < max_fails {
+            return None;
         }
+        let ms = fail_timeout.as_millis() as u64;
+        self.penalty.store(ms, Ordering::Relaxed);
+        let was = self.down_until.swap(now_ms() + ms, Ordering::AcqRel);
+        (was == 0).then_some(n)
     }
 
-    /// Active check verdict; returns true when the state changed.
+    /// The active checks' verdict. Returns true when it changed.
     pub fn set_probe_down(&self, down: bool) -> bool {
-        let v = down as u32;
-        self.probe_down.swap(v, Ordering::Relaxed) != v
+        self.probe_down.swap(down, Ordering::Relaxed) != down
+    }
+
+    pub fn probe_down(&self) -> bool {
+        self.probe_down.load(Ordering::Relaxed)
     }
 }
 
@@ -214,8 +228,41 @@ impl Upstream {
 
     /// Pick a server for a request, skipping those out of service and those in
     /// `tried` (a bit set of indexes already attempted for this request).
+    /// `None` when no server is left: the request fails at once with 503.
     pub fn pick(&self, client: IpAddr, tried: u64) -> Option<usize> {
         self.picker
             .pick(&self.servers, &self.weights, client, tried, now_ms())
+    }
+
+    /// Passive health: a connect error, a timeout, a broken exchange or (with
+    /// `fail_on_status`) a 502/503/504 from `server`. As in nginx, a lone
+    /// server is never taken out: there is nothing to send its requests to
+    /// instead, and after a restart of the app it would refuse traffic for
+    /// `fail_timeout` although the app is already back.
+    pub fn failed(&self, server: &Server, why: &dyn std::fmt::Display) {
+        if self.servers.len() < 2 {
+            return;
+        }
+        let s = &self.settings;
+        if let Some(fails) = server.health.record_failure(s.max_fails, s.fail_timeout) {
+            tracing::warn!(
+                upstream = %self.name,
+                server = %server.label,
+                fails,
+                fail_timeout = ?s.fail_timeout,
+                last_error = %why,
+                "upstream server taken out of service"
+            );
+        }
+    }
+
+    pub fn succeeded(&self, server: &Server) {
+        if server.health.record_success() {
+            tracing::warn!(
+                upstream = %self.name,
+                server = %server.label,
+                "upstream server back in service (trial request succeeded)"
+            );
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! sockets, the real proxy started in-process, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
