@@ -238,10 +238,11 @@ async fn huge_headers_get_431_and_long_uri_414() {
 #[tokio::test]
 async fn dead_upstream_is_502_and_connect_failure_moves_to_next_server() {
     // A port that was just free: nothing listens there.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    // Bound but never listening: connecting is refused, and no other test
+    // can take the port while the socket lives.
+    let dead_sock = tokio::net::TcpSocket::new_v4().unwrap();
+    dead_sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = dead_sock.local_addr().unwrap().to_string();
     let a = fixed("alive").await;
     let p = proxy(&cfg(&format!(
         r#"

@@ -297,7 +297,8 @@ impl Compiler<'_> {
             keepalive_timeout: self.duration(
                 &u.keepalive_timeout,
                 &format!("{place}.keepalive_timeout"),
-                Duration::from_secs(2),
+                // Under gunicorn's own 2 s, so we stop reusing first.
+                Duration::from_secs(1),
             ),
             health,
         };
