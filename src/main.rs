@@ -44,6 +44,8 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Mint a token that a [jwt.NAME] policy accepts, for testing a deployment.
+    Token(portcullis::gate::mint::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Token(args) => portcullis::gate::mint::run(&cli.config, &args),
     }
 }
 

@@ -39,6 +39,7 @@ impl Server {
     ) -> io::Result<Arc<Server>> {
         snap.access_log = crate::access_log::Logger::for_settings(&snap.log, None)?;
         crate::tls::log_warnings(&snap);
+        crate::gate::start(&snap);
         let specs = snap.listeners.clone();
         let limit = Arc::new(Semaphore::new(snap.server.max_connections));
         let (shutdown, _) = watch::channel(false);
@@ -140,6 +141,7 @@ impl Server {
         }
         drop(current);
         crate::tls::log_warnings(&snap);
+        crate::gate::start(&snap);
         let old = self.shared.state.swap(snap);
         let new = self.shared.state.load();
         self.health.sync(&new);

@@ -108,15 +108,15 @@ async fn dispatch(
             .ok_or(ProxyError::NoRoute)?
     };
     if let Some(policy) = &route.jwt {
-        if let Err(rej) = policy.check(parts) {
+        if let Err(rej) = policy.check(parts).await {
             out.reason = Some(rej.reason);
             tracing::info!(route = route.index, policy = %policy.name, reason = rej.reason, "request refused by jwt policy");
             let mut r = handler::text(
                 rej.status,
-                if rej.status == StatusCode::FORBIDDEN {
-                    "forbidden\n"
-                } else {
-                    "unauthorized\n"
+                match rej.status {
+                    StatusCode::FORBIDDEN => "forbidden\n",
+                    StatusCode::BAD_REQUEST => "bad request\n",
+                    _ => "unauthorized\n",
                 },
             );
             if let Some(v) = rej.www_authenticate {

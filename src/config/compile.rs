@@ -34,11 +34,8 @@ pub fn compile(
         crate::tls::compile::compile(t, src, prev, &mut c.files, &mut c.errs).map(Arc::new)
     });
     let upstreams = c.upstreams(raw.upstream, prev);
-    for name in raw.jwt.keys() {
-        c.errs
-            .add(format!("jwt.{name}"), "JWT policies are not supported yet");
-    }
-    let routes = c.routes(raw.route, broken, &upstreams);
+    let policies = crate::gate::compile::policies(raw.jwt, &mut c.errs, src, &mut c.files, prev);
+    let routes = c.routes(raw.route, broken, &upstreams, &policies);
     if c.errs.is_empty() {
         Ok(Snapshot {
             server,
@@ -46,7 +43,7 @@ pub fn compile(
             listeners,
             router: Router::new(routes),
             upstreams,
-            policies: BTreeMap::new(),
+            policies,
             tls,
             files: c.files,
             hash,
@@ -409,6 +406,7 @@ impl Compiler<'_> {
         raw: Vec<RawRoute>,
         broken: &Broken,
         upstreams: &BTreeMap<String, Arc<Upstream>>,
+        policies: &BTreeMap<String, Arc<crate::gate::Policy>>,
     ) -> Vec<Route> {
         let mut out = Vec::new();
         for (i, r) in raw.into_iter().enumerate() {
@@ -416,7 +414,7 @@ impl Compiler<'_> {
                 continue;
             }
             let place = format!("route[{i}]");
-            if let Some(route) = self.route(i, r, &place, broken, upstreams) {
+            if let Some(route) = self.route(i, r, &place, broken, upstreams, policies) {
                 out.push(route);
             }
         }
@@ -430,6 +428,7 @@ impl Compiler<'_> {
         place: &str,
         broken: &Broken,
         upstreams: &BTreeMap<String, Arc<Upstream>>,
+        policies: &BTreeMap<String, Arc<crate::gate::Policy>>,
     ) -> Option<Route> {
         let n_errs = self.errs.0.len();
         let host = match r.host.as_deref() {
@@ -541,11 +540,23 @@ impl Compiler<'_> {
         } else {
             None
         };
-        if let Some(j) = &r.jwt {
-            if !broken.jwt.contains(j) {
+        let jwt = r.jwt.as_ref().and_then(|j| policies.get(j).cloned());
+        if let Some(j) = r.jwt.as_ref().filter(|_| jwt.is_none()) {
+            // A policy that failed to compile has its own error already.
+            if !broken.jwt.contains(j)
+                && !self
+                    .errs
+                    .0
+                    .iter()
+                    .any(|e| e.place.starts_with(&format!("jwt.{j}")))
+            {
+                let known: Vec<&str> = policies.keys().map(String::as_str).collect();
                 self.errs.add(
                     format!("{place}.jwt"),
-                    format!("no jwt policy named {j:?} (JWT policies are not supported yet)"),
+                    format!(
+                        "no jwt policy named {j:?} (defined: {})",
+                        list_or_none(&known)
+                    ),
                 );
             }
         }
@@ -573,7 +584,7 @@ impl Compiler<'_> {
             host,
             prefix,
             action: action?,
-            jwt: None,
+            jwt,
             headers,
         })
     }
