@@ -118,6 +118,14 @@ impl KeySource {
         }
     }
 
+    /// Changes whenever the key set is replaced (only a jwks_url's is).
+    pub fn generation(&self) -> u64 {
+        match self {
+            KeySource::Remote(r) => r.generation(),
+            _ => 0,
+        }
+    }
+
     pub fn fetches(&self) -> u64 {
         match self {
             KeySource::Remote(r) => r.fetches(),

@@ -117,6 +117,8 @@ pub struct Verified {
     valid_until: f64,
     /// The forward_claims headers, made once.
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The key set generation it was verified under.
+    key_gen: u64,
 }
 
 impl Policy {
@@ -150,13 +152,20 @@ impl Policy {
         }
         let now = claims::now();
         if let Some(cache) = &self.cache {
-            if let Some(v) = cache.get(token) {
+            // An entry verified under a key set since replaced (jwks_url
+            // rotation) is verified again: a withdrawn key stops working at
+            // once, not when its tokens expire.
+            if let Some(v) = cache
+                .get(token)
+                .filter(|v| v.key_gen == self.keys.generation())
+            {
                 if now <= v.valid_until {
                     return Ok(v);
                 }
                 return Err(Rejection::invalid("token expired"));
             }
         }
+        let key_gen = self.keys.generation();
         let parsed = token::parse(token, &self.algorithms)?;
         let valid_until = self.rules.check_time_and_origin(&parsed.claims, now)?;
         self.keys.verify(&parsed).await?;
@@ -166,6 +175,7 @@ impl Policy {
             claims: parsed.claims,
             valid_until,
             headers,
+            key_gen,
         });
         if let Some(cache) = &self.cache {
             cache.insert(token, v.clone());

@@ -47,6 +47,7 @@ pub struct Remote {
     last_kid_fetch: Mutex<Option<Instant>>,
     started: AtomicBool,
     fetches: AtomicU64,
+    generation: AtomicU64,
 }
 
 impl Remote {
@@ -61,11 +62,16 @@ impl Remote {
             last_kid_fetch: Mutex::new(None),
             started: AtomicBool::new(false),
             fetches: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         })
     }
 
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.load_full()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn fetches(&self) -> u64 {
@@ -142,6 +148,7 @@ impl Remote {
                 }
                 tracing::debug!(policy = %self.policy, keys = set.keys.len(), "jwks_url fetched");
                 self.keys.store(Arc::new(set));
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 true
             }
             Err(e) => {

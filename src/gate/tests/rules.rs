@@ -1,155 +1,8 @@
-//! The gate without sockets: every rule, and every hostile-token trick we
-//! can name, each rejected with the right status and never let through.
+//! Each rule of a policy, one at a time.
 
 use super::*;
-use crate::config::{load_str, Source};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jsonwebtoken::EncodingKey;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::sync::OnceLock;
-
-struct Keys {
-    rsa: rcgen::KeyPair,
-    rsa2: rcgen::KeyPair,
-    ec: rcgen::KeyPair,
-    ed: rcgen::KeyPair,
-}
-
-/// Made once per test run (RSA generation is slow).
-fn keys() -> &'static Keys {
-    static K: OnceLock<Keys> = OnceLock::new();
-    K.get_or_init(|| Keys {
-        rsa: rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
-        rsa2: rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
-        ec: rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
-        ed: rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
-    })
-}
-
-const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
-
-fn compile_policy(dir: &Path, body: &str) -> Result<Arc<Policy>, String> {
-    let text = format!(
-        "[[listen]]\naddr = \"127.0.0.1:0\"\n[jwt.p]\n{body}\n\
-         [[route]]\npath = \"/\"\nrespond = {{ status = 200 }}\njwt = \"p\"\n"
-    );
-    let src = Source {
-        path: None,
-        base_dir: dir.to_path_buf(),
-    };
-    load_str(&text, &src, None)
-        .map(|s| s.policies["p"].clone())
-        .map_err(|e| e.to_string())
-}
-
-fn hs_policy(extra: &str) -> Arc<Policy> {
-    let dir = tempfile::tempdir().unwrap();
-    compile_policy(
-        dir.path(),
-        &format!("algorithms = [\"HS256\"]\nsecret = {{ value = \"{SECRET}\" }}\n{extra}"),
-    )
-    .unwrap()
-}
-
-fn rs_policy(extra: &str) -> Arc<Policy> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pub.pem"), keys().rsa.public_key_pem()).unwrap();
-    compile_policy(
-        dir.path(),
-        &format!("algorithms = [\"RS256\"]\npublic_key = \"pub.pem\"\n{extra}"),
-    )
-    .unwrap()
-}
-
-fn now() -> i64 {
-    claims::now() as i64
-}
-
-fn b64(v: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(v.to_string())
-}
-
-/// Sign `header.payload` as given, byte for byte, with `key` under `alg`.
-fn sign_raw(header: &Value, payload: &Value, key: &EncodingKey, alg: Algorithm) -> String {
-    let msg = format!("{}.{}", b64(header), b64(payload));
-    let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), key, alg).unwrap();
-    format!("{msg}.{sig}")
-}
-
-fn hs(payload: Value) -> String {
-    sign_raw(
-        &json!({"alg": "HS256", "typ": "JWT"}),
-        &payload,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-        Algorithm::HS256,
-    )
-}
-
-fn rsa_key(kp: &rcgen::KeyPair) -> EncodingKey {
-    EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap()
-}
-
-fn rs(payload: Value) -> String {
-    sign_raw(
-        &json!({"alg": "RS256"}),
-        &payload,
-        &rsa_key(&keys().rsa),
-        Algorithm::RS256,
-    )
-}
-
-fn good() -> Value {
-    json!({"sub": "alice", "exp": now() + 600})
-}
-
-fn req(token: &str) -> http::request::Parts {
-    http::Request::get("/x")
-        .header("authorization", format!("Bearer {token}"))
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0
-}
-
-async fn run(
-    p: &Policy,
-    mut parts: http::request::Parts,
-) -> Result<http::request::Parts, Rejection> {
-    p.check(&mut parts).await.map(|_| parts)
-}
-
-/// Assert a 401 invalid_token with this log reason.
-async fn rejects(p: &Policy, token: &str, reason: &str) {
-    match run(p, req(token)).await {
-        Ok(_) => panic!("accepted a token that should fail with {reason:?}: {token}"),
-        Err(r) => {
-            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{reason}");
-            assert_eq!(r.reason, reason);
-            assert_eq!(
-                r.www_authenticate.unwrap(),
-                "Bearer realm=\"portcullis\", error=\"invalid_token\""
-            );
-        }
-    }
-}
-
-async fn forbids(p: &Policy, token: &str, reason: &str) {
-    let r = run(p, req(token)).await.expect_err("should be refused");
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert_eq!(r.reason, reason);
-    assert_eq!(
-        r.www_authenticate.unwrap(),
-        "Bearer realm=\"portcullis\", error=\"insufficient_scope\""
-    );
-}
-
-async fn accepts(p: &Policy, token: &str) {
-    if let Err(r) = run(p, req(token)).await {
-        panic!("refused a good token: {}", r.reason);
-    }
-}
 
 #[tokio::test]
 async fn good_tokens_pass_and_claims_come_back() {
@@ -158,84 +11,6 @@ async fn good_tokens_pass_and_claims_come_back() {
     let v = p.check(&mut parts).await.unwrap();
     assert_eq!(v.claims["sub"], "alice");
     accepts(&rs_policy(""), &rs(good())).await;
-}
-
-#[tokio::test]
-async fn alg_none_in_every_spelling() {
-    let p = hs_policy("");
-    for alg in ["none", "None", "NONE", "nOnE", " none"] {
-        let unsigned = format!("{}.{}.", b64(&json!({"alg": alg})), b64(&good()));
-        rejects(&p, &unsigned, "signature missing").await;
-        // With a signature part present, the alg check itself refuses.
-        let faked = format!("{}.{}.AAAA", b64(&json!({"alg": alg})), b64(&good()));
-        rejects(&p, &faked, "alg none").await;
-    }
-    // Even a policy cannot list it.
-    let dir = tempfile::tempdir().unwrap();
-    let e = compile_policy(
-        dir.path(),
-        "algorithms = [\"none\"]\nsecret = { value = \"x\" }",
-    )
-    .err()
-    .unwrap();
-    assert!(
-        e.contains("jwt.p.algorithms[0]: \"none\" is never accepted"),
-        "{e}"
-    );
-}
-
-#[tokio::test]
-async fn stripped_signature_and_broken_shapes() {
-    let p = hs_policy("");
-    let t = hs(good());
-    let (signed, _) = t.rsplit_once('.').unwrap();
-    rejects(&p, &format!("{signed}."), "signature missing").await;
-    rejects(&p, signed, "malformed token").await;
-    rejects(&p, &format!("{t}.extra.parts"), "malformed token").await;
-    rejects(&p, "not a token", "malformed token").await;
-    rejects(&p, &format!("{t}=="), "malformed token").await;
-    let arr = format!(
-        "{}.{}.AAAA",
-        b64(&json!({"alg": "HS256"})),
-        b64(&json!([1, 2]))
-    );
-    rejects(&p, &arr, "malformed payload").await;
-    rejects(&p, "e30.e30.AAAA", "malformed header").await; // {} has no alg
-    rejects(&p, "!!!.e30.AAAA", "malformed token").await;
-}
-
-#[tokio::test]
-async fn tampered_payload_and_other_key() {
-    let p = hs_policy("");
-    let t = hs(good());
-    let parts: Vec<&str> = t.split('.').collect();
-    let evil = b64(&json!({"sub": "admin", "exp": now() + 600}));
-    rejects(
-        &p,
-        &format!("{}.{evil}.{}", parts[0], parts[2]),
-        "bad signature",
-    )
-    .await;
-    let other = sign_raw(
-        &json!({"alg": "HS256"}),
-        &good(),
-        &EncodingKey::from_secret(b"another secret"),
-        Algorithm::HS256,
-    );
-    rejects(&p, &other, "bad signature").await;
-    let rp = rs_policy("");
-    let other_rsa = sign_raw(
-        &json!({"alg": "RS256"}),
-        &good(),
-        &rsa_key(&keys().rsa2),
-        Algorithm::RS256,
-    );
-    rejects(&rp, &other_rsa, "bad signature").await;
-    // Signature bit-flip.
-    let mut flipped = rs(good()).into_bytes();
-    let last = flipped.len() - 3;
-    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
-    rejects(&rp, std::str::from_utf8(&flipped).unwrap(), "bad signature").await;
 }
 
 #[tokio::test]
@@ -329,240 +104,6 @@ async fn issuer_and_audience() {
 }
 
 #[tokio::test]
-async fn key_confusion_hs256_with_the_rsa_public_key() {
-    let p = rs_policy("");
-    let pem = keys().rsa.public_key_pem();
-    let forged = sign_raw(
-        &json!({"alg": "HS256"}),
-        &good(),
-        &EncodingKey::from_secret(pem.as_bytes()),
-        Algorithm::HS256,
-    );
-    rejects(&p, &forged, "algorithm not allowed").await;
-    // And no config can set the trap up.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pub.pem"), &pem).unwrap();
-    let e = compile_policy(
-        dir.path(),
-        "algorithms = [\"RS256\", \"HS256\"]\npublic_key = \"pub.pem\"",
-    )
-    .err()
-    .unwrap();
-    assert!(e.contains("HS256 needs a secret"), "{e}");
-    let e = compile_policy(
-        dir.path(),
-        &format!("algorithms = [\"HS256\"]\nsecret = {{ value = {pem:?} }}"),
-    )
-    .err()
-    .unwrap();
-    assert!(e.contains("looks like a PEM key"), "{e}");
-}
-
-#[tokio::test]
-async fn algorithm_must_be_the_policys() {
-    let p = hs_policy("");
-    let hs384 = sign_raw(
-        &json!({"alg": "HS384"}),
-        &good(),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-        Algorithm::HS384,
-    );
-    rejects(&p, &hs384, "algorithm not allowed").await;
-    let lower = sign_raw(
-        &json!({"alg": "hs256"}),
-        &good(),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-        Algorithm::HS256,
-    );
-    rejects(&p, &lower, "algorithm not allowed").await;
-    rejects(
-        &p,
-        &format!("{}.{}.AAAA", b64(&json!({"alg": 256})), b64(&good())),
-        "malformed header",
-    )
-    .await;
-    // An RS policy also refuses PS256 unless listed.
-    let ps = sign_raw(
-        &json!({"alg": "PS256"}),
-        &good(),
-        &rsa_key(&keys().rsa),
-        Algorithm::PS256,
-    );
-    rejects(&rs_policy(""), &ps, "algorithm not allowed").await;
-    accepts(&rs_policy_with("algorithms = [\"RS256\", \"PS256\"]"), &ps).await;
-}
-
-fn rs_policy_with(algs: &str) -> Arc<Policy> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pub.pem"), keys().rsa.public_key_pem()).unwrap();
-    compile_policy(dir.path(), &format!("{algs}\npublic_key = \"pub.pem\"")).unwrap()
-}
-
-#[tokio::test]
-async fn oversized_token_is_refused_before_parsing() {
-    let p = hs_policy("max_token_size = \"1KiB\"");
-    rejects(&p, &"A".repeat(1025), "token too large").await;
-    let big = hs(json!({"exp": now() + 600, "pad": "x".repeat(2000)}));
-    rejects(&p, &big, "token too large").await;
-    // Default 8 KiB.
-    let d = hs_policy("");
-    rejects(
-        &d,
-        &hs(json!({"exp": now() + 600, "pad": "x".repeat(9000)})),
-        "token too large",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn unknown_crit_rejects() {
-    let p = hs_policy("");
-    for crit in [json!(["exp"]), json!(["b64"]), json!([]), json!("x")] {
-        let t = sign_raw(
-            &json!({"alg": "HS256", "crit": crit}),
-            &good(),
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-            Algorithm::HS256,
-        );
-        rejects(&p, &t, "unknown crit header").await;
-    }
-}
-
-/// jwt_tool's -X i / -X s: embed the attacker's key (jwk), point to it
-/// (jku, x5u) or ship a certificate (x5c). None of them is ever read.
-#[tokio::test]
-async fn embedded_and_remote_key_headers_are_ignored() {
-    let p = rs_policy("");
-    let evil = rsa_key(&keys().rsa2);
-    let evil_jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&evil, Algorithm::RS256).unwrap();
-    let header = json!({
-        "alg": "RS256",
-        "jwk": serde_json::to_value(&evil_jwk).unwrap(),
-        "jku": "http://127.0.0.1:1/jwks.json",
-        "x5u": "http://127.0.0.1:1/cert.pem",
-        "x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"],
-    });
-    rejects(
-        &p,
-        &sign_raw(&header, &good(), &evil, Algorithm::RS256),
-        "bad signature",
-    )
-    .await;
-    // The same headers on a token signed with the right key change nothing.
-    accepts(
-        &p,
-        &sign_raw(&header, &good(), &rsa_key(&keys().rsa), Algorithm::RS256),
-    )
-    .await;
-}
-
-fn jwks_policy() -> Arc<Policy> {
-    let dir = tempfile::tempdir().unwrap();
-    let jwk = |kp: &rcgen::KeyPair, alg: Algorithm, kid: &str| {
-        let k = match alg {
-            Algorithm::ES256 => EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
-            _ => rsa_key(kp),
-        };
-        let mut j =
-            serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&k, alg).unwrap())
-                .unwrap();
-        j["kid"] = json!(kid);
-        j
-    };
-    let set = json!({"keys": [
-        jwk(&keys().rsa, Algorithm::RS256, "r1"),
-        jwk(&keys().ec, Algorithm::ES256, "e1"),
-        {"kty": "oct", "k": "c2VjcmV0", "kid": "sym"},
-    ]});
-    std::fs::write(dir.path().join("jwks.json"), set.to_string()).unwrap();
-    compile_policy(
-        dir.path(),
-        "algorithms = [\"RS256\", \"ES256\"]\njwks = \"jwks.json\"",
-    )
-    .unwrap()
-}
-
-fn es(kid: Option<&str>, kp: &rcgen::KeyPair) -> String {
-    let mut h = json!({"alg": "ES256"});
-    if let Some(k) = kid {
-        h["kid"] = json!(k);
-    }
-    sign_raw(
-        &h,
-        &good(),
-        &EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
-        Algorithm::ES256,
-    )
-}
-
-#[tokio::test]
-async fn kid_only_selects_among_configured_keys() {
-    let p = jwks_policy();
-    accepts(&p, &es(Some("e1"), &keys().ec)).await;
-    // Without kid, the keys whose type fits are tried.
-    accepts(&p, &es(None, &keys().ec)).await;
-    let with_kid = |kid: Value, key: &EncodingKey, alg: Algorithm| {
-        sign_raw(
-            &json!({"alg": format!("{alg:?}"), "kid": kid}),
-            &good(),
-            key,
-            alg,
-        )
-    };
-    let rsa = rsa_key(&keys().rsa);
-    accepts(&p, &with_kid(json!("r1"), &rsa, Algorithm::RS256)).await;
-    // Path traversal, injection, another key's kid, a kid of the wrong type.
-    for kid in [
-        "../../../../dev/null",
-        "' OR 1=1 --",
-        "/etc/passwd",
-        "",
-        "sym",
-    ] {
-        rejects(
-            &p,
-            &with_kid(json!(kid), &rsa, Algorithm::RS256),
-            "unknown kid",
-        )
-        .await;
-    }
-    rejects(
-        &p,
-        &with_kid(json!("e1"), &rsa, Algorithm::RS256),
-        "no key fits the algorithm",
-    )
-    .await;
-    let other = rsa_key(&keys().rsa2);
-    rejects(
-        &p,
-        &with_kid(json!("r1"), &other, Algorithm::RS256),
-        "bad signature",
-    )
-    .await;
-    rejects(&p, &with_kid(json!(1), &rsa, Algorithm::RS256), "bad kid").await;
-    rejects(
-        &p,
-        &with_kid(json!(["r1"]), &rsa, Algorithm::RS256),
-        "bad kid",
-    )
-    .await;
-    rejects(
-        &p,
-        &with_kid(json!("k".repeat(300)), &rsa, Algorithm::RS256),
-        "bad kid",
-    )
-    .await;
-    // The HMAC key in the file is not a key: kid "sym" with HS256 fails at alg.
-    let hs_sym = sign_raw(
-        &json!({"alg": "HS256", "kid": "sym"}),
-        &good(),
-        &EncodingKey::from_secret(b"secret"),
-        Algorithm::HS256,
-    );
-    rejects(&p, &hs_sym, "algorithm not allowed").await;
-}
-
-#[tokio::test]
 async fn eddsa_and_certificates_as_public_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ed.pem"), keys().ed.public_key_pem()).unwrap();
@@ -626,17 +167,6 @@ async fn scopes_from_scope_or_scp() {
     )
     .await;
     forbids(&p, &hs(good()), "scope missing").await;
-}
-
-#[tokio::test]
-async fn two_authorization_headers_are_a_bad_request() {
-    let p = hs_policy("");
-    let mut parts = req(&hs(good()));
-    parts
-        .headers
-        .append("authorization", "Bearer x".parse().unwrap());
-    let r = run(&p, parts).await.err().unwrap();
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -740,6 +270,7 @@ async fn cache_serves_repeats_and_never_past_exp() {
         claims: Default::default(),
         valid_until: claims::now() - 1.0,
         headers: vec![],
+        key_gen: 0,
     });
     cache.insert(t.as_bytes(), stale);
     rejects(&p, &t, "token expired").await;
@@ -888,4 +419,24 @@ fn minted_tokens_pass_their_policy() {
     )
     .unwrap_err()
     .contains("--key"));
+}
+
+/// Not a pass/fail test: `cargo test --lib gate::tests::timing -- --ignored
+/// --nocapture` prints what a repeated token costs with and without the cache.
+#[tokio::test]
+#[ignore]
+async fn timing() {
+    let n = 2000;
+    for (name, p, t) in [
+        ("HS256", hs_policy(""), hs(good())),
+        ("RS256", rs_policy(""), rs(good())),
+        ("RS256 uncached", rs_policy("cache_size = 0"), rs(good())),
+        ("HS256 uncached", hs_policy("cache_size = 0"), hs(good())),
+    ] {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            p.verify(t.as_bytes()).await.unwrap();
+        }
+        println!("{name}: {:?} per token", start.elapsed() / n);
+    }
 }
