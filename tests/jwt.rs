@@ -389,3 +389,115 @@ async fn cookie_token_stripped_before_forwarding() {
     assert_eq!(st, 200);
     assert_eq!(json(&body)["headers"]["cookie"], "csrftoken=abc");
 }
+
+/// Poll `cond` until it holds, for at most 15s.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn jwks_url_scheduled_refresh_keeps_the_last_good_set_on_failure() {
+    let up = fixed("ok").await;
+    let (k1, k2) = (rsa(), rsa());
+    let served = Arc::new(Mutex::new((
+        200u16,
+        json!({"keys": [jwk(&k1, Algorithm::RS256, "k1")]}).to_string(),
+    )));
+    let s = served.clone();
+    let idp = upstream(move |_req| {
+        let (status, body) = s.lock().unwrap().clone();
+        async move {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            r
+        }
+    })
+    .await;
+    let cfg = format!(
+        "{}\n[jwt.api]\nalgorithms = [\"RS256\"]\njwks_url = \"http://{}/jwks\"\njwks_refresh = \"1s\"\n",
+        listen_and_route("api", &up.addr),
+        idp.addr
+    );
+    let p = proxy(&cfg).await;
+    let enc =
+        |kp: &rcgen::KeyPair| EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap();
+    // Distinct claims per request, so that no answer comes from the cache.
+    let token = |kp: &rcgen::KeyPair, kid: &str, n: u32| {
+        sign(
+            Algorithm::RS256,
+            Some(kid),
+            &json!({"exp": now() + 60, "n": n}),
+            &enc(kp),
+        )
+    };
+    assert_eq!(
+        with_token(&p.url("/api/"), &token(&k1, "k1", 1)).await.0,
+        200
+    );
+
+    // The provider fails: the scheduled refresh keeps the last good set.
+    served.lock().unwrap().0 = 500;
+    let before = idp.hits();
+    eventually("a failed refresh", || idp.hits() > before).await;
+    assert_eq!(
+        with_token(&p.url("/api/"), &token(&k1, "k1", 2)).await.0,
+        200
+    );
+
+    // It comes back with a rotated set: the schedule alone picks it up.
+    *served.lock().unwrap() = (
+        200,
+        json!({"keys": [jwk(&k2, Algorithm::RS256, "k2")]}).to_string(),
+    );
+    let snap = p.server.state().load();
+    let policy = snap.policies["api"].clone();
+    let generation = policy.key_set_generation();
+    eventually("a good refresh", || {
+        policy.key_set_generation() > generation
+    })
+    .await;
+    let fetched = policy.jwks_fetches();
+    assert_eq!(
+        with_token(&p.url("/api/"), &token(&k1, "k1", 3)).await.0,
+        401
+    );
+    assert_eq!(
+        with_token(&p.url("/api/"), &token(&k2, "k2", 4)).await.0,
+        200
+    );
+    // k2 came with the schedule, not with an unknown-kid fetch (k1 may
+    // have caused one: it is unknown now).
+    assert!(policy.jwks_fetches() <= fetched + 1);
+    assert_eq!(up.hits(), 3);
+}
+
+#[tokio::test]
+async fn jwks_url_unreachable_refuses_without_hanging() {
+    let up = fixed("ok").await;
+    // A port that was just free: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = format!(
+        "{}\n[jwt.api]\nalgorithms = [\"RS256\"]\njwks_url = \"http://{dead}/jwks\"\n",
+        listen_and_route("api", &up.addr)
+    );
+    let p = proxy(&cfg).await;
+    let t = sign(
+        Algorithm::RS256,
+        Some("k"),
+        &json!({"exp": now() + 60}),
+        &EncodingKey::from_rsa_pem(rsa().serialize_pem().as_bytes()).unwrap(),
+    );
+    let (st, _, _) = with_token(&p.url("/api/"), &t).await;
+    assert_eq!(st, 401);
+    assert_eq!(up.hits(), 0);
+}

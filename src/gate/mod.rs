@@ -193,9 +193,15 @@ impl Policy {
         self.keys.secret()
     }
 
-    /// How many times a `jwks_url` was fetched (for tests and the log).
+    /// How many times a `jwks_url` fetch was started (for tests).
     pub fn jwks_fetches(&self) -> u64 {
         self.keys.fetches()
+    }
+
+    /// Changes each time a fetched key set replaces the previous one (for
+    /// tests).
+    pub fn key_set_generation(&self) -> u64 {
+        self.keys.generation()
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Remote {
     started: AtomicBool,
     fetches: AtomicU64,
     generation: AtomicU64,
+    /// The body of the last good fetch: an unchanged document keeps the
+    /// set (and the cache entries verified under it).
+    last_body: Mutex<Vec<u8>>,
 }
 
 impl Remote {
@@ -63,6 +66,7 @@ impl Remote {
             started: AtomicBool::new(false),
             fetches: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            last_body: Mutex::new(Vec::new()),
         })
     }
 
@@ -138,11 +142,20 @@ impl Remote {
     /// Fetch and swap in the set; the caller holds the fetch lock.
     async fn fetch_now(&self) -> bool {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = fetch(&self.url)
-            .await
-            .and_then(|body| parse_jwks(&body, &self.algorithms));
-        match result {
+        let body = match fetch(&self.url).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(policy = %self.policy, url = %self.url, error = %e,
+                    "jwks_url fetch failed; keeping the last good key set");
+                return false;
+            }
+        };
+        if *self.last_body.lock().unwrap_or_else(|e| e.into_inner()) == body {
+            return true;
+        }
+        match parse_jwks(&body, &self.algorithms) {
             Ok((set, notes)) => {
+                *self.last_body.lock().unwrap_or_else(|e| e.into_inner()) = body;
                 for n in notes {
                     tracing::debug!(policy = %self.policy, "jwks_url: {n}");
                 }

@@ -440,3 +440,35 @@ async fn timing() {
         println!("{name}: {:?} per token", start.elapsed() / n);
     }
 }
+
+/// Not a pass/fail test: the same (worst case: one shard) token verified
+/// from every worker thread at once.
+#[test]
+#[ignore]
+fn timing_contended() {
+    let p = rs_policy("");
+    let t = Arc::new(rs(good()));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let n = 200_000;
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (p, t) = (p.clone(), t.clone());
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    for _ in 0..n {
+                        p.verify(t.as_bytes()).await.unwrap();
+                    }
+                })
+            });
+        }
+    });
+    let total = n as u32 * threads as u32;
+    println!(
+        "{threads} threads, one token: {:?} per verify",
+        start.elapsed() / total * threads as u32
+    );
+}
