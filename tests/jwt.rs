@@ -501,3 +501,52 @@ async fn jwks_url_unreachable_refuses_without_hanging() {
     assert_eq!(st, 401);
     assert_eq!(up.hits(), 0);
 }
+
+#[tokio::test]
+async fn reload_with_a_new_secret_refuses_old_tokens_and_a_broken_key_keeps_the_old_policy() {
+    let up = fixed("ok").await;
+    let cfg = |secret: &str| {
+        format!(
+            "{}\n[jwt.api]\nalgorithms = [\"HS256\"]\nsecret = {{ file = \"{secret}\" }}\n",
+            listen_and_route("api", &up.addr)
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("old.key"),
+        "old-secret-old-secret-old-secret\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("new.key"),
+        "new-secret-new-secret-new-secret\n",
+    )
+    .unwrap();
+    let p = proxy_in(dir, &cfg("old.key")).await;
+    let tok = |s: &[u8]| {
+        sign(
+            Algorithm::HS256,
+            None,
+            &json!({"exp": now() + 60}),
+            &EncodingKey::from_secret(s),
+        )
+    };
+    let (old, new) = (
+        tok(b"old-secret-old-secret-old-secret"),
+        tok(b"new-secret-new-secret-new-secret"),
+    );
+    assert_eq!(with_token(&p.url("/api/"), &old).await.0, 200);
+
+    // A key file that does not exist: the reload fails, the old policy serves on.
+    std::fs::write(&p.config_path, cfg("missing.key")).unwrap();
+    let errs = p.server.reload().await.unwrap_err().to_string();
+    assert!(errs.contains("jwt.api.secret.file: cannot read"), "{errs}");
+    assert_eq!(with_token(&p.url("/api/"), &old).await.0, 200);
+
+    // A new secret: the cached old token is refused at once.
+    std::fs::write(&p.config_path, cfg("new.key")).unwrap();
+    p.server.reload().await.unwrap();
+    assert_eq!(with_token(&p.url("/api/"), &old).await.0, 401);
+    assert_eq!(with_token(&p.url("/api/"), &new).await.0, 200);
+    assert_eq!(up.hits(), 3);
+}

@@ -472,3 +472,18 @@ fn timing_contended() {
         start.elapsed() / total * threads as u32
     );
 }
+
+#[tokio::test]
+async fn query_token_may_be_percent_encoded_and_other_schemes_are_not_ours() {
+    let p = hs_policy("from = [\"query:access_token\"]");
+    let t = hs(good()).replace('.', "%2E");
+    let parts = http::Request::get(format!("/x?access_token={t}"))
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    assert!(run(&p, parts).await.is_ok());
+    // Only the configured sources count: a header token is not looked at.
+    let r = run(&p, req(&hs(good()))).await.unwrap_err();
+    assert_eq!(r.reason, "no token");
+}
