@@ -550,3 +550,69 @@ async fn reload_with_a_new_secret_refuses_old_tokens_and_a_broken_key_keeps_the_
     assert_eq!(with_token(&p.url("/api/"), &new).await.0, 200);
     assert_eq!(up.hits(), 3);
 }
+
+/// An https jwks_url is verified against public roots: a self-signed
+/// server's keys are never used, so its tokens are refused.
+#[tokio::test]
+async fn jwks_url_over_https_refuses_an_untrusted_certificate() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let up = fixed("ok").await;
+    let kp = rsa();
+    let served = json!({"keys": [jwk(&kp, Algorithm::RS256, "k")]}).to_string();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (handshakes, served_ok) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (h, s) = (handshakes.clone(), served_ok.clone());
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            h.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut stream) = acceptor.accept(tcp).await {
+                use tokio::io::AsyncWriteExt;
+                s.fetch_add(1, Ordering::SeqCst);
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{served}",
+                    served.len()
+                );
+                let _ = stream.write_all(resp.as_bytes()).await;
+            }
+        }
+    });
+    let cfg = format!(
+        "{}\n[jwt.api]\nalgorithms = [\"RS256\"]\njwks_url = \"https://{addr}/jwks\"\n",
+        listen_and_route("api", &up.addr)
+    );
+    let p = proxy(&cfg).await;
+    let t = sign(
+        Algorithm::RS256,
+        Some("k"),
+        &json!({"exp": now() + 60}),
+        &EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap(),
+    );
+    assert_eq!(with_token(&p.url("/api/"), &t).await.0, 401);
+    assert!(
+        handshakes.load(Ordering::SeqCst) >= 1,
+        "the fetch was not even tried"
+    );
+    assert_eq!(
+        served_ok.load(Ordering::SeqCst),
+        0,
+        "a TLS handshake with an untrusted certificate succeeded"
+    );
+    assert_eq!(up.hits(), 0);
+    server.abort();
+}
