@@ -113,7 +113,8 @@ pub fn mint(policy: &Policy, args: &TokenArgs) -> Result<String, String> {
     let now = super::claims::now() as i64;
     let mut claims = Map::new();
     claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + lifetime.as_secs() as i64).into());
+    let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+    claims.insert("exp".into(), now.saturating_add(secs).into());
     if let Some(iss) = policy.rules.issuer.first() {
         claims.insert("iss".into(), iss.clone().into());
     }
