@@ -25,6 +25,7 @@ pub mod gate;
 pub mod handler;
 pub mod http;
 pub mod listener;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod service;

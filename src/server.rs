@@ -3,10 +3,11 @@
 
 use crate::config::{self, Errors};
 use crate::listener::{self, Listener, Shared};
+use crate::reload::ReloadOutcome;
 use crate::state::{ListenSpec, Snapshot, State};
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
 
@@ -18,16 +19,36 @@ pub struct Server {
     reload_lock: tokio::sync::Mutex<()>,
     /// Active health checks, kept in step with the live snapshot.
     health: crate::upstream::health::Checker,
+    /// The latest reload's outcome (see `reload.rs`).
+    outcomes: watch::Sender<ReloadOutcome>,
 }
 
-/// What a reload changed, for its log line.
+/// What a reload changed, for its log line (`Display` in `reload.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadSummary {
     pub hash: u64,
+    pub previous_hash: u64,
+    pub now: Counts,
+    pub before: Counts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
     pub routes: usize,
     pub upstreams: usize,
     pub listeners: usize,
     pub policies: usize,
+}
+
+impl Counts {
+    fn of(s: &Snapshot) -> Self {
+        Counts {
+            routes: s.router.len(),
+            upstreams: s.upstreams.len(),
+            listeners: s.listeners.len(),
+            policies: s.policies.len(),
+        }
+    }
 }
 
 impl Server {
@@ -69,7 +90,17 @@ impl Server {
             config_path,
             reload_lock: tokio::sync::Mutex::new(()),
             health,
+            outcomes: watch::Sender::new(ReloadOutcome::default()),
         }))
+    }
+
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    /// Changes after each reload attempt (file watcher or SIGHUP).
+    pub fn subscribe_reloads(&self) -> watch::Receiver<ReloadOutcome> {
+        self.outcomes.subscribe()
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -95,7 +126,24 @@ impl Server {
     /// Compile the config file again and swap it in; on any error the
     /// running config stays and the errors are returned.
     pub async fn reload(&self) -> Result<ReloadSummary, Errors> {
+        self.reload_by("request").await
+    }
+
+    /// `reload`, with what triggered it for the log line.
+    pub async fn reload_by(&self, trigger: &str) -> Result<ReloadSummary, Errors> {
         let _g = self.reload_lock.lock().await;
+        crate::reload::notify_reloading();
+        let prev_hash = self.shared.state.load().hash;
+        let result = self.compile_and_apply().await;
+        let published = crate::reload::finished(trigger, prev_hash, &result);
+        self.outcomes.send_modify(|o| {
+            o.seq += 1;
+            o.result = published;
+        });
+        result
+    }
+
+    async fn compile_and_apply(&self) -> Result<ReloadSummary, Errors> {
         let Some(path) = self.config_path.clone() else {
             let mut e = Errors::default();
             e.add("", "no config file to reload from");
@@ -111,25 +159,13 @@ impl Server {
             });
         let snap = match compiled {
             Ok(s) => s,
-            Err(errs) => {
-                for e in &errs.0 {
-                    tracing::error!(place = %e.place, error = %e.message, "reload failed; keeping the running config");
-                }
-                return Err(errs);
-            }
+            Err(errs) => return Err(errs),
         };
         self.apply(snap).await
     }
 
     /// Swap in an already compiled snapshot.
     pub async fn apply(&self, mut snap: Snapshot) -> Result<ReloadSummary, Errors> {
-        let summary = ReloadSummary {
-            hash: snap.hash,
-            routes: snap.router.len(),
-            upstreams: snap.upstreams.len(),
-            listeners: snap.listeners.len(),
-            policies: snap.policies.len(),
-        };
         let current = self.shared.state.load();
         match crate::access_log::Logger::for_settings(&snap.log, current.access_log.as_ref()) {
             Ok(l) => snap.access_log = l,
@@ -145,6 +181,12 @@ impl Server {
         let old = self.shared.state.swap(snap);
         let new = self.shared.state.load();
         self.health.sync(&new);
+        let summary = ReloadSummary {
+            hash: new.hash,
+            previous_hash: old.hash,
+            now: Counts::of(&new),
+            before: Counts::of(&old),
+        };
         if old.server.threads != new.server.threads {
             tracing::warn!("server.threads changed: takes effect at the next restart");
         }
@@ -155,14 +197,6 @@ impl Server {
             self.shared.limit.forget_permits((-diff) as usize);
         }
         self.rebind(&new.listeners);
-        tracing::info!(
-            hash = format!("{:016x}", summary.hash),
-            routes = summary.routes,
-            upstreams = summary.upstreams,
-            listeners = summary.listeners,
-            policies = summary.policies,
-            "config reloaded"
-        );
         Ok(summary)
     }
 
@@ -240,12 +274,12 @@ pub async fn run_until_signalled(server: Arc<Server>) -> std::process::ExitCode 
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading");
-                let _ = server.reload().await;
+                let _ = server.reload_by("SIGHUP").await;
             }
         }
     }
     tracing::info!("shutting down: no new connections, draining requests in flight");
+    crate::reload::notify_stopping();
     if server.shutdown().await {
         tracing::info!("all connections drained");
     } else {

@@ -1,0 +1,490 @@
+//! Reload triggers and their visibility: a file watcher on the config file
+//! and every file it names, the one log line per reload, and the systemd
+//! notifications around start, reload and stop.
+//!
+//! The watcher watches directories, not files: editors replace a file by
+//! renaming a new one over it (vim, `sed -i`, config management), and
+//! Kubernetes swaps a `..data` symlink to a new directory, so a watch on the
+//! file's inode would go deaf after the first change. Events are filtered by
+//! name (the watched file, a symlink on its way, or a directory above it),
+//! debounced, and a reload happens only when the content of a watched file
+//! actually differs from what was last seen.
+
+use crate::config::ConfigError;
+use crate::server::{ReloadSummary, Server};
+use crate::state::Snapshot;
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Quiet time after the last relevant event before reloading: long enough
+/// for an editor's write-rename-chmod sequence to finish.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// A directory that never stops changing still gets a reload this often.
+const MAX_DELAY: Duration = Duration::from_secs(2);
+/// Symlink hops followed from a watched name (the kernel's own limit is 40).
+const MAX_HOPS: usize = 40;
+
+/// The outcome of the latest reload, published by the server so the watcher
+/// can re-sync its watches and tests can wait for a reload without sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadOutcome {
+    /// Counts reloads attempted since start; 0 = none yet.
+    pub seq: u64,
+    pub result: Option<Result<ReloadSummary, Vec<ConfigError>>>,
+}
+
+/// Stops the watcher when dropped.
+pub struct WatchHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Start watching the server's config file and the files it names. Runs for
+/// the server's life; while the live config says `server.watch = false`
+/// nothing is watched (SIGHUP still reloads), and a reload that turns it on
+/// starts the watches. Watches are in place when this returns, so a change
+/// made right after is seen. Must run inside a tokio runtime.
+pub fn watch(server: Arc<Server>) -> notify::Result<WatchHandle> {
+    let (tx, rx) = mpsc::channel(1024);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let flag = overflow.clone();
+    let watcher = notify::recommended_watcher(move |ev: notify::Result<Event>| {
+        // A full queue (a storm of writes in a watched directory) must not
+        // lose the one event that matters: remember it and check anyway.
+        if tx.try_send(ev).is_err() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    })?;
+    let mut w = DirWatcher {
+        watcher,
+        dirs: BTreeSet::new(),
+        names: Vec::new(),
+        files: Vec::new(),
+    };
+    w.sync(&server);
+    let seen = fingerprint(&w.files);
+    let task = tokio::spawn(run(server, w, rx, overflow, seen));
+    Ok(WatchHandle { task })
+}
+
+struct DirWatcher {
+    watcher: RecommendedWatcher,
+    dirs: BTreeSet<PathBuf>,
+    /// Paths whose events concern a watched file (see `WatchSet`).
+    names: Vec<PathBuf>,
+    /// The files whose content decides whether to reload.
+    files: Vec<PathBuf>,
+}
+
+impl DirWatcher {
+    /// Watch what the live config names, and nothing else.
+    fn sync(&mut self, server: &Server) {
+        let snap = server.state().load();
+        let set = match server.config_path() {
+            Some(p) if snap.server.watch => WatchSet::of(&watched_files(p, &snap)),
+            _ => WatchSet::default(),
+        };
+        for gone in self.dirs.difference(&set.dirs) {
+            let _ = self.watcher.unwatch(gone);
+        }
+        // Always (re-)add: a directory reached through a swapped symlink may
+        // be a new inode under the same name; inotify updates an existing
+        // watch in place.
+        let mut dirs = BTreeSet::new();
+        for d in &set.dirs {
+            match self.watcher.watch(d, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    dirs.insert(d.clone());
+                }
+                Err(e) => tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory"),
+            }
+        }
+        self.dirs = dirs;
+        self.names = set.names;
+        self.files = set.files;
+    }
+
+    fn relevant(&self, ev: &Event) -> bool {
+        ev.need_rescan() || (changes(&ev.kind) && ev.paths.iter().any(|p| concerns(&self.names, p)))
+    }
+}
+
+async fn run(
+    server: Arc<Server>,
+    mut w: DirWatcher,
+    mut rx: mpsc::Receiver<notify::Result<Event>>,
+    overflow: Arc<AtomicBool>,
+    mut seen: u64,
+) {
+    let mut outcomes = server.subscribe_reloads();
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { return };
+                if !is_relevant(&w, &ev, &overflow) {
+                    continue;
+                }
+            }
+            // A reload by SIGHUP may name other files, or turn watching on.
+            r = outcomes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                resync(&mut w, &server, &mut seen);
+                continue;
+            }
+        }
+        // Debounce: wait for DEBOUNCE without a relevant event, at most MAX_DELAY.
+        let first = Instant::now();
+        let mut quiet_at = first + DEBOUNCE;
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { return };
+                    if is_relevant(&w, &ev, &overflow) {
+                        quiet_at = (Instant::now() + DEBOUNCE).min(first + MAX_DELAY);
+                    }
+                }
+                _ = tokio::time::sleep_until(quiet_at) => break,
+            }
+        }
+        let now = fingerprint(&w.files);
+        if now != seen {
+            seen = now;
+            let _ = server.reload_by("file change").await;
+            // The successful reload's outcome re-syncs below; mark it seen so
+            // the select above does not do it twice.
+            outcomes.borrow_and_update();
+        }
+        // Re-sync even without a reload: a symlink swap moves the directory
+        // that holds the real file.
+        resync(&mut w, &server, &mut seen);
+    }
+}
+
+/// Re-sync the watches with the live config. `seen` is kept while the set
+/// of files is the same, so a write that raced with a reload still differs
+/// from it and is reloaded.
+fn resync(w: &mut DirWatcher, server: &Server, seen: &mut u64) {
+    let before = std::mem::take(&mut w.files);
+    w.sync(server);
+    if w.files != before {
+        *seen = fingerprint(&w.files);
+    }
+}
+
+fn is_relevant(w: &DirWatcher, ev: &notify::Result<Event>, overflow: &AtomicBool) -> bool {
+    if overflow.swap(false, Ordering::Relaxed) {
+        return true;
+    }
+    match ev {
+        Ok(ev) => w.relevant(ev),
+        // An error (e.g. the kernel's queue overflowed): check the files.
+        Err(_) => true,
+    }
+}
+
+/// The config file itself plus every file the config names.
+fn watched_files(config: &Path, snap: &Snapshot) -> Vec<PathBuf> {
+    let mut v = vec![config.to_path_buf()];
+    v.extend(snap.files.iter().cloned());
+    v
+}
+
+/// What to watch for a set of files.
+#[derive(Debug, Default, PartialEq)]
+struct WatchSet {
+    /// Directories to watch (canonical: inotify follows symlinks when adding
+    /// a watch, and events carry the path as it was added).
+    dirs: BTreeSet<PathBuf>,
+    /// Every name a watched file goes by: as written, each symlink on the
+    /// way to the real file, each with its directory as given and resolved.
+    names: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl WatchSet {
+    fn of(files: &[PathBuf]) -> Self {
+        let mut set = WatchSet::default();
+        for f in files {
+            let mut cur = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+            set.files.push(cur.clone());
+            for _ in 0..MAX_HOPS {
+                set.names.push(cur.clone());
+                if let (Some(dir), Some(name)) = (cur.parent(), cur.file_name()) {
+                    // A directory not there (yet) is not watched; the
+                    // compile reports the missing file.
+                    if let Ok(real) = dir.canonicalize() {
+                        set.names.push(real.join(name));
+                        set.dirs.insert(real);
+                    }
+                }
+                match std::fs::read_link(&cur) {
+                    Ok(target) => {
+                        cur = match cur.parent() {
+                            Some(dir) if target.is_relative() => dir.join(target),
+                            _ => target,
+                        };
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        set.names.sort();
+        set.names.dedup();
+        set
+    }
+}
+
+/// Can an event of this kind change a file? Opening, reading and closing
+/// after reading cannot (and our own compile does exactly that).
+fn changes(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Does an event on `path` concern a watched file? It does when it is one of
+/// the file's names, or a directory (or directory symlink, like Kubernetes'
+/// `..data`) that one of the names goes through.
+fn concerns(names: &[PathBuf], path: &Path) -> bool {
+    names.iter().any(|n| n.starts_with(path))
+}
+
+/// A hash of the watched files' contents (a missing file counts as such).
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        match std::fs::read(f) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => e.kind().hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+/// Log the reload's one line, tell systemd the reload is over and publish
+/// the outcome.
+pub(crate) fn finished(
+    trigger: &str,
+    prev_hash: u64,
+    result: &Result<ReloadSummary, crate::config::Errors>,
+) -> Option<Result<ReloadSummary, Vec<ConfigError>>> {
+    match result {
+        Ok(s) => {
+            tracing::info!(
+                trigger,
+                hash = %format_args!("{:016x}", s.hash),
+                changed = %s,
+                "config reloaded"
+            );
+            notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&format!(
+                    "serving; config {:016x} reloaded",
+                    s.hash
+                )),
+            ]);
+            Some(Ok(s.clone()))
+        }
+        Err(errs) => {
+            let causes: Vec<String> = errs.0.iter().map(one_line).collect();
+            tracing::error!(
+                trigger,
+                hash = %format_args!("{prev_hash:016x}"),
+                problems = causes.len(),
+                errors = %causes.join("; "),
+                "config reload failed; still serving the running config"
+            );
+            notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&format!(
+                    "serving config {prev_hash:016x}; last reload failed ({} problem(s))",
+                    causes.len()
+                )),
+            ]);
+            Some(Err(errs.0.clone()))
+        }
+    }
+}
+
+/// An error on one line (TOML syntax errors come with a drawing of the
+/// place over several), so each reload is one log line.
+fn one_line(e: &ConfigError) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    parts.join(" ")
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.hash == self.previous_hash {
+            f.write_str("nothing (same config); ")?;
+        }
+        let pairs = [
+            ("routes", self.before.routes, self.now.routes),
+            ("upstreams", self.before.upstreams, self.now.upstreams),
+            ("listeners", self.before.listeners, self.now.listeners),
+            ("policies", self.before.policies, self.now.policies),
+        ];
+        for (i, (name, before, now)) in pairs.into_iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            if before == now {
+                write!(f, "{name} {now}")?;
+            } else {
+                write!(f, "{name} {before}->{now}")?;
+            }
+        }
+        write!(f, "; previous hash {:016x}", self.previous_hash)
+    }
+}
+
+/// Send to systemd's `NOTIFY_SOCKET`, if any. A failure is logged, never
+/// fatal: a proxy must not stop because its supervisor went away.
+pub fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
+/// READY=1 once every listener is bound.
+pub fn notify_ready(server: &Server) {
+    let addrs: Vec<String> = server
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let status = format!(
+        "serving on {}; config {:016x}",
+        addrs.join(" "),
+        server.state().load().hash
+    );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+}
+
+/// RELOADING=1 with the monotonic time systemd wants alongside it.
+pub fn notify_reloading() {
+    let mut states = vec![
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::Status("reloading the config"),
+    ];
+    if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+        states.push(t);
+    }
+    notify(&states);
+}
+
+pub fn notify_stopping() {
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping: draining connections"),
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_file_is_watched_through_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        let f = dir.path().join("portcullis.toml");
+        std::fs::write(&f, "").unwrap();
+        let set = WatchSet::of(std::slice::from_ref(&f));
+        assert_eq!(set.dirs, BTreeSet::from([real.clone()]));
+        assert!(concerns(&set.names, &real.join("portcullis.toml")));
+        // The editor's temp file and an unrelated log file do not count.
+        assert!(!concerns(&set.names, &real.join(".portcullis.toml.swp")));
+        assert!(!concerns(&set.names, &real.join("access.log")));
+    }
+
+    #[test]
+    fn a_kubernetes_style_symlink_swap_concerns_the_file() {
+        // portcullis.toml -> ..data/portcullis.toml, ..data -> ..2026_1
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(d.join("..2026_1")).unwrap();
+        std::fs::write(d.join("..2026_1/portcullis.toml"), "").unwrap();
+        std::os::unix::fs::symlink("..2026_1", d.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/portcullis.toml", d.join("portcullis.toml")).unwrap();
+        let set = WatchSet::of(&[d.join("portcullis.toml")]);
+        // Both the directory of the name and that of the real file.
+        assert!(set.dirs.contains(&d));
+        assert!(set.dirs.contains(&d.join("..2026_1")));
+        // The swap renames a new symlink over ..data: that concerns the file.
+        assert!(concerns(&set.names, &d.join("..data")));
+        // Removing the old directory does too.
+        assert!(concerns(&set.names, &d.join("..2026_1")));
+        assert!(!concerns(&set.names, &d.join("..2026_2_tmp")));
+    }
+
+    #[test]
+    fn own_reads_are_not_changes() {
+        use notify::event::*;
+        assert!(!changes(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(changes(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(changes(&EventKind::Create(CreateKind::File)));
+        assert!(changes(&EventKind::Remove(RemoveKind::Any)));
+    }
+
+    #[test]
+    fn fingerprint_follows_content_not_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "a").unwrap();
+        let a = fingerprint(std::slice::from_ref(&f));
+        std::fs::write(&f, "a").unwrap();
+        assert_eq!(
+            fingerprint(std::slice::from_ref(&f)),
+            a,
+            "same bytes rewritten"
+        );
+        std::fs::write(&f, "b").unwrap();
+        assert_ne!(fingerprint(std::slice::from_ref(&f)), a);
+        std::fs::remove_file(&f).unwrap();
+        assert_ne!(
+            fingerprint(std::slice::from_ref(&f)),
+            a,
+            "a missing file is a change"
+        );
+    }
+}
