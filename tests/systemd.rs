@@ -1,0 +1,244 @@
+//! The real binary as systemd runs it: `NOTIFY_SOCKET` is a datagram socket
+//! this test creates, signals are real signals. A child process keeps the
+//! environment variable out of the other tests' way.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UnixDatagram;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+struct Portcullis {
+    child: Child,
+    notify: UnixDatagram,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Portcullis {
+    fn start(config_text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("portcullis.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let sock = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&sock).unwrap();
+        let log = dir.path().join("stderr.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &sock)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Portcullis {
+            child,
+            notify,
+            log,
+            _dir: dir,
+            config,
+        }
+    }
+
+    /// The next notification: one datagram, its `KEY=value` lines.
+    async fn next(&mut self) -> Vec<String> {
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(DEADLINE, self.notify.recv(&mut buf)).await {
+            Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            other => panic!("no notification ({other:?}); log:\n{}", self.log()),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit; its exit status.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "still running; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Portcullis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn has(msg: &[String], line: &str) -> bool {
+    msg.iter().any(|l| l == line)
+}
+
+fn value<'a>(msg: &'a [String], key: &str) -> Option<&'a str> {
+    msg.iter()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// READY=1's status line names the bound address: "serving on ADDR; ...".
+fn served_addr(ready: &[String]) -> String {
+    let status = value(ready, "STATUS").expect("READY=1 comes with a STATUS");
+    status
+        .strip_prefix("serving on ")
+        .and_then(|s| s.split(';').next())
+        .unwrap_or_else(|| panic!("unexpected status {status:?}"))
+        .to_string()
+}
+
+fn config(routes: &str) -> String {
+    format!(
+        "[server]\nwatch = false\nshutdown_timeout = \"30s\"\n[log]\naccess = \"off\"\n\
+         [[listen]]\naddr = \"127.0.0.1:0\"\n{routes}"
+    )
+}
+
+fn respond(path: &str, body: &str) -> String {
+    format!("[[route]]\npath = \"{path}\"\nrespond = {{ status = 200, body = \"{body}\" }}\n")
+}
+
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn notifications_arrive_in_order_around_start_reload_and_stop() {
+    let mut p = Portcullis::start(&config(&respond("/a", "a")));
+    let ready = p.next().await;
+    assert!(has(&ready, "READY=1"), "{ready:?}");
+    let addr = served_addr(&ready);
+    assert_eq!(get(&format!("http://{addr}/a")).await.2, "a");
+
+    // SIGHUP with watch = false: the added route is served after READY=1.
+    write(
+        &p.config,
+        &(config(&respond("/a", "a")) + &respond("/b", "b")),
+    );
+    p.signal("HUP");
+    let reloading = p.next().await;
+    assert!(has(&reloading, "RELOADING=1"), "{reloading:?}");
+    let usec: u64 = value(&reloading, "MONOTONIC_USEC")
+        .expect("RELOADING=1 carries MONOTONIC_USEC")
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    let reloaded = p.next().await;
+    assert!(has(&reloaded, "READY=1"), "{reloaded:?}");
+    assert!(
+        value(&reloaded, "STATUS").unwrap().contains("reloaded"),
+        "{reloaded:?}"
+    );
+    assert_eq!(get(&format!("http://{addr}/b")).await.2, "b");
+
+    // A broken file: still RELOADING then READY (systemd waits for it), the
+    // status says it failed, the old config serves.
+    write(&p.config, "[[route]]\npath = 1\n");
+    p.signal("HUP");
+    assert!(has(&p.next().await, "RELOADING=1"));
+    let failed = p.next().await;
+    assert!(has(&failed, "READY=1"), "{failed:?}");
+    assert!(
+        value(&failed, "STATUS").unwrap().contains("failed"),
+        "{failed:?}"
+    );
+    assert_eq!(get(&format!("http://{addr}/b")).await.2, "b");
+
+    p.signal("TERM");
+    let stopping = p.next().await;
+    assert!(has(&stopping, "STOPPING=1"), "{stopping:?}");
+    assert!(p.exited().await.success());
+    let log = p.log();
+    assert!(log.contains("config reloaded"), "{log}");
+    assert!(
+        log.contains("routes 1->2"),
+        "the reload line says what changed:\n{log}"
+    );
+    assert!(
+        log.contains("route[0]"),
+        "the failed reload's cause is logged:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_request_in_flight_and_refuses_new_ones() {
+    // An upstream that holds its answer until the test lets it go.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = release.clone();
+    let app = upstream(move |_req| {
+        let r = r.clone();
+        async move {
+            r.notified().await;
+            hyper::Response::new(Body::from("finished"))
+        }
+    })
+    .await;
+    let text = config(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\npath = \"/\"\nupstream = \"app\"\n",
+        app.addr
+    ));
+    let mut p = Portcullis::start(&text);
+    let addr = served_addr(&p.next().await);
+    let url = format!("http://{addr}/slow");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    let start = Instant::now();
+    while app.hits() == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    p.signal("TERM");
+    assert!(has(&p.next().await, "STOPPING=1"));
+    // New connections are refused while the old request is still running.
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{addr} still accepts after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+
+    release.notify_one();
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "finished"));
+    assert!(p.exited().await.success(), "{}", p.log());
+    assert!(p.log().contains("all connections drained"), "{}", p.log());
+}
