@@ -172,7 +172,6 @@ fn run(path: &Path) -> ExitCode {
             }
         };
         tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "portcullis started");
-        portcullis::reload::notify_ready(&server);
         // Runs for the process's life; idle while `server.watch = false`.
         let _watcher = portcullis::reload::watch(server.clone())
             .map_err(|e| tracing::error!(error = %e, "cannot watch the config file; SIGHUP still reloads"));

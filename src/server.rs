@@ -258,7 +258,8 @@ fn https_port(listeners: &[Listener]) -> Option<u16> {
         .map(|l| l.local_addr.port())
 }
 
-/// Serve until SIGTERM or SIGINT (then drain and exit 0); SIGHUP reloads.
+/// Tell systemd we are ready, then serve until SIGTERM or SIGINT (then
+/// drain and exit 0); SIGHUP reloads.
 pub async fn run_until_signalled(server: Arc<Server>) -> std::process::ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -269,6 +270,9 @@ pub async fn run_until_signalled(server: Arc<Server>) -> std::process::ExitCode 
         tracing::error!("cannot install signal handlers");
         return std::process::ExitCode::FAILURE;
     };
+    // Only now: a reload systemd sends right after READY=1 must find the
+    // SIGHUP handler in place (the default action would end the process).
+    crate::reload::notify_ready(&server);
     loop {
         tokio::select! {
             _ = term.recv() => break,
