@@ -73,9 +73,11 @@ pub fn watch(server: Arc<Server>) -> notify::Result<WatchHandle> {
         names: Vec::new(),
         files: Vec::new(),
     };
+    // Subscribe before syncing: a reload from here on is seen by the task.
+    let outcomes = server.subscribe_reloads();
     w.sync(&server);
     let seen = fingerprint(&w.files);
-    let task = tokio::spawn(run(server, w, rx, overflow, seen));
+    let task = tokio::spawn(run(server, w, rx, outcomes, overflow, seen));
     Ok(WatchHandle { task })
 }
 
@@ -125,10 +127,10 @@ async fn run(
     server: Arc<Server>,
     mut w: DirWatcher,
     mut rx: mpsc::Receiver<notify::Result<Event>>,
+    mut outcomes: tokio::sync::watch::Receiver<ReloadOutcome>,
     overflow: Arc<AtomicBool>,
     mut seen: u64,
 ) {
-    let mut outcomes = server.subscribe_reloads();
     loop {
         tokio::select! {
             ev = rx.recv() => {

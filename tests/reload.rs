@@ -476,3 +476,16 @@ async fn an_untouched_upstream_keeps_its_pool_and_health() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn a_reload_that_turns_watching_on_starts_the_watches() {
+    let app = fixed("app").await;
+    let p = proxy(&config(false, "v0", &app.addr, "app")).await;
+    let _w = reload::watch(p.server.clone()).unwrap();
+    write_in_place(&p.config_path, &config(true, "v1", &app.addr, "app"));
+    p.server.reload().await.unwrap();
+    assert_eq!(get(&p.url("/version")).await.2, "v1");
+    // No SIGHUP from here on: the watcher alone.
+    write_by_rename(&p.config_path, &config(true, "v2", &app.addr, "app"));
+    served_within(&p.url("/version"), "v2").await;
+}
