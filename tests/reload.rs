@@ -489,3 +489,37 @@ async fn a_reload_that_turns_watching_on_starts_the_watches() {
     write_by_rename(&p.config_path, &config(true, "v2", &app.addr, "app"));
     served_within(&p.url("/version"), "v2").await;
 }
+
+#[tokio::test]
+async fn a_certbot_style_link_swap_of_a_named_file_reloads() {
+    // config dir: cert.pem -> le/live/site/fullchain.pem -> ../../archive/site/fullchain1.pem
+    // Renewal writes fullchain2.pem and renames a new `live` link over the old.
+    let app = fixed("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (live, archive) = (d.join("le/live/site"), d.join("le/archive/site"));
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::write(archive.join("fullchain1.pem"), "one").unwrap();
+    std::os::unix::fs::symlink(
+        "../../archive/site/fullchain1.pem",
+        live.join("fullchain.pem"),
+    )
+    .unwrap();
+    let conf = d.join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::os::unix::fs::symlink(live.join("fullchain.pem"), conf.join("cert.pem")).unwrap();
+    let path = conf.join("portcullis.toml");
+    std::fs::write(&path, config(true, "v0", &app.addr, "app")).unwrap();
+    let mut snap = portcullis::config::load_file(&path, None).unwrap();
+    snap.files.push(conf.join("cert.pem"));
+    let server = Server::start(snap, Some(path)).await.unwrap();
+    let _w = reload::watch(server.clone()).unwrap();
+    let mut outcomes = server.subscribe_reloads();
+
+    std::fs::write(archive.join("fullchain2.pem"), "two").unwrap();
+    std::os::unix::fs::symlink("../../archive/site/fullchain2.pem", live.join("new.pem")).unwrap();
+    std::fs::rename(live.join("new.pem"), live.join("fullchain.pem")).unwrap();
+    let o = reload_outcome(&mut outcomes, |o| o.seq >= 1).await;
+    assert!(matches!(o.result, Some(Ok(_))), "{o:?}");
+}
