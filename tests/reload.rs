@@ -1,157 +1,17 @@
-//! Reloads, in-process: the file watcher under load, editors' ways of
-//! writing a file, broken configs, SIGHUP's code path, listeners and pools
-//! across a reload. The real binary under a fake systemd is in
-//! `tests/systemd.rs`.
+//! Reload triggers, in-process: the file watcher under load, the ways
+//! editors, Kubernetes and certbot replace a file, broken configs. What a
+//! reload keeps is in `tests/reload_apply.rs`; the real binary under a fake
+//! systemd in `tests/systemd.rs`.
 
 mod common;
+mod reload_util;
 
 use common::*;
-use http_body_util::BodyExt;
-use portcullis::reload::{self, ReloadOutcome};
+use portcullis::reload;
 use portcullis::Server;
-use std::path::Path;
+use reload_util::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
-/// Generous: only a broken watcher takes this long.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-fn config(watch: bool, version: &str, app: &str, route_upstream: &str) -> String {
-    format!(
-        r#"
-[server]
-watch = {watch}
-[log]
-access = "off"
-[[listen]]
-addr = "127.0.0.1:0"
-[upstream.app]
-servers = ["{app}"]
-keepalive_timeout = "60s"
-[[route]]
-path = "/version"
-respond = {{ status = 200, body = "{version}" }}
-[[route]]
-path = "/"
-upstream = "{route_upstream}"
-"#
-    )
-}
-
-fn write_in_place(path: &Path, text: &str) {
-    // Truncate and write the same inode, as `echo > file` or an editor
-    // without backup copies does.
-    std::fs::write(path, text).unwrap();
-}
-
-fn write_by_rename(path: &Path, text: &str) {
-    // Write a new file and rename it over the old one, as vim, `sed -i` and
-    // config management do.
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// GET without panicking on a transport error.
-async fn try_get(client: &HttpClient, url: &str) -> Result<(u16, String), String> {
-    let req = hyper::Request::get(url).body(Body::default()).unwrap();
-    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{e:?}"))?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// Poll until `url` answers 200 with `body`; returns how long it took.
-async fn served_within(url: &str, body: &str) -> Duration {
-    let client = client();
-    let start = Instant::now();
-    loop {
-        if let Ok((200, b)) = try_get(&client, url).await {
-            if b == body {
-                return start.elapsed();
-            }
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{url} did not serve {body:?} within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Wait until the latest reload outcome satisfies `pred`.
-async fn reload_outcome(
-    rx: &mut watch::Receiver<ReloadOutcome>,
-    pred: impl Fn(&ReloadOutcome) -> bool,
-) -> ReloadOutcome {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        {
-            let o = rx.borrow_and_update();
-            if pred(&o) {
-                return o.clone();
-            }
-        }
-        match tokio::time::timeout_at(end, rx.changed()).await {
-            Ok(Ok(())) => {}
-            _ => panic!(
-                "no such reload outcome within {DEADLINE:?}: last {:?}",
-                *rx.borrow()
-            ),
-        }
-    }
-}
-
-fn failed_with(o: &ReloadOutcome, cause: &str) -> bool {
-    matches!(&o.result, Some(Err(errs)) if errs.iter().any(|e| e.to_string().contains(cause)))
-}
-
-/// A raw HTTP/1.1 connection kept open by the test, to show that a reload
-/// leaves idle keep-alive connections alone.
-struct KeepAlive {
-    send: hyper::client::conn::http1::SendRequest<Body>,
-    host: String,
-}
-
-impl KeepAlive {
-    async fn open(addr: std::net::SocketAddr) -> Self {
-        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        KeepAlive {
-            send,
-            host: addr.to_string(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Result<(u16, String), String> {
-        self.send
-            .ready()
-            .await
-            .map_err(|e| format!("connection gone: {e}"))?;
-        let req = hyper::Request::get(path)
-            .header("host", &self.host)
-            .body(Body::default())
-            .unwrap();
-        let resp = self
-            .send
-            .send_request(req)
-            .await
-            .map_err(|e| format!("{e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rewrites_under_load_lose_no_request() {
@@ -284,31 +144,16 @@ async fn a_broken_config_keeps_the_old_one_and_says_why() {
 /// SIGHUP calls `Server::reload`; with `watch = false` it is the only way
 /// in. The signal itself is sent to the real binary in `tests/systemd.rs`.
 #[tokio::test]
-async fn reload_without_watching_applies_and_reports() {
+async fn a_reload_that_turns_watching_on_starts_the_watches() {
     let app = fixed("app").await;
     let p = proxy(&config(false, "v0", &app.addr, "app")).await;
     let _w = reload::watch(p.server.clone()).unwrap();
-    write_by_rename(&p.config_path, &config(false, "v0", &app.addr, "nope"));
-    let errs = p.server.reload().await.unwrap_err();
-    assert!(
-        errs.to_string()
-            .contains("route[1].upstream: no upstream named \"nope\""),
-        "{errs}"
-    );
-    let added = config(false, "v1", &app.addr, "app")
-        + "[[route]]\npath = \"/new\"\nrespond = { status = 200, body = \"new\" }\n";
-    write_in_place(&p.config_path, &added);
-    let summary = p.server.reload().await.unwrap();
-    assert_eq!((summary.before.routes, summary.now.routes), (2, 3));
-    assert_ne!(summary.hash, summary.previous_hash);
-    let line = summary.to_string();
-    assert!(
-        line.contains("routes 2->3") && line.contains("upstreams 1"),
-        "{line}"
-    );
-    assert_eq!(get(&p.url("/new")).await.2, "new");
+    write_in_place(&p.config_path, &config(true, "v1", &app.addr, "app"));
+    p.server.reload().await.unwrap();
     assert_eq!(get(&p.url("/version")).await.2, "v1");
-    assert_eq!(p.server.subscribe_reloads().borrow().seq, 2);
+    // No SIGHUP from here on: the watcher alone.
+    write_by_rename(&p.config_path, &config(true, "v2", &app.addr, "app"));
+    served_within(&p.url("/version"), "v2").await;
 }
 
 #[tokio::test]
@@ -371,123 +216,6 @@ async fn a_changed_file_named_by_the_config_reloads() {
         summary.hash, summary.previous_hash,
         "the config text itself did not change"
     );
-}
-
-#[tokio::test]
-async fn listeners_keep_move_and_drain_across_a_reload() {
-    let app = fixed("app").await;
-    let listen = |addrs: &[&str]| {
-        let mut text = config(true, "v0", &app.addr, "app")
-            .replace("[[listen]]\naddr = \"127.0.0.1:0\"\n", "");
-        for a in addrs {
-            text += &format!("[[listen]]\naddr = \"{a}\"\n");
-        }
-        text
-    };
-    let p = proxy(&listen(&["127.0.0.1:0", "127.0.0.2:0"])).await;
-    let (kept, removed) = (p.addrs[0], p.addrs[1]);
-    let mut on_removed = KeepAlive::open(removed).await;
-    assert_eq!(on_removed.get("/version").await.unwrap().0, 200);
-
-    write_by_rename(&p.config_path, &listen(&["127.0.0.1:0", "127.0.0.3:0"]));
-    p.server.reload().await.unwrap();
-    let now = p.server.local_addrs();
-    assert_eq!(
-        now[0], kept,
-        "an unchanged address keeps its socket (same port 0 pick)"
-    );
-    assert_eq!(now[1].ip().to_string(), "127.0.0.3");
-    assert_eq!(get(&format!("http://{}/version", now[1])).await.0, 200);
-    assert_eq!(get(&format!("http://{kept}/version")).await.0, 200);
-
-    // The removed address stops accepting...
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(removed).await.is_ok() {
-        assert!(start.elapsed() < DEADLINE, "{removed} still accepts");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // ...but a connection it accepted before is still served.
-    assert_eq!(
-        on_removed.get("/version").await.unwrap(),
-        (200, "v0".into())
-    );
-}
-
-#[tokio::test]
-async fn an_untouched_upstream_keeps_its_pool_and_health() {
-    // An upstream that counts TCP connections: a reused pooled connection
-    // shows up as no new one.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let c = conns.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Body::from("app")))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    let other = fixed("other").await;
-    let text = |extra: &str| {
-        format!(
-            "{}[upstream.other]\nservers = [\"{}\"{extra}]\n[[route]]\npath = \"/other\"\nupstream = \"other\"\n",
-            config(true, "v0", &addr, "app"),
-            other.addr
-        )
-    };
-    let p = proxy(&text("")).await;
-    assert_eq!(get(&p.url("/")).await.2, "app");
-    assert_eq!(conns.load(Ordering::SeqCst), 1);
-    let before = p.server.state().load();
-
-    // Change everything around `app` but not `app` itself, and replace
-    // `other`'s server list.
-    let changed = text(", \"127.0.0.1:9\"").replace("v0", "v1");
-    write_in_place(&p.config_path, &changed);
-    p.server.reload().await.unwrap();
-    let after = p.server.state().load();
-    assert!(Arc::ptr_eq(
-        &before.upstreams["app"].servers[0],
-        &after.upstreams["app"].servers[0]
-    ));
-    assert!(
-        Arc::ptr_eq(
-            &before.upstreams["other"].servers[0],
-            &after.upstreams["other"].servers[0]
-        ),
-        "a server still listed keeps its state even when the list changes"
-    );
-    assert_eq!(get(&p.url("/version")).await.2, "v1");
-    assert_eq!(get(&p.url("/")).await.2, "app");
-    assert_eq!(
-        conns.load(Ordering::SeqCst),
-        1,
-        "the pooled connection was reused after the reload"
-    );
-    task.abort();
-}
-
-#[tokio::test]
-async fn a_reload_that_turns_watching_on_starts_the_watches() {
-    let app = fixed("app").await;
-    let p = proxy(&config(false, "v0", &app.addr, "app")).await;
-    let _w = reload::watch(p.server.clone()).unwrap();
-    write_in_place(&p.config_path, &config(true, "v1", &app.addr, "app"));
-    p.server.reload().await.unwrap();
-    assert_eq!(get(&p.url("/version")).await.2, "v1");
-    // No SIGHUP from here on: the watcher alone.
-    write_by_rename(&p.config_path, &config(true, "v2", &app.addr, "app"));
-    served_within(&p.url("/version"), "v2").await;
 }
 
 #[tokio::test]

@@ -1,0 +1,145 @@
+//! What a reload applies and what it keeps: `Server::reload` (SIGHUP's code
+//! path) without the watcher, listeners kept, moved and drained, upstream
+//! pools and server state carried over.
+
+mod common;
+mod reload_util;
+
+use common::*;
+use portcullis::reload;
+use reload_util::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn reload_without_watching_applies_and_reports() {
+    let app = fixed("app").await;
+    let p = proxy(&config(false, "v0", &app.addr, "app")).await;
+    let _w = reload::watch(p.server.clone()).unwrap();
+    write_by_rename(&p.config_path, &config(false, "v0", &app.addr, "nope"));
+    let errs = p.server.reload().await.unwrap_err();
+    assert!(
+        errs.to_string()
+            .contains("route[1].upstream: no upstream named \"nope\""),
+        "{errs}"
+    );
+    let added = config(false, "v1", &app.addr, "app")
+        + "[[route]]\npath = \"/new\"\nrespond = { status = 200, body = \"new\" }\n";
+    write_in_place(&p.config_path, &added);
+    let summary = p.server.reload().await.unwrap();
+    assert_eq!((summary.before.routes, summary.now.routes), (2, 3));
+    assert_ne!(summary.hash, summary.previous_hash);
+    let line = summary.to_string();
+    assert!(
+        line.contains("routes 2->3") && line.contains("upstreams 1"),
+        "{line}"
+    );
+    assert_eq!(get(&p.url("/new")).await.2, "new");
+    assert_eq!(get(&p.url("/version")).await.2, "v1");
+    assert_eq!(p.server.subscribe_reloads().borrow().seq, 2);
+}
+
+#[tokio::test]
+async fn listeners_keep_move_and_drain_across_a_reload() {
+    let app = fixed("app").await;
+    let listen = |addrs: &[&str]| {
+        let mut text = config(true, "v0", &app.addr, "app")
+            .replace("[[listen]]\naddr = \"127.0.0.1:0\"\n", "");
+        for a in addrs {
+            text += &format!("[[listen]]\naddr = \"{a}\"\n");
+        }
+        text
+    };
+    let p = proxy(&listen(&["127.0.0.1:0", "127.0.0.2:0"])).await;
+    let (kept, removed) = (p.addrs[0], p.addrs[1]);
+    let mut on_removed = KeepAlive::open(removed).await;
+    assert_eq!(on_removed.get("/version").await.unwrap().0, 200);
+
+    write_by_rename(&p.config_path, &listen(&["127.0.0.1:0", "127.0.0.3:0"]));
+    p.server.reload().await.unwrap();
+    let now = p.server.local_addrs();
+    assert_eq!(
+        now[0], kept,
+        "an unchanged address keeps its socket (same port 0 pick)"
+    );
+    assert_eq!(now[1].ip().to_string(), "127.0.0.3");
+    assert_eq!(get(&format!("http://{}/version", now[1])).await.0, 200);
+    assert_eq!(get(&format!("http://{kept}/version")).await.0, 200);
+
+    // The removed address stops accepting...
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(removed).await.is_ok() {
+        assert!(start.elapsed() < DEADLINE, "{removed} still accepts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...but a connection it accepted before is still served.
+    assert_eq!(
+        on_removed.get("/version").await.unwrap(),
+        (200, "v0".into())
+    );
+}
+
+#[tokio::test]
+async fn an_untouched_upstream_keeps_its_pool_and_health() {
+    // An upstream that counts TCP connections: a reused pooled connection
+    // shows up as no new one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Body::from("app")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let other = fixed("other").await;
+    let text = |extra: &str| {
+        format!(
+            "{}[upstream.other]\nservers = [\"{}\"{extra}]\n[[route]]\npath = \"/other\"\nupstream = \"other\"\n",
+            config(true, "v0", &addr, "app"),
+            other.addr
+        )
+    };
+    let p = proxy(&text("")).await;
+    assert_eq!(get(&p.url("/")).await.2, "app");
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    let before = p.server.state().load();
+
+    // Change everything around `app` but not `app` itself, and replace
+    // `other`'s server list.
+    let changed = text(", \"127.0.0.1:9\"").replace("v0", "v1");
+    write_in_place(&p.config_path, &changed);
+    p.server.reload().await.unwrap();
+    let after = p.server.state().load();
+    assert!(Arc::ptr_eq(
+        &before.upstreams["app"].servers[0],
+        &after.upstreams["app"].servers[0]
+    ));
+    assert!(
+        Arc::ptr_eq(
+            &before.upstreams["other"].servers[0],
+            &after.upstreams["other"].servers[0]
+        ),
+        "a server still listed keeps its state even when the list changes"
+    );
+    assert_eq!(get(&p.url("/version")).await.2, "v1");
+    assert_eq!(get(&p.url("/")).await.2, "app");
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "the pooled connection was reused after the reload"
+    );
+    task.abort();
+}
