@@ -143,3 +143,40 @@ async fn an_untouched_upstream_keeps_its_pool_and_health() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = release.clone();
+    let app = upstream(move |_req| {
+        let r = r.clone();
+        async move {
+            r.notified().await;
+            hyper::Response::new(Body::from("from app"))
+        }
+    })
+    .await;
+    let p = proxy(&config(false, "v0", &app.addr, "app")).await;
+    let url = p.url("/slow");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    let start = Instant::now();
+    while app.hits() == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The new config has neither the route nor the upstream.
+    let text =
+        "[server]\nwatch = false\n[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+                [[route]]\npath = \"/\"\nrespond = { status = 410, body = \"gone\" }\n";
+    write_by_rename(&p.config_path, text);
+    let summary = p.server.reload().await.unwrap();
+    assert_eq!((summary.before.upstreams, summary.now.upstreams), (1, 0));
+    assert_eq!(get(&p.url("/slow")).await.0, 410);
+
+    release.notify_one();
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "from app"));
+}
