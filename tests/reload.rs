@@ -144,6 +144,25 @@ async fn a_broken_config_keeps_the_old_one_and_says_why() {
 /// SIGHUP calls `Server::reload`; with `watch = false` it is the only way
 /// in. The signal itself is sent to the real binary in `tests/systemd.rs`.
 #[tokio::test]
+async fn a_failed_reload_is_retried_when_what_it_missed_appears() {
+    // The config names something not there yet (here a log directory; a
+    // certificate named before it is copied is the common case).
+    let app = fixed("app").await;
+    let p = proxy(&config(true, "v0", &app.addr, "app")).await;
+    let _w = reload::watch(p.server.clone()).unwrap();
+    let mut outcomes = p.server.subscribe_reloads();
+    let text = config(true, "v1", &app.addr, "app")
+        .replace("access = \"off\"", "access = \"logs/access.log\"");
+    write_by_rename(&p.config_path, &text);
+    reload_outcome(&mut outcomes, |o| failed_with(o, "log.access")).await;
+    assert_eq!(get(&p.url("/version")).await.2, "v0");
+    // The config file is not touched again: the directory appearing is enough.
+    std::fs::create_dir(p.dir.path().join("logs")).unwrap();
+    served_within(&p.url("/version"), "v1").await;
+    assert!(p.dir.path().join("logs/access.log").exists());
+}
+
+#[tokio::test]
 async fn a_reload_that_turns_watching_on_starts_the_watches() {
     let app = fixed("app").await;
     let p = proxy(&config(false, "v0", &app.addr, "app")).await;

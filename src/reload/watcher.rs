@@ -59,6 +59,7 @@ pub fn watch(server: Arc<Server>) -> notify::Result<WatchHandle> {
         dirs: BTreeSet::new(),
         names: Vec::new(),
         files: Vec::new(),
+        retry: false,
     };
     // Subscribe before syncing: a reload from here on is seen by the task.
     let outcomes = server.subscribe_reloads();
@@ -75,6 +76,11 @@ struct DirWatcher {
     names: Vec<PathBuf>,
     /// The files whose content decides whether to reload.
     files: Vec<PathBuf>,
+    /// The last reload failed. A failed config may name a file that is not
+    /// there yet (a certificate named before it was copied), and its names
+    /// are unknown since it did not compile: while this is set, a file or
+    /// directory appearing in a watched directory retries the reload.
+    retry: bool,
 }
 
 impl DirWatcher {
@@ -105,9 +111,26 @@ impl DirWatcher {
         self.files = set.files;
     }
 
-    fn relevant(&self, ev: &Event) -> bool {
-        ev.need_rescan() || (changes(&ev.kind) && ev.paths.iter().any(|p| concerns(&self.names, p)))
+    fn relevant(&self, ev: &Event) -> Trigger {
+        if ev.need_rescan()
+            || (changes(&ev.kind) && ev.paths.iter().any(|p| concerns(&self.names, p)))
+        {
+            Trigger::Content
+        } else if self.retry && appears(&ev.kind) {
+            Trigger::Appeared
+        } else {
+            Trigger::None
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    None,
+    /// A watched file may have changed: reload if its content did.
+    Content,
+    /// Something appeared while the config is broken: retry in any case.
+    Appeared,
 }
 
 async fn run(
@@ -119,11 +142,12 @@ async fn run(
     mut seen: u64,
 ) {
     loop {
-        tokio::select! {
+        let mut force = tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { return };
-                if !is_relevant(&w, &ev, &overflow) {
-                    continue;
+                match is_relevant(&w, &ev, &overflow) {
+                    Trigger::None => continue,
+                    t => t == Trigger::Appeared,
                 }
             }
             // A reload by SIGHUP may name other files, or turn watching on.
@@ -131,10 +155,11 @@ async fn run(
                 if r.is_err() {
                     return;
                 }
+                w.retry = last_failed(&outcomes);
                 resync(&mut w, &server, &mut seen);
                 continue;
             }
-        }
+        };
         // Debounce: wait for DEBOUNCE without a relevant event, at most MAX_DELAY.
         let first = Instant::now();
         let mut quiet_at = first + DEBOUNCE;
@@ -142,7 +167,9 @@ async fn run(
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { return };
-                    if is_relevant(&w, &ev, &overflow) {
+                    let t = is_relevant(&w, &ev, &overflow);
+                    if t != Trigger::None {
+                        force |= t == Trigger::Appeared;
                         quiet_at = (Instant::now() + DEBOUNCE).min(first + MAX_DELAY);
                     }
                 }
@@ -150,12 +177,13 @@ async fn run(
             }
         }
         let now = fingerprint(&w.files);
-        if now != seen {
+        if now != seen || force {
             seen = now;
             let _ = server.reload_by("file change").await;
-            // The successful reload's outcome re-syncs below; mark it seen so
-            // the select above does not do it twice.
+            // The outcome re-syncs below; mark it seen so the select above
+            // does not do it twice.
             outcomes.borrow_and_update();
+            w.retry = last_failed(&outcomes);
         }
         // Re-sync even without a reload: a symlink swap moves the directory
         // that holds the real file.
@@ -174,14 +202,18 @@ fn resync(w: &mut DirWatcher, server: &Server, seen: &mut u64) {
     }
 }
 
-fn is_relevant(w: &DirWatcher, ev: &notify::Result<Event>, overflow: &AtomicBool) -> bool {
+fn last_failed(outcomes: &tokio::sync::watch::Receiver<ReloadOutcome>) -> bool {
+    matches!(outcomes.borrow().result, Some(Err(_)))
+}
+
+fn is_relevant(w: &DirWatcher, ev: &notify::Result<Event>, overflow: &AtomicBool) -> Trigger {
     if overflow.swap(false, Ordering::Relaxed) {
-        return true;
+        return Trigger::Content;
     }
     match ev {
         Ok(ev) => w.relevant(ev),
         // An error (e.g. the kernel's queue overflowed): check the files.
-        Err(_) => true,
+        Err(_) => Trigger::Content,
     }
 }
 
@@ -246,6 +278,18 @@ fn changes(kind: &EventKind) -> bool {
         EventKind::Access(_) => false,
         _ => true,
     }
+}
+
+/// Did a file or directory appear (created, or renamed into place)? Not a
+/// write to an existing file: an access log beside the config must not
+/// retry a broken config on every line.
+fn appears(kind: &EventKind) -> bool {
+    use notify::event::{ModifyKind, RenameMode};
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+    )
 }
 
 /// Does an event on `path` concern a watched file? It does when it is one of
@@ -326,6 +370,24 @@ mod tests {
         ))));
         assert!(changes(&EventKind::Create(CreateKind::File)));
         assert!(changes(&EventKind::Remove(RemoveKind::Any)));
+    }
+
+    #[test]
+    fn only_new_names_count_as_appearing() {
+        use notify::event::*;
+        assert!(appears(&EventKind::Create(CreateKind::File)));
+        assert!(appears(&EventKind::Create(CreateKind::Folder)));
+        assert!(appears(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        // Appending to a log file beside the config is not a retry.
+        assert!(!appears(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(!appears(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!appears(&EventKind::Remove(RemoveKind::File)));
     }
 
     #[test]
