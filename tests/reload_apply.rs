@@ -116,6 +116,12 @@ async fn an_untouched_upstream_keeps_its_pool_and_health() {
     assert_eq!(get(&p.url("/")).await.2, "app");
     assert_eq!(conns.load(Ordering::SeqCst), 1);
     let before = p.server.state().load();
+    // Passive health: `other`'s server has just been taken out.
+    let now = portcullis::upstream::now_ms;
+    before.upstreams["other"].servers[0]
+        .health
+        .record_failure(1, Duration::from_secs(600));
+    assert!(before.upstreams["other"].servers[0].health.is_down(now()));
 
     // Change everything around `app` but not `app` itself, and replace
     // `other`'s server list.
@@ -133,6 +139,10 @@ async fn an_untouched_upstream_keeps_its_pool_and_health() {
             &after.upstreams["other"].servers[0]
         ),
         "a server still listed keeps its state even when the list changes"
+    );
+    assert!(
+        after.upstreams["other"].servers[0].health.is_down(now()),
+        "its failure state came along"
     );
     assert_eq!(get(&p.url("/version")).await.2, "v1");
     assert_eq!(get(&p.url("/")).await.2, "app");
