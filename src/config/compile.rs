@@ -313,6 +313,8 @@ impl Compiler<'_> {
                     .add(format!("{sp}.weight"), "must be between 1 and 1000");
             }
             let addr = match ServerAddr::parse(addr) {
+                // Like every path in the file: relative to the file's directory.
+                Ok(ServerAddr::Unix(p)) => ServerAddr::Unix(self.src.resolve(&p.to_string_lossy())),
                 Ok(a) => a,
                 Err(e) => {
                     self.errs.add(sp, e);
