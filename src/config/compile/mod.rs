@@ -1,0 +1,242 @@
+//! Raw config -> runtime `Snapshot`. Loads what the file names, resolves
+//! names, compiles routes; collects every error with its place.
+
+use super::raw::*;
+use super::units::{parse_duration, parse_size};
+use super::{Broken, Errors, Source};
+use crate::router::Router;
+use crate::state::*;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn compile(
+    raw: RawConfig,
+    broken: &Broken,
+    src: &Source,
+    prev: Option<&Snapshot>,
+    hash: u64,
+) -> Result<Snapshot, Errors> {
+    let mut c = Compiler {
+        errs: Errors::default(),
+        src,
+        files: Vec::new(),
+    };
+    let server = c.server(&raw.server);
+    let log = c.log(&raw.log);
+    let listeners = c.listeners(&raw.listen, &broken.listen, raw.tls.is_some() || broken.tls);
+    let tls = raw.tls.as_ref().and_then(|t| {
+        let prev = prev.and_then(|p| p.tls.as_deref());
+        crate::tls::compile::compile(t, src, prev, &mut c.files, &mut c.errs).map(Arc::new)
+    });
+    let upstreams = c.upstreams(raw.upstream, prev);
+    let policies = crate::gate::compile::policies(raw.jwt, &mut c.errs, src, &mut c.files, prev);
+    let routes = c.routes(raw.route, broken, &upstreams, &policies);
+    if c.errs.is_empty() {
+        Ok(Snapshot {
+            server,
+            log,
+            listeners,
+            router: Router::new(routes),
+            upstreams,
+            policies,
+            tls,
+            files: c.files,
+            hash,
+            access_log: None,
+        })
+    } else {
+        Err(c.errs)
+    }
+}
+
+mod route;
+mod upstream;
+
+pub(crate) struct Compiler<'a> {
+    pub(crate) errs: Errors,
+    pub(crate) src: &'a Source,
+    pub(crate) files: Vec<std::path::PathBuf>,
+}
+
+impl Compiler<'_> {
+    fn duration(&mut self, v: &Option<String>, place: &str, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => parse_duration(s).unwrap_or_else(|e| {
+                self.errs.add(place, e);
+                default
+            }),
+        }
+    }
+
+    fn size(&mut self, v: &Option<String>, place: &str, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(s) => parse_size(s).unwrap_or_else(|e| {
+                self.errs.add(place, e);
+                default
+            }),
+        }
+    }
+
+    fn server(&mut self, r: &RawServer) -> ServerSettings {
+        let threads = match r.threads {
+            None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) => n,
+        };
+        let max_header_size = self.size(&r.max_header_size, "server.max_header_size", 64 << 10);
+        if max_header_size < 8192 {
+            self.errs
+                .add("server.max_header_size", "must be at least 8KiB");
+        }
+        let mut trusted = Vec::new();
+        for (i, cidr) in r.trusted_proxies.iter().flatten().enumerate() {
+            match parse_cidr(cidr) {
+                Ok(n) => trusted.push(n),
+                Err(e) => self.errs.add(format!("server.trusted_proxies[{i}]"), e),
+            }
+        }
+        let max_connections = r.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            self.errs
+                .add("server.max_connections", "must be at least 1");
+        }
+        ServerSettings {
+            threads,
+            shutdown_timeout: self.duration(
+                &r.shutdown_timeout,
+                "server.shutdown_timeout",
+                Duration::from_secs(30),
+            ),
+            max_connections,
+            header_timeout: self.duration(
+                &r.header_timeout,
+                "server.header_timeout",
+                Duration::from_secs(10),
+            ),
+            idle_timeout: self.duration(
+                &r.idle_timeout,
+                "server.idle_timeout",
+                Duration::from_secs(60),
+            ),
+            max_body: self.size(&r.max_body, "server.max_body", 10 << 20),
+            max_header_size: max_header_size.min(16 << 20) as usize,
+            trusted_proxies: trusted,
+            watch: r.watch.unwrap_or(true),
+        }
+    }
+
+    fn log(&mut self, r: &RawLog) -> LogSettings {
+        let level = r.level.clone().unwrap_or_else(|| "info".into());
+        if !matches!(
+            level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            self.errs.add(
+                "log.level",
+                format!("{level:?} is not one of error, warn, info, debug, trace"),
+            );
+        }
+        let access = match r.access.as_deref() {
+            None | Some("stdout") => AccessTarget::Stdout,
+            Some("off") => AccessTarget::Off,
+            Some("") => {
+                self.errs.add(
+                    "log.access",
+                    "empty; use \"off\", \"stdout\" or a file path",
+                );
+                AccessTarget::Off
+            }
+            Some(p) => AccessTarget::File(self.src.resolve(p)),
+        };
+        let format = match r.format.as_deref() {
+            None | Some("combined") => AccessFormat::Combined,
+            Some("json") => AccessFormat::Json,
+            Some(f) => {
+                self.errs
+                    .add("log.format", format!("{f:?} is not one of combined, json"));
+                AccessFormat::Combined
+            }
+        };
+        LogSettings {
+            level,
+            access,
+            format,
+        }
+    }
+
+    fn listeners(&mut self, raw: &[RawListen], broken: &[usize], has_tls: bool) -> Vec<ListenSpec> {
+        if raw.is_empty() {
+            self.errs.add(
+                "listen",
+                "no [[listen]] entry: add one, e.g. addr = \"0.0.0.0:8080\"",
+            );
+        }
+        let mut out: Vec<ListenSpec> = Vec::new();
+        for (i, l) in raw.iter().enumerate() {
+            if broken.contains(&i) {
+                continue;
+            }
+            let place = format!("listen[{i}]");
+            let addr: SocketAddr = match l.addr.parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.errs.add(
+                        format!("{place}.addr"),
+                        format!(
+                            "{:?} is not an IP:port address, e.g. \"0.0.0.0:443\" or \"[::]:443\"",
+                            l.addr
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let tls = l.tls.unwrap_or(false);
+            let redirect = l.redirect_https.unwrap_or(false);
+            let kind = match (tls, redirect) {
+                (true, true) => {
+                    self.errs
+                        .add(&place, "tls and redirect_https exclude each other");
+                    continue;
+                }
+                (true, false) => {
+                    if !has_tls {
+                        self.errs.add(
+                            format!("{place}.tls"),
+                            "tls = true needs a [tls] section with at least one [[tls.cert]]",
+                        );
+                    }
+                    ListenKind::Tls
+                }
+                (false, true) => ListenKind::RedirectHttps,
+                (false, false) => ListenKind::Plain,
+            };
+            if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
+                self.errs
+                    .add(format!("{place}.addr"), format!("{addr} is listed twice"));
+                continue;
+            }
+            out.push(ListenSpec { addr, kind });
+        }
+        out
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// "10.0.0.0/8", "192.168.1.7" (a single address), "::1/128".
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Ok(n.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR like \"10.0.0.0/8\""))
+}

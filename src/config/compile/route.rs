@@ -1,0 +1,202 @@
+//! `[[route]]` -> `Route`: host, prefix, one action, the JWT policy and
+//! the response headers.
+
+use super::{list_or_none, Compiler};
+use crate::config::raw::*;
+use crate::config::Broken;
+use crate::router::{Action, HostMatch, Route};
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+impl Compiler<'_> {
+    pub(super) fn routes(
+        &mut self,
+        raw: Vec<RawRoute>,
+        broken: &Broken,
+        upstreams: &BTreeMap<String, Arc<Upstream>>,
+        policies: &BTreeMap<String, Arc<crate::gate::Policy>>,
+    ) -> Vec<Route> {
+        let mut out = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            if broken.route.contains(&i) {
+                continue;
+            }
+            let place = format!("route[{i}]");
+            if let Some(route) = self.route(i, r, &place, broken, upstreams, policies) {
+                out.push(route);
+            }
+        }
+        out
+    }
+
+    fn route(
+        &mut self,
+        index: usize,
+        r: RawRoute,
+        place: &str,
+        broken: &Broken,
+        upstreams: &BTreeMap<String, Arc<Upstream>>,
+        policies: &BTreeMap<String, Arc<crate::gate::Policy>>,
+    ) -> Option<Route> {
+        let n_errs = self.errs.0.len();
+        let host = match r.host.as_deref() {
+            None => HostMatch::Any,
+            Some(h) => HostMatch::parse(h).unwrap_or_else(|e| {
+                self.errs.add(format!("{place}.host"), e);
+                HostMatch::Any
+            }),
+        };
+        let prefix = r.path.clone().unwrap_or_else(|| "/".into());
+        if !prefix.starts_with('/') {
+            self.errs.add(
+                format!("{place}.path"),
+                format!("{prefix:?} must start with /"),
+            );
+        }
+        let actions = [
+            r.upstream.is_some(),
+            r.static_files.is_some(),
+            r.redirect.is_some(),
+            r.respond.is_some(),
+        ];
+        let n_actions = actions.iter().filter(|&&a| a).count();
+        if n_actions != 1 {
+            self.errs.add(
+                place,
+                if n_actions == 0 {
+                    "no action: set one of upstream, static, redirect, respond"
+                } else {
+                    "more than one action: set only one of upstream, static, redirect, respond"
+                },
+            );
+            return None;
+        }
+        if r.status.is_some() && r.redirect.is_none() {
+            self.errs.add(
+                format!("{place}.status"),
+                "status goes with redirect; for respond use respond.status",
+            );
+        }
+        let action = if let Some(name) = &r.upstream {
+            match upstreams.get(name) {
+                Some(u) => Some(Action::Upstream(u.clone())),
+                None => {
+                    if !broken.upstream.contains(name) {
+                        let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                        self.errs.add(
+                            format!("{place}.upstream"),
+                            format!(
+                                "no upstream named {name:?} (defined: {})",
+                                list_or_none(&known)
+                            ),
+                        );
+                    }
+                    None
+                }
+            }
+        } else if let Some(s) = &r.static_files {
+            crate::handler::static_files::compile(
+                s,
+                &format!("{place}.static"),
+                self.src,
+                &mut self.errs,
+            )
+            .map(|site| Action::Static(Arc::new(site)))
+        } else if let Some(to) = &r.redirect {
+            let status = r.status.unwrap_or(302);
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                self.errs.add(
+                    format!("{place}.status"),
+                    "a redirect status is one of 301, 302, 303, 307, 308",
+                );
+            }
+            if HeaderValue::from_str(to).is_err() || to.is_empty() {
+                self.errs
+                    .add(format!("{place}.redirect"), "not a valid URL");
+            }
+            Some(Action::Redirect {
+                to: to.clone(),
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND),
+            })
+        } else if let Some(resp) = &r.respond {
+            let status = resp.status.unwrap_or(200);
+            let st = StatusCode::from_u16(status)
+                .ok()
+                .filter(|_| (200..=599).contains(&status));
+            if st.is_none() {
+                self.errs.add(
+                    format!("{place}.respond.status"),
+                    format!("{status} is not a status between 200 and 599"),
+                );
+            }
+            let ct = resp
+                .content_type
+                .as_deref()
+                .unwrap_or("text/plain; charset=utf-8");
+            let content_type = HeaderValue::from_str(ct).unwrap_or_else(|_| {
+                self.errs.add(
+                    format!("{place}.respond.content_type"),
+                    "not a valid header value",
+                );
+                HeaderValue::from_static("text/plain")
+            });
+            Some(Action::Respond {
+                status: st.unwrap_or(StatusCode::OK),
+                body: Bytes::from(resp.body.clone().unwrap_or_default()),
+                content_type,
+            })
+        } else {
+            None
+        };
+        let jwt = r.jwt.as_ref().and_then(|j| policies.get(j).cloned());
+        if let Some(j) = r.jwt.as_ref().filter(|_| jwt.is_none()) {
+            // A policy that failed to compile has its own error already.
+            if !broken.jwt.contains(j)
+                && !self
+                    .errs
+                    .0
+                    .iter()
+                    .any(|e| e.place.starts_with(&format!("jwt.{j}")))
+            {
+                let known: Vec<&str> = policies.keys().map(String::as_str).collect();
+                self.errs.add(
+                    format!("{place}.jwt"),
+                    format!(
+                        "no jwt policy named {j:?} (defined: {})",
+                        list_or_none(&known)
+                    ),
+                );
+            }
+        }
+        let mut headers = Vec::new();
+        for (k, v) in r.headers.iter().flatten() {
+            match (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                (Err(_), _) => self.errs.add(
+                    format!("{place}.headers"),
+                    format!("{k:?} is not a valid header name"),
+                ),
+                (_, Err(_)) => self
+                    .errs
+                    .add(format!("{place}.headers.{k}"), "not a valid header value"),
+            }
+        }
+        if self.errs.0.len() > n_errs {
+            return None;
+        }
+        Some(Route {
+            index,
+            host,
+            prefix,
+            action: action?,
+            jwt,
+            headers,
+        })
+    }
+}
