@@ -229,19 +229,15 @@ fn prepare(
 
     let peer = canonical_ip(conn.peer.ip());
     let trusted = snap.server.is_trusted(peer);
-    let peer_s = peer.to_string();
     let xff = if trusted && h.contains_key(&X_FORWARDED_FOR) {
         let mut chain = join_values(h, &X_FORWARDED_FOR);
         chain.push_str(", ");
-        chain.push_str(&peer_s);
-        chain
+        chain.push_str(&peer.to_string());
+        HeaderValue::try_from(chain).map_err(|_| ProxyError::BadRequest("bad X-Forwarded-For"))?
     } else {
-        peer_s
+        ip_header(peer)
     };
-    h.insert(
-        X_FORWARDED_FOR.clone(),
-        HeaderValue::try_from(xff).map_err(|_| ProxyError::BadRequest("bad X-Forwarded-For"))?,
-    );
+    h.insert(X_FORWARDED_FOR.clone(), xff);
     if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if conn.is_tls() { "https" } else { "http" };
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -274,6 +270,29 @@ fn prepare(
     };
     parts.version = Version::HTTP_11;
     Ok(upgrade)
+}
+
+/// The address as a header value. A thread's requests mostly come from the
+/// same few clients (keep-alive connections), so the last one is kept rather
+/// than formatted and allocated again for every request.
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((cached, v)) = last.as_ref() {
+            if *cached == ip {
+                return v.clone();
+            }
+        }
+        // An address's text form is always a valid header value.
+        let v =
+            HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value");
+        *last = Some((ip, v.clone()));
+        v
+    })
 }
 
 /// The real client: the peer, or, behind trusted proxies, the right-most
@@ -322,6 +341,11 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 
 /// Remove hop-by-hop headers: the fixed set and whatever Connection names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most requests and responses carry none: one pass over the names costs
+    // less than a hashed lookup for each of the nine.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
@@ -347,6 +371,18 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     ] {
         h.remove(n);
     }
+}
+
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == KEEP_ALIVE
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || n == header::PROXY_AUTHENTICATE
+        || n == header::PROXY_AUTHORIZATION
+        || n == PROXY_CONNECTION
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -402,6 +438,21 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn headers_without_hop_by_hop_ones_are_kept_whole() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.append("x-multi", HeaderValue::from_static("1"));
+        h.append("x-multi", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 3);
+        let mut h = HeaderMap::new();
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]
