@@ -127,7 +127,10 @@ async fn exchange(
     backup: Option<&Request<RequestBody>>,
 ) -> Result<(Response<Incoming>, crate::upstream::pool::Sender), Failed> {
     let s = &up.settings;
-    let mut idle = server.pool.take_idle(s.keepalive_timeout);
+    let mut idle = server
+        .pool
+        .checkout(s.keepalive_timeout, s.connect_timeout)
+        .await;
     loop {
         let reused = idle.is_some();
         let mut tx = match idle.take() {

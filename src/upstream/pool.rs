@@ -39,15 +39,31 @@ impl Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    /// A ready idle connection, most recently used first (it is the one least
-    /// likely to have been closed by the server). Connections idle longer
-    /// than `max_age` are closed rather than reused: gunicorn closes idle
-    /// keep-alive connections after 2 s, and a request sent at that moment
-    /// fails.
-    pub fn take_idle(&self, max_age: Duration) -> Option<Sender> {
+    /// An idle connection ready for a request, most recently used first (it
+    /// is the one least likely to have been closed by the server).
+    /// Connections idle longer than `max_age` are closed rather than reused:
+    /// gunicorn closes idle keep-alive connections after 2 s, and a request
+    /// sent at that moment fails.
+    ///
+    /// A connection comes back to the pool the moment its response body
+    /// ends; hyper marks it ready (or closed, if the server said so) when its
+    /// connection task next runs, which this waits for, at most `wait`.
+    pub async fn checkout(&self, max_age: Duration, wait: Duration) -> Option<Sender> {
+        loop {
+            let mut tx = self.pop(max_age)?;
+            if tx.is_ready() {
+                return Some(tx);
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(wait, tx.ready()).await {
+                return Some(tx);
+            }
+        }
+    }
+
+    fn pop(&self, max_age: Duration) -> Option<Sender> {
         let mut idle = self.idle.lock().ok()?;
         while let Some((tx, since)) = idle.pop() {
-            if tx.is_ready() && since.elapsed() < max_age {
+            if !tx.is_closed() && since.elapsed() < max_age {
                 return Some(tx);
             }
         }
@@ -192,16 +208,10 @@ impl PooledBody {
 
     fn finish(&mut self) {
         let guard = self.guard.take();
-        if let (Some(mut tx), Some(guard)) = (self.tx.take(), guard) {
-            let server = guard.0.clone();
-            drop(guard);
-            // The connection becomes ready a moment after the last byte is
-            // read; wait for that off the request's path.
-            tokio::spawn(async move {
-                if tx.ready().await.is_ok() {
-                    server.pool.put(tx);
-                }
-            });
+        if let (Some(tx), Some(guard)) = (self.tx.take(), guard) {
+            // Straight back to the pool: `checkout` waits for it to be ready,
+            // so no task per request is spawned to do that here.
+            guard.0.pool.put(tx);
         }
     }
 }
