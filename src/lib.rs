@@ -16,6 +16,9 @@
 //! The configuration is compiled (`config/`) into an immutable `Snapshot`
 //! held in one `ArcSwap` (`state.rs`); a reload compiles a new one and swaps
 //! it in, and each request keeps the snapshot it started with.
+//!
+//! Connections are served thread-per-core (`workers.rs`): each stays on one
+//! worker thread's runtime with the upstream connections it uses.
 
 pub mod access_log;
 pub mod body;
@@ -32,5 +35,6 @@ pub mod service;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 pub use server::Server;

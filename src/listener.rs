@@ -93,7 +93,7 @@ async fn accept_loop(
         let local = stream.local_addr().unwrap_or(peer);
         let state = shared.state.clone();
         let conn_shutdown = shared.shutdown.subscribe();
-        tokio::spawn(async move {
+        crate::workers::spawn_conn(stream, move |stream| async move {
             let _permit = permit;
             match kind {
                 ListenKind::Tls => {

@@ -152,8 +152,13 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     init_tracing(&snap.log.level);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(snap.server.threads)
+    // Connections are served on `threads` worker threads (workers.rs); this
+    // runtime only accepts them, handles signals and reloads.
+    if let Err(e) = portcullis::workers::start(snap.server.threads) {
+        tracing::error!(error = %e, "cannot start the worker threads");
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

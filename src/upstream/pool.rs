@@ -12,21 +12,28 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub type Sender = http1::SendRequest<RequestBody>;
 
+type Idle = Mutex<Vec<(Sender, Instant)>>;
+
 pub struct Pool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    /// One idle list per worker thread (workers.rs): a request takes and
+    /// returns connections of its own thread, whose connection tasks run
+    /// there too, and the lock is never contended. Made at first use, when
+    /// the workers run.
+    shards: OnceLock<Box<[Idle]>>,
+    /// For the whole pool; each worker keeps its share.
     max_idle: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(max_idle: usize) -> Self {
         Pool {
-            idle: Mutex::new(Vec::new()),
+            shards: OnceLock::new(),
             max_idle: AtomicUsize::new(max_idle),
         }
     }
@@ -36,7 +43,23 @@ impl Pool {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.shards.get().map_or(0, |shards| {
+            shards
+                .iter()
+                .map(|s| s.lock().map(|v| v.len()).unwrap_or(0))
+                .sum()
+        })
+    }
+
+    fn shard(&self) -> (&Idle, usize) {
+        let shards = self.shards.get_or_init(|| {
+            (0..crate::workers::count())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect()
+        });
+        let n = shards.len();
+        let max = self.max_idle.load(Ordering::Relaxed).div_ceil(n);
+        (&shards[crate::workers::index() % n], max)
     }
 
     /// An idle connection ready for a request, most recently used first (it
@@ -61,7 +84,7 @@ impl Pool {
     }
 
     fn pop(&self, max_age: Duration) -> Option<Sender> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.shard().0.lock().ok()?;
         while let Some((tx, since)) = idle.pop() {
             if !tx.is_closed() && since.elapsed() < max_age {
                 return Some(tx);
@@ -72,8 +95,10 @@ impl Pool {
 
     /// Close every idle connection (they are suspected stale).
     pub fn clear(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+        for shard in self.shards.get().into_iter().flatten() {
+            if let Ok(mut idle) = shard.lock() {
+                idle.clear();
+            }
         }
     }
 
@@ -81,8 +106,8 @@ impl Pool {
         if tx.is_closed() {
             return;
         }
-        let max = self.max_idle.load(Ordering::Relaxed);
-        if let Ok(mut idle) = self.idle.lock() {
+        let (idle, max) = self.shard();
+        if let Ok(mut idle) = idle.lock() {
             if idle.len() < max {
                 idle.push((tx, Instant::now()));
             }

@@ -1,0 +1,78 @@
+//! Thread-per-core serving as `portcullis run` does it: with worker threads
+//! started, connections are handed to the workers, keep-alive connections
+//! and pooled upstream connections work across them, and a shutdown drains
+//! them. Its own test binary, because the workers are process-wide.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_worker_threads_are_proxied_pooled_and_drained() {
+    portcullis::workers::start(2).unwrap();
+    assert_eq!(portcullis::workers::count(), 2);
+    let up = fixed("hello from the app").await;
+    let p = proxy(&format!(
+        r#"
+[log]
+access = "off"
+
+[upstream.app]
+servers = ["{}"]
+keepalive = 8
+
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[route]]
+path = "/"
+upstream = "app"
+"#,
+        up.addr
+    ))
+    .await;
+
+    // 16 keep-alive client connections, 10 requests each, all at once.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let url: http::Uri = p.url("/x").parse().unwrap();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for _ in 0..10 {
+                let r = c.get(url.clone()).await.unwrap();
+                assert_eq!(r.status(), 200);
+                let body = r.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"hello from the app");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(up.hits(), 160);
+
+    // Upstream connections went back to the workers' pools, and no more than
+    // `keepalive` of them are kept in all.
+    let snap = p.server.state().load();
+    let pool = &snap.upstreams["app"].servers[0].pool;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.idle_count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no upstream connection was pooled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        pool.idle_count() <= 8,
+        "{} idle connections kept",
+        pool.idle_count()
+    );
+
+    // A request still works, then shutdown drains every connection.
+    let (status, _, body) = get(&p.url("/again")).await;
+    assert_eq!((status, body.as_str()), (200, "hello from the app"));
+    assert!(p.server.shutdown().await, "connections were not drained");
+}
