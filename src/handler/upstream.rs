@@ -344,36 +344,29 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 
 /// Remove hop-by-hop headers: the fixed set and whatever Connection names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most requests and responses carry none: one pass over the names costs
-    // less than a hashed lookup for each of the nine.
+    // Most requests carry none: one pass over the names costs less than a
+    // hashed lookup for each of the nine. When some are there (nginx and
+    // gunicorn answer with `Connection: keep-alive`), only the names present
+    // are looked up again to be removed.
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
-        h.remove(header::CONNECTION);
-    }
-    for n in [
-        &KEEP_ALIVE,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &PROXY_CONNECTION,
-    ] {
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_hop_by_hop(n) || listed_in_connection(h, n))
+        .cloned()
+        .collect();
+    for n in doomed {
         h.remove(n);
     }
+}
+
+fn listed_in_connection(h: &HeaderMap, name: &HeaderName) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 fn is_hop_by_hop(n: &HeaderName) -> bool {
