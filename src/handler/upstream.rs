@@ -351,22 +351,21 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
+    let listed: Vec<&str> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .collect();
     let doomed: Vec<HeaderName> = h
         .keys()
-        .filter(|n| is_hop_by_hop(n) || listed_in_connection(h, n))
+        .filter(|n| is_hop_by_hop(n) || listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_str())))
         .cloned()
         .collect();
     for n in doomed {
         h.remove(n);
     }
-}
-
-fn listed_in_connection(h: &HeaderMap, name: &HeaderName) -> bool {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 fn is_hop_by_hop(n: &HeaderName) -> bool {
