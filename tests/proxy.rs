@@ -585,3 +585,52 @@ async fn a_reused_connection_dropped_by_the_server_is_retried_fresh() {
         "the connection was never reused"
     );
 }
+
+/// gunicorn hands a chunked body to a WSGI app as empty; the proxy sends
+/// bodies that came without a length whole, with one, unless told not to.
+#[tokio::test]
+async fn chunked_request_bodies_reach_the_upstream_with_a_length() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        r#"
+[upstream.app]
+servers = ["{0}"]
+[upstream.streaming]
+servers = ["{0}"]
+buffer_chunked = false
+[[route]]
+path = "/buffered"
+upstream = "app"
+[[route]]
+path = "/streamed"
+upstream = "streaming"
+"#,
+        e.addr
+    )))
+    .await;
+    let chunked = |path: &str| {
+        let chunks = (0..4).map(|_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
+                b'z';
+                1000
+            ])))
+        });
+        Request::post(p.url(path))
+            .body(StreamBody::new(futures_util::stream::iter(chunks)))
+            .unwrap()
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    for (path, length, te) in [
+        ("/buffered", Some("4000"), None),
+        ("/streamed", None, Some("chunked")),
+    ] {
+        let resp = client.request(chunked(path)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = json(&String::from_utf8_lossy(&body));
+        assert_eq!(v["body_len"], 4000, "{path}");
+        assert_eq!(v["headers"]["content-length"].as_str(), length, "{path}");
+        assert_eq!(v["headers"]["transfer-encoding"].as_str(), te, "{path}");
+    }
+}

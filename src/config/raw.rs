@@ -94,6 +94,10 @@ pub struct RawUpstream {
     /// Idle pooled connections older than this are not reused (default 2s,
     /// gunicorn's own keep-alive timeout).
     pub keepalive_timeout: Option<String>,
+    /// Read request bodies that come without a Content-Length whole (up to
+    /// max_body) and send them with one (default true): WSGI apps such as
+    /// Django under gunicorn read a chunked body as empty.
+    pub buffer_chunked: Option<bool>,
     pub health: Option<RawHealth>,
 }
 

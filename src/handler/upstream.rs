@@ -43,10 +43,20 @@ pub async fn forward(
     // A request may be sent again after a failure only when nothing of it
     // can have been consumed and repeating it is harmless.
     let replayable = !has_body && upgrade.is_none() && is_idempotent(&parts.method);
-    let mut pending = Some(Request::from_parts(
-        parts,
-        RequestBody::limited(body, snap.server.max_body),
-    ));
+    let body = if has_body
+        && up.settings.buffer_chunked
+        && upgrade.is_none()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        let whole = read_whole(body, snap.server.max_body).await?;
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+        RequestBody::full(whole)
+    } else {
+        RequestBody::limited(body, snap.server.max_body)
+    };
+    let mut pending = Some(Request::from_parts(parts, body));
     let mut tried: u64 = 0;
     let mut last_err = ProxyError::NoServerAvailable;
     let max_attempts = up.settings.retries.saturating_add(1);
@@ -405,6 +415,21 @@ fn is_body_too_large(e: &hyper::Error) -> bool {
         src = s.source();
     }
     false
+}
+
+/// Read a body that came without a Content-Length whole, up to `max`: WSGI
+/// servers (gunicorn) hand a chunked body to the app as empty, so like
+/// nginx's request buffering the upstream gets it with a length.
+async fn read_whole(body: Incoming, max: u64) -> Result<bytes::Bytes, ProxyError> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, max as usize)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge),
+        Err(_) => Err(ProxyError::BadRequest("request body could not be read")),
+    }
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub struct UpstreamSettings {
     pub fail_on_status: bool,
     pub keepalive: usize,
     pub keepalive_timeout: Duration,
+    pub buffer_chunked: bool,
     pub health: Option<HealthSettings>,
 }
 

@@ -135,6 +135,8 @@ impl Pool {
 pub struct RequestBody {
     inner: Option<Incoming>,
     remaining: u64,
+    /// A body read whole beforehand (see `buffer_chunked`).
+    full: Option<Bytes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,12 +148,21 @@ impl RequestBody {
         RequestBody {
             inner: None,
             remaining: 0,
+            full: None,
         }
     }
     pub fn limited(inner: Incoming, limit: u64) -> Self {
         RequestBody {
             inner: Some(inner),
             remaining: limit,
+            full: None,
+        }
+    }
+    pub fn full(b: Bytes) -> Self {
+        RequestBody {
+            inner: None,
+            remaining: 0,
+            full: (!b.is_empty()).then_some(b),
         }
     }
 }
@@ -165,6 +176,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(b) = this.full.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -187,10 +201,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.full.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(b) = &self.full {
+            return SizeHint::with_exact(b.len() as u64);
+        }
         self.inner
             .as_ref()
             .map_or(SizeHint::with_exact(0), |b| b.size_hint())

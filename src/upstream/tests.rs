@@ -26,6 +26,7 @@ fn settings() -> crate::upstream::UpstreamSettings {
         fail_on_status: false,
         keepalive: 0,
         keepalive_timeout: std::time::Duration::from_secs(2),
+        buffer_chunked: true,
         health: None,
     }
 }

@@ -85,6 +85,7 @@ impl Compiler<'_> {
                 // Under gunicorn's own 2 s, so we stop reusing first.
                 Duration::from_secs(1),
             ),
+            buffer_chunked: u.buffer_chunked.unwrap_or(true),
             health,
         };
         let prev_up = prev.and_then(|p| p.upstreams.get(name));
