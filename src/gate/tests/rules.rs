@@ -421,58 +421,6 @@ fn minted_tokens_pass_their_policy() {
     .contains("--key"));
 }
 
-/// Not a pass/fail test: `cargo test --lib gate::tests::timing -- --ignored
-/// --nocapture` prints what a repeated token costs with and without the cache.
-#[tokio::test]
-#[ignore]
-async fn timing() {
-    let n = 2000;
-    for (name, p, t) in [
-        ("HS256", hs_policy(""), hs(good())),
-        ("RS256", rs_policy(""), rs(good())),
-        ("RS256 uncached", rs_policy("cache_size = 0"), rs(good())),
-        ("HS256 uncached", hs_policy("cache_size = 0"), hs(good())),
-    ] {
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            p.verify(t.as_bytes()).await.unwrap();
-        }
-        println!("{name}: {:?} per token", start.elapsed() / n);
-    }
-}
-
-/// Not a pass/fail test: the same (worst case: one shard) token verified
-/// from every worker thread at once.
-#[test]
-#[ignore]
-fn timing_contended() {
-    let p = rs_policy("");
-    let t = Arc::new(rs(good()));
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let n = 200_000;
-    let start = std::time::Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let (p, t) = (p.clone(), t.clone());
-            s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    for _ in 0..n {
-                        p.verify(t.as_bytes()).await.unwrap();
-                    }
-                })
-            });
-        }
-    });
-    let total = n as u32 * threads as u32;
-    println!(
-        "{threads} threads, one token: {:?} per verify",
-        start.elapsed() / total * threads as u32
-    );
-}
-
 #[tokio::test]
 async fn query_token_may_be_percent_encoded_and_other_schemes_are_not_ours() {
     let p = hs_policy("from = [\"query:access_token\"]");
