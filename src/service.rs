@@ -58,7 +58,7 @@ pub async fn handle(
         .as_ref()
         .map(|l| entry(&parts, &conn, &request_id, start, l.clone()));
     let mut out = Outcome::default();
-    let mut resp = match dispatch(&snap, &state, &conn, &mut parts, body, &mut out).await {
+    let mut resp = match dispatch(&snap, &state, &conn, parts, body, &mut out).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -88,7 +88,7 @@ async fn dispatch(
     snap: &Arc<Snapshot>,
     state: &State,
     conn: &Arc<ConnInfo>,
-    parts: &mut http::request::Parts,
+    mut parts: http::request::Parts,
     body: Incoming,
     out: &mut Outcome,
 ) -> Result<Resp, ProxyError> {
@@ -96,19 +96,19 @@ async fn dispatch(
         return Err(ProxyError::UriTooLong);
     }
     if conn.kind == ListenKind::RedirectHttps {
-        return Ok(handler::redirect_https(parts, state.https_port(snap)));
+        return Ok(handler::redirect_https(&parts, state.https_port()));
     }
-    if content_length(parts).is_some_and(|n| n > snap.server.max_body) {
+    if content_length(&parts).is_some_and(|n| n > snap.server.max_body) {
         return Err(ProxyError::BodyTooLarge);
     }
     let route = {
-        let host = crate::router::request_host(parts);
+        let host = crate::router::request_host(&parts);
         snap.router
             .find(host, parts.uri.path())
             .ok_or(ProxyError::NoRoute)?
     };
     if let Some(policy) = &route.jwt {
-        if let Err(rej) = policy.check(parts).await {
+        if let Err(rej) = policy.check(&mut parts).await {
             out.reason = Some(rej.reason);
             tracing::info!(route = route.index, policy = %policy.name, reason = rej.reason, "request refused by jwt policy");
             let mut r = handler::text(
@@ -128,10 +128,9 @@ async fn dispatch(
     let head = parts.method == Method::HEAD;
     let mut resp = match &route.action {
         Action::Upstream(up) => {
-            let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
             crate::handler::upstream::forward(up, snap, conn, parts, body, out).await?
         }
-        Action::Static(site) => crate::handler::static_files::serve(site, route, parts).await?,
+        Action::Static(site) => crate::handler::static_files::serve(site, route, &parts).await?,
         Action::Redirect { to, status } => handler::redirect(to, *status, route, &parts.uri),
         Action::Respond {
             status,

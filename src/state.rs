@@ -94,20 +94,11 @@ pub struct Snapshot {
     pub access_log: Option<Arc<crate::access_log::Logger>>,
 }
 
-impl Snapshot {
-    /// The port HTTPS is served on, for redirects: the first TLS listener's.
-    pub fn https_port(&self) -> Option<u16> {
-        self.listeners
-            .iter()
-            .find(|l| l.kind == ListenKind::Tls)
-            .map(|l| l.addr.port())
-    }
-}
-
 pub struct State {
     current: ArcSwap<Snapshot>,
     /// The port the first TLS listener is really bound to (a configured
-    /// port 0 resolved); 0 until the server has bound it.
+    /// port 0 resolved), for the redirect listener; 0: no TLS listener. Set
+    /// by the server each time it binds, before anything is served.
     bound_https_port: AtomicU16,
 }
 
@@ -127,10 +118,10 @@ impl State {
         self.current.swap(Arc::new(s))
     }
 
-    /// The port HTTPS is served on, for redirects: the bound one when known.
-    pub fn https_port(&self, snap: &Snapshot) -> Option<u16> {
+    /// The port HTTPS is served on, for redirects.
+    pub fn https_port(&self) -> Option<u16> {
         match self.bound_https_port.load(Ordering::Relaxed) {
-            0 => snap.https_port(),
+            0 => None,
             p => Some(p),
         }
     }
