@@ -1,21 +1,11 @@
 //! `portcullis check`: every problem at once, with its place.
 
+mod common;
+
 use std::process::Command;
 
 fn check(toml: &str) -> (i32, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::check_cli(tempfile::tempdir().unwrap().path(), toml)
 }
 
 #[test]

@@ -237,18 +237,8 @@ async fn mtls_optional_serves_clients_without_a_certificate() {
 }
 
 fn check(dir: &Path, toml: &str) -> (bool, String, String) {
-    let path = dir.join("portcullis.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, out, err) = common::check_cli(dir, toml);
+    (code == 0, out, err)
 }
 
 #[test]

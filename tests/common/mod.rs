@@ -55,23 +55,7 @@ where
 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let conns = Arc::new(AtomicUsize::new(0));
-    let (h, c) = (hits.clone(), conns.clone());
-    let handler = Arc::new(handler);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            c.fetch_add(1, Ordering::SeqCst);
-            serve_one(TokioIo::new(s), handler.clone(), h.clone());
-        }
-    });
-    Upstream {
-        addr,
-        hits,
-        conns,
-        task,
-    }
+    spawn_upstream(Listener::Tcp(l), addr, handler)
 }
 
 /// Serve `handler` on a Unix socket at `path`; the upstream's addr is
@@ -82,19 +66,55 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let l = UnixListener::bind(path).unwrap();
+    spawn_upstream(
+        Listener::Unix(l),
+        format!("unix:{}", path.display()),
+        handler,
+    )
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> Option<Box<dyn Io>> {
+        match self {
+            Listener::Tcp(l) => l
+                .accept()
+                .await
+                .ok()
+                .map(|(s, _)| Box::new(s) as Box<dyn Io>),
+            Listener::Unix(l) => l
+                .accept()
+                .await
+                .ok()
+                .map(|(s, _)| Box::new(s) as Box<dyn Io>),
+        }
+    }
+}
+
+fn spawn_upstream<F, Fut>(l: Listener, addr: String, handler: F) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let hits = Arc::new(AtomicUsize::new(0));
     let conns = Arc::new(AtomicUsize::new(0));
     let (h, c) = (hits.clone(), conns.clone());
     let handler = Arc::new(handler);
     let task = tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
+        while let Some(s) = l.accept().await {
             c.fetch_add(1, Ordering::SeqCst);
             serve_one(TokioIo::new(s), handler.clone(), h.clone());
         }
     });
     Upstream {
-        addr: format!("unix:{}", path.display()),
+        addr,
         hits,
         conns,
         task,
@@ -244,4 +264,21 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Run the real `portcullis check` on `toml`, written into `dir`: the exit
+/// code, stdout and stderr.
+pub fn check_cli(dir: &Path, toml: &str) -> (i32, String, String) {
+    let path = dir.join("portcullis.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
