@@ -4,7 +4,7 @@
 //! finished or dropped, so it carries the real byte count and duration.
 
 use crate::access_log::Entry;
-use crate::upstream::pool::PooledBody;
+use crate::upstream::body::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
@@ -21,7 +21,7 @@ pub struct ProxyBody {
 enum Kind {
     Empty,
     Full(Option<Bytes>),
-    Upstream(PooledBody),
+    Upstream(UpstreamBody),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -41,7 +41,7 @@ impl ProxyBody {
         };
         Self { kind, log: None }
     }
-    pub fn upstream(b: PooledBody) -> Self {
+    pub fn upstream(b: UpstreamBody) -> Self {
         Self {
             kind: Kind::Upstream(b),
             log: None,

@@ -7,10 +7,12 @@ use crate::error::ProxyError;
 use crate::handler::Resp;
 use crate::service::{ConnInfo, Outcome};
 use crate::state::{canonical_ip, Snapshot};
-use crate::upstream::pool::{BodyTooLarge, InflightGuard, Pool, PooledBody, RequestBody};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::h1::{Conn, Head, ProtoError, SendBody};
+use crate::upstream::pool::{InflightGuard, Pool, RequestBody};
 use crate::upstream::{Server, Upstream};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::IpAddr;
@@ -39,12 +41,9 @@ pub async fn forward(
     } else {
         None
     };
-    let has_body = !hyper::body::Body::is_end_stream(&body);
-    // A request may be sent again after a failure only when nothing of it
-    // can have been consumed and repeating it is harmless.
-    let replayable = !has_body && upgrade.is_none() && is_idempotent(&parts.method);
-    let body = if has_body
-        && up.settings.buffer_chunked
+    let mut send = if hyper::body::Body::is_end_stream(&body) {
+        SendBody::None
+    } else if up.settings.buffer_chunked
         && upgrade.is_none()
         && !parts.headers.contains_key(header::CONTENT_LENGTH)
     {
@@ -52,18 +51,19 @@ pub async fn forward(
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
-        RequestBody::full(whole)
+        SendBody::Full(whole)
     } else {
-        RequestBody::limited(body, snap.server.max_body)
+        SendBody::Stream(RequestBody::limited(body, snap.server.max_body))
     };
-    let mut pending = Some(Request::from_parts(parts, body));
+    // A request may go again to another server after it was sent only when
+    // it is harmless to repeat and its body (if any) is still at hand.
+    let replayable =
+        upgrade.is_none() && is_idempotent(&parts.method) && !matches!(send, SendBody::Stream(_));
     let mut tried: u64 = 0;
     let mut last_err = ProxyError::NoServerAvailable;
     let max_attempts = up.settings.retries.saturating_add(1);
 
     while out.attempts < max_attempts {
-        // Nothing left to send: the request went out and cannot be repeated.
-        let Some(req) = pending.take() else { break };
         // No server left in service (or all tried): fail now, 503 if none
         // was tried at all, else the last attempt's error.
         let Some(i) = up.pick(client_ip, tried) else {
@@ -73,36 +73,44 @@ pub async fn forward(
         let server = &up.servers[i];
         out.attempts += 1;
         out.upstream = Some(server.clone());
-        // A copy to send again, to another server or on a fresh connection.
-        if replayable {
-            pending = Some(clone_head(&req));
-        }
         let guard = InflightGuard::new(server.clone());
-        match exchange(up, server, req, pending.as_ref()).await {
-            Ok((resp, tx)) => {
-                let status = resp.status().as_u16();
+        let result = exchange(up, server, &parts, &mut send, replayable).await;
+        let result = result.and_then(|(head, c)| {
+            if head.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
+                let e = ProxyError::Upstream("101 to a request that asked no upgrade".into());
+                return Err(Failed::Sent(e));
+            }
+            Ok((head, c))
+        });
+        match result {
+            Ok((head, c)) => {
+                let status = head.status.as_u16();
                 if up.settings.fail_on_status && matches!(status, 502..=504) {
                     up.failed(server, &format_args!("status {status}"));
                 } else {
                     up.succeeded(server);
                 }
-                let mut r = response(resp, tx, guard, client_upgrade, upgrade.is_some());
+                let mut r = response(head, c, guard, client_upgrade);
                 // Answer in the client's protocol, not the upstream's.
                 *r.version_mut() = client_version;
                 return Ok(r);
             }
             Err(Failed::TooLarge) => return Err(ProxyError::BodyTooLarge),
-            Err(Failed::Unsent(req, e)) => {
+            Err(Failed::Client) => {
+                return Err(ProxyError::BadRequest("request body could not be read"))
+            }
+            Err(Failed::Unsent(e)) => {
                 tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed before it was sent");
                 up.failed(server, &e);
-                // Intact: any method may go to the next server.
-                pending = Some(*req);
                 last_err = e;
             }
             Err(Failed::Sent(e)) => {
                 tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed");
                 up.failed(server, &e);
                 last_err = e;
+                if !replayable {
+                    break;
+                }
             }
         }
     }
@@ -111,113 +119,116 @@ pub async fn forward(
 
 /// Why one attempt on one server failed.
 enum Failed {
-    /// The request never left (connect error, or a connection closed before
-    /// it was written): it may go to another server whatever its method.
-    Unsent(Box<Request<RequestBody>>, ProxyError),
-    /// It was sent, maybe in part: only a copy of a replayable request may
-    /// be tried again.
+    /// The request never reached the server whole (connect error, or a
+    /// connection closed while the head was written): it may go to another
+    /// server whatever its method.
+    Unsent(ProxyError),
+    /// It was sent, maybe in part: only a replayable request may be tried
+    /// again.
     Sent(ProxyError),
     /// The client's body grew past max_body while it streamed.
     TooLarge,
+    /// The client's body could not be read (the client went away): not the
+    /// server's fault.
+    Client,
 }
 
 /// One attempt on one server, up to the response head.
 ///
-/// A reused idle connection that fails is the keep-alive race (the server
-/// closed it just as the request went out), not the server's fault: like
-/// nginx, the request goes again on a fresh connection to the same server,
-/// within the same attempt, when it can be repeated (it was not sent, or
-/// there is a `backup` copy). The idle pool is cleared then: its other
-/// connections are as old. A fresh connection is never reused, so this
-/// happens at most once per attempt.
+/// A reused idle connection that fails before any answer is the keep-alive
+/// race (the server closed it just as the request went out), not the
+/// server's fault: like nginx, the request goes again on a fresh connection
+/// to the same server, within the same attempt, when it can be repeated (it
+/// did not reach the server whole, or it is replayable). The idle pool is
+/// cleared then: its other connections are as old. A fresh connection is
+/// never reused, so this happens at most once per attempt.
 async fn exchange(
     up: &Upstream,
     server: &Server,
-    mut req: Request<RequestBody>,
-    backup: Option<&Request<RequestBody>>,
-) -> Result<(Response<Incoming>, crate::upstream::pool::Sender), Failed> {
+    parts: &http::request::Parts,
+    send: &mut SendBody,
+    replayable: bool,
+) -> Result<(Head, Conn), Failed> {
     let s = &up.settings;
-    let mut idle = server
-        .pool
-        .checkout(s.keepalive_timeout, s.connect_timeout)
-        .await;
+    let mut idle = server.pool.checkout(s.keepalive_timeout);
     loop {
         let reused = idle.is_some();
-        let mut tx = match idle.take() {
-            Some(tx) => tx,
+        let mut c = match idle.take() {
+            Some(c) => c,
             None => match Pool::connect(&server.addr, s.connect_timeout).await {
-                Ok(tx) => tx,
-                Err(e) => {
-                    return Err(Failed::Unsent(
-                        Box::new(req),
-                        ProxyError::Connect(e.to_string()),
-                    ))
-                }
+                Ok(c) => c,
+                Err(e) => return Err(Failed::Unsent(ProxyError::Connect(e.to_string()))),
             },
         };
-        match tokio::time::timeout(s.timeout, tx.try_send_request(req)).await {
-            Ok(Ok(resp)) => return Ok((resp, tx)),
-            Ok(Err(mut e)) => {
-                if is_body_too_large(e.error()) {
-                    return Err(Failed::TooLarge);
-                }
-                let err = ProxyError::Upstream(e.error().to_string());
-                let unsent = e.take_message();
-                let sent = unsent.is_none();
-                let again = unsent.or_else(|| backup.filter(|_| reused).map(clone_head));
-                match again {
-                    Some(again) if reused => {
-                        tracing::debug!(server = %server.label, error = %err, "pooled connection failed on reuse; retrying on a fresh one");
-                        server.pool.clear();
-                        req = again;
-                    }
-                    Some(r) if !sent => return Err(Failed::Unsent(Box::new(r), err)),
-                    _ => return Err(Failed::Sent(err)),
-                }
-            }
+        let e = match tokio::time::timeout(s.timeout, c.exchange(parts, send)).await {
+            Ok(Ok(head)) => return Ok((head, c)),
+            Ok(Err(e)) => e,
             Err(_) => return Err(Failed::Sent(ProxyError::UpstreamTimeout)),
+        };
+        let err = match e.error {
+            ProtoError::BodyTooLarge => return Err(Failed::TooLarge),
+            ProtoError::Client(_) => return Err(Failed::Client),
+            other => ProxyError::Upstream(other.to_string()),
+        };
+        let intact = !e.body_used;
+        if reused && !e.answered && intact && (replayable || !e.sent) {
+            tracing::debug!(server = %server.label, error = %err, "pooled connection failed on reuse; retrying on a fresh one");
+            server.pool.clear();
+            continue;
         }
+        return Err(if !e.sent && intact {
+            Failed::Unsent(err)
+        } else {
+            Failed::Sent(err)
+        });
     }
 }
 
 fn response(
-    resp: Response<Incoming>,
-    tx: crate::upstream::pool::Sender,
+    head: Head,
+    c: Conn,
     guard: InflightGuard,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    wants_upgrade: bool,
 ) -> Resp {
-    let (mut parts, body) = resp.into_parts();
-    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS && wants_upgrade {
-        if let Some(client) = client_upgrade {
-            let upstream = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-            tokio::spawn(join_upgraded(client, upstream, guard));
-        }
+    let Head {
+        status,
+        mut headers,
+        framing,
+        keep_alive,
+        ..
+    } = head;
+    let body = if status == StatusCode::SWITCHING_PROTOCOLS {
         // Upgrade and Connection stay: they are the 101's point.
-        return Response::from_parts(parts, ProxyBody::empty());
-    }
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(
-        parts,
-        ProxyBody::upstream(PooledBody::new(body, Some(tx), guard)),
-    )
+        if let Some(client) = client_upgrade {
+            tokio::spawn(join_upgraded(client, c, guard));
+        }
+        ProxyBody::empty()
+    } else {
+        strip_hop_by_hop(&mut headers);
+        ProxyBody::upstream(UpstreamBody::new(c, framing, keep_alive, guard))
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
 }
 
-async fn join_upgraded(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: Option<hyper::upgrade::OnUpgrade>,
-    _guard: InflightGuard,
-) {
-    let Some(upstream) = upstream else { return };
-    match tokio::try_join!(client, upstream) {
-        Ok((c, u)) => {
-            let mut c = TokioIo::new(c);
-            let mut u = TokioIo::new(u);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                tracing::debug!(error = %e, "upgraded connection ended");
-            }
+async fn join_upgraded(client: hyper::upgrade::OnUpgrade, mut up: Conn, _guard: InflightGuard) {
+    use tokio::io::AsyncWriteExt;
+    let client = match client.await {
+        Ok(c) => c,
+        Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+    };
+    let mut c = TokioIo::new(client);
+    // What the server sent right after its 101 came with the head.
+    if !up.buf.is_empty() {
+        if let Err(e) = c.write_all(&up.buf).await {
+            return tracing::debug!(error = %e, "upgraded connection ended");
         }
-        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        up.buf.clear();
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut up.io).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
     }
 }
 
@@ -395,26 +406,6 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-fn clone_head(r: &Request<RequestBody>) -> Request<RequestBody> {
-    let mut c = Request::new(RequestBody::empty());
-    *c.method_mut() = r.method().clone();
-    *c.uri_mut() = r.uri().clone();
-    *c.version_mut() = r.version();
-    *c.headers_mut() = r.headers().clone();
-    c
-}
-
-fn is_body_too_large(e: &hyper::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if s.is::<BodyTooLarge>() {
-            return true;
-        }
-        src = s.source();
-    }
-    false
 }
 
 /// Read a body that came without a Content-Length whole, up to `max`: WSGI

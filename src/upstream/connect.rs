@@ -81,3 +81,27 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+impl Stream {
+    /// Has the peer closed this idle connection or sent something unasked?
+    /// Only a socket the runtime has seen become readable is read from (one
+    /// non-blocking read); a quiet one costs nothing.
+    pub fn is_stale(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut probe = [0u8; 1];
+        let r = match self {
+            Stream::Tcp(s) => match s.poll_read_ready(&mut cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Err(_)) => return true,
+                Poll::Ready(Ok(())) => s.try_read(&mut probe),
+            },
+            Stream::Unix(s) => match s.poll_read_ready(&mut cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Err(_)) => return true,
+                Poll::Ready(Ok(())) => s.try_read(&mut probe),
+            },
+        };
+        // Would block: readable was stale news, the connection is fine.
+        !matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}

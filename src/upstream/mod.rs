@@ -2,7 +2,9 @@
 //! picked for a request, their pooled connections and their health.
 
 pub mod balance;
+pub mod body;
 pub mod connect;
+pub mod h1;
 pub mod health;
 pub mod pool;
 #[cfg(test)]

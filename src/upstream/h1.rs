@@ -1,0 +1,428 @@
+//! HTTP/1.1 to an upstream, driven in the task of the request it carries.
+//!
+//! hyper's client runs each upstream connection as a task of its own and
+//! talks to it through channels: a request goes in through one, the response
+//! head comes back through a oneshot and its body through another, so every
+//! exchange costs several task wake-ups besides the proxying itself. Here the
+//! request's own task writes the head, streams the body and reads the answer
+//! on the socket directly, and the response body (`body.rs`) decodes straight
+//! from the socket as the client connection asks for it. The codec is small:
+//! heads are parsed by `httparse` (hyper's own parser), bodies are framed by
+//! Content-Length, chunked, or the connection's end (RFC 9112 §6).
+
+use super::connect::Stream;
+use crate::body::BoxError;
+use crate::upstream::pool::RequestBody;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body_util::BodyExt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+/// The most a response head may take; a bigger one is a broken upstream.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a response head (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Reads start this big and double, up to `MAX_READ`, while they fill the
+/// buffer: small answers cost little memory, big downloads few syscalls.
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+/// A body this small is written together with the head, in one syscall.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// One connection to a server, with what was read but not yet consumed.
+pub struct Conn {
+    pub io: Stream,
+    pub buf: BytesMut,
+    wbuf: Vec<u8>,
+    read_size: usize,
+}
+
+/// What to send after the head.
+pub enum SendBody {
+    None,
+    /// Read whole beforehand; can be sent again.
+    Full(Bytes),
+    /// Streamed from the client; consumed once polled.
+    Stream(RequestBody),
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The connection may carry another request once the body has ended.
+    pub keep_alive: bool,
+}
+
+/// Why an exchange failed, and how far it got: what decides whether the
+/// request may be tried again.
+#[derive(Debug)]
+pub struct Error {
+    pub error: ProtoError,
+    /// Some byte of the request may have reached the server.
+    pub sent: bool,
+    /// The request body was polled: it cannot be sent again.
+    pub body_used: bool,
+    /// Some byte of a response arrived.
+    pub answered: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("upstream closed the connection before answering")]
+    Closed,
+    #[error("invalid response from upstream: {0}")]
+    Invalid(&'static str),
+    #[error("request body larger than max_body")]
+    BodyTooLarge,
+    #[error("request body could not be read: {0}")]
+    Client(BoxError),
+}
+
+impl Conn {
+    pub fn new(io: Stream) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            wbuf: Vec::new(),
+            read_size: MIN_READ,
+        }
+    }
+
+    /// Has the server closed this idle connection, or sent something
+    /// unasked? Costs no syscall unless the socket was reported readable.
+    pub fn is_stale(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        self.io.is_stale()
+    }
+
+    /// Read more into `buf`. `Ok(0)` is the end of the stream.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < MIN_READ / 4 {
+            self.buf.reserve(self.read_size);
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        let mut rb = ReadBuf::uninit(self.buf.spare_capacity_mut());
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                // SAFETY: poll_read initialised the first n bytes of the
+                // spare capacity it was given.
+                unsafe { self.buf.set_len(self.buf.len() + n) };
+                if n == spare && self.read_size < MAX_READ {
+                    self.read_size *= 2;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Send a request and read its response head. `parts` is only read, so
+    /// the same request can be sent again when this fails early.
+    pub async fn exchange(
+        &mut self,
+        parts: &http::request::Parts,
+        body: &mut SendBody,
+    ) -> Result<Head, Error> {
+        let chunked = encode_head(&mut self.wbuf, parts, body);
+        if let SendBody::Full(b) = body {
+            if b.len() <= INLINE_BODY {
+                self.wbuf.extend_from_slice(b);
+            }
+        }
+        let fail = |error, sent, body_used| Error {
+            error,
+            sent,
+            body_used,
+            answered: false,
+        };
+        if let Err(e) = self.io.write_all(&self.wbuf).await {
+            return Err(fail(e.into(), true, false));
+        }
+        let mut body_used = false;
+        let sent_body = match body {
+            SendBody::None => Ok(()),
+            SendBody::Full(b) if b.len() <= INLINE_BODY => Ok(()),
+            SendBody::Full(b) => self.io.write_all(b).await.map_err(ProtoError::from),
+            SendBody::Stream(b) => {
+                body_used = true;
+                self.stream_body(b, chunked).await
+            }
+        };
+        match sent_body {
+            Ok(()) => {}
+            Err(e @ (ProtoError::BodyTooLarge | ProtoError::Client(_))) => {
+                return Err(fail(e, true, true))
+            }
+            // The server may have answered early (a 413, say) and closed:
+            // its answer is worth more than the write error.
+            Err(e) => {
+                return match self.read_head(&parts.method).await {
+                    Ok(mut head) => {
+                        head.keep_alive = false;
+                        Ok(head)
+                    }
+                    Err(_) => Err(fail(e, true, body_used)),
+                }
+            }
+        }
+        self.read_head(&parts.method)
+            .await
+            .map_err(|(error, answered)| Error {
+                error,
+                sent: true,
+                body_used,
+                answered,
+            })
+    }
+
+    async fn stream_body(
+        &mut self,
+        body: &mut RequestBody,
+        chunked: bool,
+    ) -> Result<(), ProtoError> {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.is::<super::pool::BodyTooLarge>() {
+                    ProtoError::BodyTooLarge
+                } else {
+                    ProtoError::Client(e)
+                }
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                self.wbuf.clear();
+                self.wbuf
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                self.wbuf.extend_from_slice(&data);
+                self.wbuf.extend_from_slice(b"\r\n");
+                self.io.write_all(&self.wbuf).await?;
+            } else {
+                self.io.write_all(&data).await?;
+            }
+        }
+        if chunked {
+            self.io.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok(())
+    }
+
+    /// Read up to the final response head, skipping interim 1xx answers
+    /// other than 101. The error says whether any byte had arrived.
+    async fn read_head(&mut self, method: &Method) -> Result<Head, (ProtoError, bool)> {
+        let mut answered = false;
+        loop {
+            if !self.buf.is_empty() {
+                answered = true;
+                match parse_head(&mut self.buf, method) {
+                    Ok(Some(head))
+                        if head.status.is_informational()
+                            && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                    {
+                        continue
+                    }
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) if self.buf.len() >= MAX_HEAD => {
+                        return Err((ProtoError::Invalid("response head too large"), true))
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err((e, true)),
+                }
+            }
+            match self.fill().await {
+                Ok(0) if answered => {
+                    return Err((
+                        ProtoError::Invalid("connection closed inside the head"),
+                        true,
+                    ))
+                }
+                Ok(0) => return Err((ProtoError::Closed, false)),
+                Ok(_) => {}
+                Err(e) => return Err((e.into(), answered)),
+            }
+        }
+    }
+}
+
+/// Write the request line and headers into `out`, with the body's framing.
+/// Returns whether the body is to be sent chunked.
+fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &SendBody) -> bool {
+    out.clear();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        // The client's `Expect: 100-continue` was answered on our side.
+        if name == header::EXPECT {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    let chunked = matches!(body, SendBody::Stream(_)) && !has_length;
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+        let len = match body {
+            SendBody::Full(b) => b.len(),
+            _ => 0,
+        };
+        out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    chunked
+}
+
+/// Parse a response head at the start of `buf` and consume it; `None` while
+/// it is incomplete.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ProtoError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut slots);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ProtoError::Invalid("too many header fields"))
+        }
+        Err(_) => return Err(ProtoError::Invalid("malformed head")),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ProtoError::Invalid("bad status code"))?;
+    let version = if res.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let count = res.headers.len();
+    // Where each name and value lie in the head, so that the values can be
+    // slices of the head's bytes rather than copies.
+    let mut at = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let base = buf.as_ptr() as usize;
+    for (slot, h) in at.iter_mut().zip(res.headers.iter()) {
+        *slot = (
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            h.value.as_ptr() as usize - base,
+            h.value.len(),
+        );
+    }
+    let bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_at, name_len, value_at, value_len) in &at[..count] {
+        let name = HeaderName::from_bytes(&bytes[name_at..name_at + name_len])
+            .map_err(|_| ProtoError::Invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(value_at..value_at + value_len))
+            .map_err(|_| ProtoError::Invalid("bad header value"))?;
+        headers.append(name, value);
+    }
+
+    let close = has_token(&headers, "close");
+    let mut keep_alive = match version {
+        Version::HTTP_10 => has_token(&headers, "keep-alive") && !close,
+        _ => !close,
+    };
+    let framing = if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides any Content-Length (RFC 9112 §6.3),
+        // which must not reach the client then.
+        headers.remove(header::CONTENT_LENGTH);
+        // Only chunked is ever used; like nginx, anything else (gzip as a
+        // transfer coding) is an error rather than bytes the client could
+        // not decode.
+        let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+        let only_chunked = te.next().and_then(|v| v.to_str().ok()).map(str::trim);
+        if !(only_chunked.is_some_and(|t| t.eq_ignore_ascii_case("chunked")) && te.next().is_none())
+        {
+            return Err(ProtoError::Invalid("unsupported Transfer-Encoding"));
+        }
+        Framing::Chunked
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        match content_length(&headers) {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => return Err(ProtoError::Invalid("bad Content-Length")),
+        }
+    } else {
+        keep_alive = false;
+        Framing::UntilClose
+    };
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The one length all Content-Length fields agree on.
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    let mut len = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        for part in v.to_str().ok()?.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let n: u64 = part.parse().ok()?;
+            if len.is_some_and(|l| l != n) {
+                return None;
+            }
+            len = Some(n);
+        }
+    }
+    len
+}
+
+fn has_token(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests;
