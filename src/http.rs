@@ -87,54 +87,59 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 }
 
 /// hyper runs its HTTP/1 header timer from the moment it waits for a request
-/// head, idle keep-alive wait included. This timer stretches that wait to the
-/// idle timeout as long as not one byte of the next request has arrived, so
-/// `header_timeout` bounds a slow head and `idle_timeout` an idle connection.
+/// head, idle keep-alive wait included. This timer starts counting
+/// `header_timeout` only once a byte of the next head has arrived: an idle
+/// connection is bounded by the idle watchdog in `serve` instead. So the
+/// common case, a head that arrives whole in one read, never touches the
+/// runtime's timer wheel.
 #[derive(Clone)]
 struct HeadTimer {
     act: Arc<Activity>,
-    idle: Duration,
+    header_timeout: Duration,
+    /// What `now` answers: hyper asks only to compute a deadline, which
+    /// this timer does not use, so no clock is read for it.
+    epoch: Instant,
 }
 
 struct HeadSleep {
-    inner: Pin<Box<tokio::time::Sleep>>,
-    read_at_start: u64,
-    idle_deadline: Instant,
     act: Arc<Activity>,
+    header_timeout: Duration,
+    read_at_start: u64,
+    /// Armed when the head's first byte is seen.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Future for HeadSleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.inner.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let quiet = self.act.read.load(Ordering::Relaxed) == self.read_at_start;
-            let idle_deadline = self.idle_deadline;
-            if quiet && Instant::now() < idle_deadline {
-                self.inner.as_mut().reset(idle_deadline.into());
-                continue;
-            }
-            return Poll::Ready(());
+        if self.act.read.load(Ordering::Relaxed) == self.read_at_start {
+            // Still idle: not this timer's business (see `serve`).
+            return Poll::Pending;
         }
+        let timeout = self.header_timeout;
+        self.timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+            .as_mut()
+            .poll(cx)
     }
 }
 
 impl Sleep for HeadSleep {}
 
 impl Timer for HeadTimer {
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Sleep>> {
-        self.sleep_until(Instant::now() + d)
+    fn sleep(&self, _: Duration) -> Pin<Box<dyn Sleep>> {
+        self.sleep_until(self.epoch)
     }
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        let now = Instant::now();
+    fn sleep_until(&self, _: Instant) -> Pin<Box<dyn Sleep>> {
         Box::pin(HeadSleep {
-            inner: Box::pin(tokio::time::sleep_until(deadline.into())),
-            read_at_start: self.act.read.load(Ordering::Relaxed),
-            idle_deadline: now + self.idle,
             act: self.act.clone(),
+            header_timeout: self.header_timeout,
+            read_at_start: self.act.read.load(Ordering::Relaxed),
+            timer: None,
         })
+    }
+    fn now(&self) -> Instant {
+        self.epoch
     }
 }
 
@@ -161,7 +166,8 @@ pub async fn serve<IO>(
         .http1()
         .timer(HeadTimer {
             act: act.clone(),
-            idle: idle.max(s.header_timeout),
+            header_timeout: s.header_timeout,
+            epoch: Instant::now(),
         })
         .header_read_timeout(s.header_timeout)
         .max_buf_size(s.max_header_size)

@@ -8,7 +8,7 @@ use crate::handler::Resp;
 use crate::service::{ConnInfo, Outcome};
 use crate::state::{canonical_ip, Snapshot};
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::h1::{Conn, Head, ProtoError, SendBody};
+use crate::upstream::h1::{strip_hop_by_hop, Conn, Head, ProtoError, SendBody};
 use crate::upstream::pool::{InflightGuard, Pool, RequestBody};
 use crate::upstream::{Server, Upstream};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,8 +22,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub async fn forward(
     up: &Arc<Upstream>,
@@ -190,9 +188,10 @@ fn response(
     guard: InflightGuard,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Resp {
+    // Hop-by-hop headers were left out when the head was parsed.
     let Head {
         status,
-        mut headers,
+        headers,
         framing,
         keep_alive,
         ..
@@ -204,7 +203,6 @@ fn response(
         }
         ProxyBody::empty()
     } else {
-        strip_hop_by_hop(&mut headers);
         ProxyBody::upstream(UpstreamBody::new(c, framing, keep_alive, guard))
     };
     let mut r = Response::new(body);
@@ -361,44 +359,6 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
-}
-
-/// Remove hop-by-hop headers: the fixed set and whatever Connection names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most requests carry none: one pass over the names costs less than a
-    // hashed lookup for each of the nine. When some are there (nginx and
-    // gunicorn answer with `Connection: keep-alive`), only the names present
-    // are looked up again to be removed.
-    if !h.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let listed: Vec<&str> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .collect();
-    let doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| is_hop_by_hop(n) || listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_str())))
-        .cloned()
-        .collect();
-    for n in doomed {
-        h.remove(n);
-    }
-}
-
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    n == header::CONNECTION
-        || n == KEEP_ALIVE
-        || n == header::TE
-        || n == header::TRAILER
-        || n == header::TRANSFER_ENCODING
-        || n == header::UPGRADE
-        || n == header::PROXY_AUTHENTICATE
-        || n == header::PROXY_AUTHORIZATION
-        || n == PROXY_CONNECTION
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -13,9 +13,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-type Idle = Mutex<Vec<(Conn, Instant)>>;
+/// Idle connections with the `now_ms` they came back at.
+type Idle = Mutex<Vec<(Conn, u64)>>;
 
 pub struct Pool {
     /// One idle list per worker thread (workers.rs): a request takes and
@@ -66,8 +67,9 @@ impl Pool {
     /// that moment fails. So are those the server has closed meanwhile.
     pub fn checkout(&self, max_age: Duration) -> Option<Conn> {
         let mut idle = self.shard().0.lock().ok()?;
+        let now = super::now_ms();
         while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() < max_age && !conn.is_stale() {
+            if u128::from(now.saturating_sub(since)) < max_age.as_millis() && !conn.is_stale() {
                 return Some(conn);
             }
         }
@@ -87,7 +89,7 @@ impl Pool {
         let (idle, max) = self.shard();
         if let Ok(mut idle) = idle.lock() {
             if idle.len() < max {
-                idle.push((conn, Instant::now()));
+                idle.push((conn, super::now_ms()));
             }
         }
     }

@@ -31,6 +31,7 @@ fn heads_are_parsed_with_their_framing_and_reuse() {
 
     let h = head("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
     assert!(!h.keep_alive);
+    assert!(!h.headers.contains_key("connection"), "hop-by-hop");
     let h = head("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n");
     assert!(!h.keep_alive, "HTTP/1.0 closes unless it says keep-alive");
     let h = head("HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: Keep-Alive\r\n\r\n");
@@ -39,6 +40,23 @@ fn heads_are_parsed_with_their_framing_and_reuse() {
     let h = head("HTTP/1.1 200 OK\r\n\r\n");
     assert_eq!(h.framing, Framing::UntilClose);
     assert!(!h.keep_alive);
+}
+
+#[test]
+fn hop_by_hop_headers_are_left_out_but_a_101_keeps_its_upgrade() {
+    let h = head(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Secret\r\n\
+         Keep-Alive: timeout=5\r\nX-Secret: 1\r\nProxy-Connection: x\r\nUpgrade: h2c\r\n\
+         Trailer: x\r\nX-Kept: 1\r\n\r\n",
+    );
+    let names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["content-length", "x-kept"]);
+    assert!(h.keep_alive);
+    let h = head(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(h.headers["upgrade"], "websocket");
+    assert_eq!(h.headers["connection"], "Upgrade");
 }
 
 #[test]
