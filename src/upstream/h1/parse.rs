@@ -1,0 +1,207 @@
+//! Reading a response head: status, end-to-end headers, how the body is
+//! framed and whether the connection may be reused; and which headers are
+//! hop-by-hop, for requests and responses alike.
+
+use super::{Framing, Head, ProtoError, MAX_HEADERS};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// Parse a response head at the start of `buf` and consume it; `None` while
+/// it is incomplete.
+pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ProtoError> {
+    // Uninitialised: zeroing 100 slots cost more than the whole parse.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ProtoError::Invalid("too many header fields"))
+        }
+        Err(_) => return Err(ProtoError::Invalid("malformed head")),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ProtoError::Invalid("bad status code"))?;
+    let version = if res.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    // Header values become slices of one copy of the head, not a copy each.
+    let bytes = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    let mut conn = Tokens::default();
+    let mut length = Length::Absent;
+    let mut chunked = None;
+    for h in res.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ProtoError::Invalid("bad header name"))?;
+        let at = h.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(at..at + h.value.len()))
+            .map_err(|_| ProtoError::Invalid("bad header value"))?;
+        if name == header::CONNECTION {
+            conn.add(h.value);
+        }
+        if name == header::CONTENT_LENGTH {
+            length = length.add(h.value);
+        } else if name == header::TRANSFER_ENCODING {
+            // Only chunked is ever used; like nginx, anything else (gzip as
+            // a transfer coding, or chunked twice) is an error rather than
+            // bytes the client could not decode.
+            let only_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            chunked = Some(only_chunked && chunked.is_none());
+        }
+        // Hop-by-hop headers end here, except on a 101 (they are its point).
+        if upgrade || !is_hop_by_hop(&name) {
+            headers.append(name, value);
+        }
+    }
+    if conn.others && !upgrade {
+        // Headers the Connection header names are hop-by-hop too.
+        for h in res.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for t in h.value.split(|&b| b == b',') {
+                    if let Ok(n) = HeaderName::from_bytes(t.trim_ascii()) {
+                        headers.remove(n);
+                    }
+                }
+            }
+        }
+    }
+    buf.advance(len);
+
+    let mut keep_alive = match version {
+        Version::HTTP_10 => conn.keep_alive && !conn.close,
+        _ => !conn.close,
+    };
+    let framing = if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if let Some(only_chunked) = chunked {
+        if !only_chunked {
+            return Err(ProtoError::Invalid("unsupported Transfer-Encoding"));
+        }
+        // Transfer-Encoding overrides any Content-Length (RFC 9112 §6.3),
+        // which must not reach the client then.
+        headers.remove(header::CONTENT_LENGTH);
+        Framing::Chunked
+    } else {
+        match length {
+            Length::Absent => {
+                keep_alive = false;
+                Framing::UntilClose
+            }
+            Length::Is(0) => Framing::Empty,
+            Length::Is(n) => Framing::Length(n),
+            Length::Bad => return Err(ProtoError::Invalid("bad Content-Length")),
+        }
+    };
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The Connection header's tokens that matter here.
+#[derive(Default)]
+struct Tokens {
+    close: bool,
+    keep_alive: bool,
+    /// Tokens naming other headers.
+    others: bool,
+}
+
+impl Tokens {
+    fn add(&mut self, value: &[u8]) {
+        for t in value.split(|&b| b == b',') {
+            let t = t.trim_ascii();
+            let close = t.eq_ignore_ascii_case(b"close");
+            let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
+            self.close |= close;
+            self.keep_alive |= keep_alive;
+            self.others |= !(close || keep_alive || t.is_empty());
+        }
+    }
+}
+
+/// Content-Length fields: all must agree on one number of digits.
+#[derive(Clone, Copy)]
+enum Length {
+    Absent,
+    Is(u64),
+    Bad,
+}
+
+impl Length {
+    fn add(self, value: &[u8]) -> Length {
+        let mut acc = self;
+        for part in value.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let n = if !part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit) {
+                part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+            } else {
+                return Length::Bad;
+            };
+            acc = match acc {
+                Length::Absent => Length::Is(n),
+                Length::Is(m) if m == n => Length::Is(m),
+                _ => return Length::Bad,
+            };
+        }
+        acc
+    }
+}
+
+/// Remove hop-by-hop headers: the fixed set and whatever Connection names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names costs less than a
+    // hashed lookup for each of the nine. When some are there (nginx and
+    // gunicorn answer with `Connection: keep-alive`), only the names present
+    // are looked up again to be removed.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let listed: Vec<&str> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .collect();
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_hop_by_hop(n) || listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_str())))
+        .cloned()
+        .collect();
+    for n in doomed {
+        h.remove(n);
+    }
+}
+
+pub fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == KEEP_ALIVE
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || n == header::PROXY_AUTHENTICATE
+        || n == header::PROXY_AUTHORIZATION
+        || n == PROXY_CONNECTION
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
