@@ -189,19 +189,16 @@ async fn respond(
 ) -> Result<Resp, ProxyError> {
     let len = o.meta.len();
     let modified = o.meta.modified().ok();
-    let etag = cond::etag(modified, len, o.coding.map(cond::Coding::name));
+    let (etag, last_modified) =
+        cond::validator_values(modified, len, o.coding.map(cond::Coding::name));
     let v = Validators {
-        etag: &etag,
+        etag: etag.to_str().unwrap_or_default(),
         modified,
     };
     let mut h = HeaderMap::with_capacity(10);
-    if let Ok(e) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, e);
-    }
-    if let Some(m) = modified {
-        if let Ok(lm) = HeaderValue::try_from(httpdate::fmt_http_date(m)) {
-            h.insert(header::LAST_MODIFIED, lm);
-        }
+    h.insert(header::ETAG, etag.clone());
+    if let Some(lm) = last_modified {
+        h.insert(header::LAST_MODIFIED, lm);
     }
     if site.precompressed {
         h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));

@@ -6,6 +6,8 @@
 use http::header::{
     HeaderMap, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
 };
+use http::HeaderValue;
+use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a file's validators are: the ETag's opaque value (quotes included)
@@ -27,6 +29,46 @@ pub fn etag(modified: Option<SystemTime>, len: u64, coding: Option<&str>) -> Str
         Some(c) => format!("\"{:x}.{:x}-{len:x}-{c}\"", d.as_secs(), d.subsec_nanos()),
         None => format!("\"{:x}.{:x}-{len:x}\"", d.as_secs(), d.subsec_nanos()),
     }
+}
+
+/// The ETag and Last-Modified header values of one version of a file.
+/// Formatting them (hex digits, an HTTP date) cost more than opening the
+/// file, so each thread keeps the values of recent versions, in a small
+/// table indexed by a hash of what they are made from.
+pub fn validator_values(
+    modified: Option<SystemTime>,
+    len: u64,
+    coding: Option<&'static str>,
+) -> (HeaderValue, Option<HeaderValue>) {
+    type Slot = Option<(
+        (Option<SystemTime>, u64, Option<&'static str>),
+        HeaderValue,
+        Option<HeaderValue>,
+    )>;
+    const SLOTS: usize = 64;
+    thread_local! {
+        static RECENT: RefCell<[Slot; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
+    }
+    let key = (modified, len, coding);
+    let d = modified
+        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let mix = (d.as_secs() ^ u64::from(d.subsec_nanos()) ^ len.rotate_left(32))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let i = (mix >> 58) as usize % SLOTS;
+    RECENT.with_borrow_mut(|recent| {
+        if let Some((k, e, lm)) = &recent[i] {
+            if *k == key {
+                return (e.clone(), lm.clone());
+            }
+        }
+        // Hex digits, quotes, dots and a coding name: always a valid value.
+        let e = HeaderValue::from_str(&etag(modified, len, coding))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        let lm = modified.and_then(|m| HeaderValue::try_from(httpdate::fmt_http_date(m)).ok());
+        recent[i] = Some((key, e.clone(), lm.clone()));
+        (e, lm)
+    })
 }
 
 /// HTTP dates have whole seconds; compare in those.

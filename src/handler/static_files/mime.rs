@@ -5,6 +5,8 @@
 //! `charset=utf-8`, which is what collectstatic and bundlers write.
 
 use http::HeaderValue;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 const TABLE: &[(&str, &str)] = &[
@@ -52,6 +54,26 @@ pub fn content_type(path: &Path) -> HeaderValue {
     if let Some((_, t)) = TABLE.iter().find(|(e, _)| e.eq_ignore_ascii_case(ext)) {
         return HeaderValue::from_static(t);
     }
+    // mime_guess searches a table of ~1,500 entries: each thread keeps what
+    // it found for the few long-tail extensions a site really has.
+    thread_local! {
+        static FOUND: RefCell<HashMap<Box<str>, HeaderValue>> = RefCell::new(HashMap::new());
+    }
+    FOUND.with_borrow_mut(|found| {
+        if let Some(v) = found.get(ext) {
+            return v.clone();
+        }
+        let v = guess(ext);
+        // Bounded whatever names requests make up.
+        if found.len() >= 256 {
+            found.clear();
+        }
+        found.insert(ext.into(), v.clone());
+        v
+    })
+}
+
+fn guess(ext: &str) -> HeaderValue {
     match mime_guess::from_ext(ext).first_raw() {
         Some(t) if t.starts_with("text/") => {
             HeaderValue::from_str(&format!("{t}; charset=utf-8")).unwrap_or(OCTET)

@@ -163,6 +163,37 @@ async fn etag_changes_when_the_file_does() {
     assert_ne!(first, second.hdr("etag"));
 }
 
+/// Validators are kept per thread; files of one length and different times
+/// served in turn must never get each other's.
+#[tokio::test]
+async fn each_file_version_keeps_its_own_validators() {
+    let t = site(&[("a.txt", b"aaa"), ("b.txt", b"bbb"), ("c.txt", b"ccc")]);
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for (i, n) in ["a.txt", "b.txt", "c.txt"].iter().enumerate() {
+        set_mtime(
+            &t.root().join(n),
+            base + Duration::from_nanos(i as u64 * 1_000_000_007),
+        );
+    }
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..3 {
+        for n in ["a.txt", "b.txt", "c.txt"] {
+            let g = get(&t, &format!("/static/{n}"), &[]).await;
+            let mtime = fs::metadata(t.root().join(n)).unwrap().modified().unwrap();
+            let want = cond::etag(Some(mtime), 3, None);
+            assert_eq!(g.hdr("etag"), want, "{n}");
+            assert_eq!(
+                g.hdr("last-modified"),
+                httpdate::fmt_http_date(mtime),
+                "{n}"
+            );
+            seen.insert(n, want);
+        }
+    }
+    let distinct: std::collections::HashSet<_> = seen.values().collect();
+    assert_eq!(distinct.len(), 3);
+}
+
 #[tokio::test]
 async fn conditional_requests() {
     let t = site(&[("a.js", b"let a = 1;")]);
@@ -350,11 +381,17 @@ async fn content_types_by_extension() {
         ("a.js.map", "application/json"),
         ("a.txt", "text/plain; charset=utf-8"),
         ("noext", "application/octet-stream"),
+        // The long tail, from mime_guess and then from the thread's cache.
+        ("a.ics", "text/calendar; charset=utf-8"),
+        ("a.bin", "application/octet-stream"),
+        ("a.epub", "application/epub+zip"),
     ];
     let files: Vec<(&str, &[u8])> = names.iter().map(|(n, _)| (*n, &b"x"[..])).collect();
     let t = site(&files);
-    for (name, ct) in names {
-        let g = get(&t, &format!("/static/{name}"), &[]).await;
-        assert_eq!(g.hdr("content-type"), ct, "{name}");
+    for _ in 0..2 {
+        for (name, ct) in names {
+            let g = get(&t, &format!("/static/{name}"), &[]).await;
+            assert_eq!(g.hdr("content-type"), ct, "{name}");
+        }
     }
 }
