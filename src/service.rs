@@ -58,7 +58,10 @@ pub async fn handle(
         .as_ref()
         .map(|l| entry(&parts, &conn, &request_id, start, l.clone()));
     let mut out = Outcome::default();
-    let mut resp = match dispatch(&snap, &state, &conn, parts, body, &mut out).await {
+    // Boxed: hyper keeps this future's slot for the connection's whole life,
+    // idle keep-alive included; the request's state (5.5 KiB across gate,
+    // upstream exchange and file serving) is only held while it runs.
+    let mut resp = match Box::pin(dispatch(&snap, &state, &conn, parts, body, &mut out)).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -231,4 +234,26 @@ fn entry(
 /// A ProxyBody-typed error response, for callers outside the service.
 pub fn error_response(e: &ProxyError) -> http::Response<ProxyBody> {
     handler::text(e.status(), e.public_message())
+}
+
+#[cfg(test)]
+mod tests {
+    /// hyper keeps the service future's slot for as long as the connection
+    /// lives; an idle keep-alive connection must not hold a request's worth
+    /// of state (bench/README.md, idle memory).
+    #[test]
+    fn an_idle_connection_holds_a_small_service_future() {
+        fn size_of_future<F, Fut>(_: F) -> usize
+        where
+            F: Fn(
+                http::Request<hyper::body::Incoming>,
+                std::sync::Arc<super::ConnInfo>,
+                std::sync::Arc<crate::state::State>,
+            ) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let size = size_of_future(super::handle);
+        assert!(size <= 1024, "service future is {size} bytes");
+    }
 }
