@@ -586,6 +586,47 @@ async fn a_reused_connection_dropped_by_the_server_is_retried_fresh() {
     );
 }
 
+/// A server that closes every connection right after its answer, without
+/// saying `Connection: close`: the pooled connection is found closed (or
+/// fails as the next request goes out) and the next request still gets
+/// through, with no retries allowed and one failure enough to take the
+/// server out.
+#[tokio::test]
+async fn a_connection_the_server_closed_after_answering_is_not_a_failure() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Dropped: closed with no warning.
+            });
+        }
+    });
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{addr}\"]\nretries = 0\nmax_fails = 1\nkeepalive_timeout = \"60s\"\n[[route]]\nupstream = \"app\"\n"
+    )))
+    .await;
+    for i in 0..6 {
+        let (status, _, body) = get(&p.url("/")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "request {i}");
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 6);
+}
+
 /// gunicorn hands a chunked body to a WSGI app as empty; the proxy sends
 /// bodies that came without a length whole, with one, unless told not to.
 #[tokio::test]
