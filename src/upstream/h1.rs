@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -74,7 +74,8 @@ pub struct Head {
 #[derive(Debug)]
 pub struct Error {
     pub error: ProtoError,
-    /// Some byte of the request may have reached the server.
+    /// The server may have received the whole request head (and so may
+    /// have acted on it).
     pub sent: bool,
     /// The request body was polled: it cannot be sent again.
     pub body_used: bool,
@@ -150,9 +151,11 @@ impl Conn {
         body: &mut SendBody,
     ) -> Result<Head, Error> {
         let chunked = encode_head(&mut self.wbuf, parts, body);
+        let mut inline = false;
         if let SendBody::Full(b) = body {
             if b.len() <= INLINE_BODY {
                 self.wbuf.extend_from_slice(b);
+                inline = true;
             }
         }
         let fail = |error, sent, body_used| Error {
@@ -162,7 +165,9 @@ impl Conn {
             answered: false,
         };
         if let Err(e) = self.io.write_all(&self.wbuf).await {
-            return Err(fail(e.into(), true, false));
+            // A head that did not go out whole is no request the server
+            // could act on; with a body behind it, the head may have.
+            return Err(fail(e.into(), inline, false));
         }
         let mut body_used = false;
         let sent_body = match body {
@@ -222,8 +227,8 @@ impl Conn {
             }
             if chunked {
                 self.wbuf.clear();
-                self.wbuf
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                // Writing into a Vec cannot fail.
+                let _ = write!(self.wbuf, "{:x}\r\n", data.len());
                 self.wbuf.extend_from_slice(&data);
                 self.wbuf.extend_from_slice(b"\r\n");
                 self.io.write_all(&self.wbuf).await?;
@@ -302,7 +307,8 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &SendBody)
             SendBody::Full(b) => b.len(),
             _ => 0,
         };
-        out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "content-length: {len}\r\n");
     }
     out.extend_from_slice(b"\r\n");
     chunked

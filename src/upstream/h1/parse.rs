@@ -64,16 +64,16 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         }
     }
     if conn.others && !upgrade {
-        // Headers the Connection header names are hop-by-hop too.
+        // Headers the Connection header names are hop-by-hop too: put it
+        // back and let the rule shared with requests remove them with it.
         for h in res.headers.iter() {
             if h.name.eq_ignore_ascii_case("connection") {
-                for t in h.value.split(|&b| b == b',') {
-                    if let Ok(n) = HeaderName::from_bytes(t.trim_ascii()) {
-                        headers.remove(n);
-                    }
+                if let Ok(v) = HeaderValue::from_bytes(h.value) {
+                    headers.append(header::CONNECTION, v);
                 }
             }
         }
+        strip_hop_by_hop(&mut headers);
     }
     buf.advance(len);
 

@@ -307,6 +307,16 @@ async fn a_connection_closed_before_answering_says_so() {
         .await
         .unwrap_err();
     assert!(!e.answered && !e.body_used);
+    assert!(!e.sent, "a head that could not be written was not sent");
+
+    // With a body written in the same go, the head may have arrived whole.
+    let parts = request(Method::PUT, "/", &[("content-length", "2")]);
+    let (a, b) = UnixStream::pair().unwrap();
+    drop(b);
+    let mut conn = Conn::new(Stream::Unix(a));
+    let mut body = SendBody::Full(Bytes::from_static(b"hi"));
+    let e = conn.exchange(&parts, &mut body).await.unwrap_err();
+    assert!(e.sent && !e.body_used);
 }
 
 #[tokio::test]
