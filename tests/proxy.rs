@@ -537,41 +537,57 @@ async fn max_connections_makes_extra_clients_wait_not_fail() {
     assert!(String::from_utf8_lossy(&buf2[..n]).starts_with("HTTP/1.1 200"));
 }
 
-/// The keep-alive race: the server drops a kept-alive connection just as the
-/// proxy reuses it. The request must go through on a fresh connection, even
-/// with one server and `retries = 0`.
-#[tokio::test]
-async fn a_reused_connection_dropped_by_the_server_is_retried_fresh() {
+/// A raw TCP upstream: `serve` gets each accepted connection; the counter
+/// is the number of connections accepted.
+async fn raw_upstream<F, Fut>(
+    serve: F,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c = conns.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
+        while let Ok((s, _)) = l.accept().await {
             c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                // Answer the first request, keep the connection open, then
-                // read the second request and close without a word.
-                let mut buf = vec![0u8; 4096];
-                for n in 0.. {
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let k = s.read(&mut buf).await.unwrap_or(0);
-                        if k == 0 {
-                            return;
-                        }
-                        got.extend_from_slice(&buf[..k]);
-                    }
-                    if n == 1 {
-                        return;
-                    }
-                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
-                }
-            });
+            tokio::spawn(serve(s));
         }
     });
+    (addr, conns)
+}
+
+/// Read one request head; false when the connection ended first.
+async fn read_head(s: &mut tokio::net::TcpStream) -> bool {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    true
+}
+
+const RAW_OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// The keep-alive race: the server drops a kept-alive connection just as the
+/// proxy reuses it. The request must go through on a fresh connection, even
+/// with one server and `retries = 0`.
+#[tokio::test]
+async fn a_reused_connection_dropped_by_the_server_is_retried_fresh() {
+    // Answer the first request, keep the connection open, then read the
+    // second request and close without a word.
+    let (addr, conns) = raw_upstream(|mut s| async move {
+        if read_head(&mut s).await {
+            s.write_all(RAW_OK).await.unwrap();
+            read_head(&mut s).await;
+        }
+    })
+    .await;
     let p = proxy(&cfg(&format!(
         "[upstream.app]\nservers = [\"{addr}\"]\nretries = 0\nkeepalive_timeout = \"60s\"\n[[route]]\nupstream = \"app\"\n"
     )))
@@ -593,29 +609,13 @@ async fn a_reused_connection_dropped_by_the_server_is_retried_fresh() {
 /// server out.
 #[tokio::test]
 async fn a_connection_the_server_closed_after_answering_is_not_a_failure() {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let c = conns.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = vec![0u8; 4096];
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => got.extend_from_slice(&buf[..k]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                // Dropped: closed with no warning.
-            });
+    let (addr, conns) = raw_upstream(|mut s| async move {
+        if read_head(&mut s).await {
+            // Then dropped: closed with no warning.
+            let _ = s.write_all(RAW_OK).await;
         }
-    });
+    })
+    .await;
     let p = proxy(&cfg(&format!(
         "[upstream.app]\nservers = [\"{addr}\"]\nretries = 0\nmax_fails = 1\nkeepalive_timeout = \"60s\"\n[[route]]\nupstream = \"app\"\n"
     )))

@@ -15,7 +15,7 @@ fn smooth_weighted_sequence_matches_nginx() {
     assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 3);
 }
 
-fn settings() -> crate::upstream::UpstreamSettings {
+pub(super) fn settings() -> crate::upstream::UpstreamSettings {
     crate::upstream::UpstreamSettings {
         balance: Balance::RoundRobin,
         connect_timeout: std::time::Duration::from_secs(1),

@@ -122,17 +122,9 @@ fn incomplete_and_malformed_heads() {
 
 fn server() -> Arc<crate::upstream::Server> {
     let settings = UpstreamSettings {
-        balance: crate::upstream::Balance::RoundRobin,
-        connect_timeout: std::time::Duration::from_secs(1),
-        timeout: std::time::Duration::from_secs(1),
-        retries: 0,
-        max_fails: 1,
-        fail_timeout: std::time::Duration::from_secs(10),
-        fail_on_status: false,
         keepalive: 4,
         keepalive_timeout: std::time::Duration::from_secs(60),
-        buffer_chunked: true,
-        health: None,
+        ..crate::upstream::tests::settings()
     };
     let addr = ServerAddr::Unix("/nonexistent".into());
     Arc::new(crate::upstream::Server::new(addr, &settings))
