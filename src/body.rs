@@ -113,3 +113,42 @@ impl Drop for ProxyBody {
         }
     }
 }
+
+/// A request's body as the handlers see it, whichever protocol carried it.
+pub enum ReqBody {
+    Empty,
+    H1(crate::http::H1Body),
+    H2(hyper::body::Incoming),
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::H1(b) => b.is_end_stream(),
+            ReqBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::H1(b) => b.size_hint(),
+            ReqBody::H2(b) => b.size_hint(),
+        }
+    }
+}

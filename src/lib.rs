@@ -5,7 +5,7 @@
 //! ```text
 //! listener (accept, connection limit)                     listener.rs
 //!   -> tls (rustls, SNI, ALPN h2/http1.1)                  tls/, TLS listeners only
-//!   -> http (hyper-util auto server, timeouts, upgrades)   http.rs
+//!   -> http: HTTP/1.x our own loop, HTTP/2 hyper's         http/h1/, http/h2.rs
 //!   -> service: snapshot = state.load()                    service.rs
 //!        -> router.find(host, path)   -> Route             router.rs   (404 if none)
 //!        -> gate: route.jwt.check()   -> claims            gate/       (401/403, nothing forwarded)

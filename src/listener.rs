@@ -97,7 +97,9 @@ async fn accept_loop(
             let _permit = permit;
             match kind {
                 ListenKind::Tls => {
-                    crate::tls::serve(stream, peer, local, state, conn_shutdown).await
+                    // Boxed: a TLS connection's state (the session, the
+                    // handshake) would otherwise size every plain one's task.
+                    Box::pin(crate::tls::serve(stream, peer, local, state, conn_shutdown)).await
                 }
                 _ => {
                     let info = Arc::new(ConnInfo {

@@ -2,14 +2,13 @@
 //! is the only place where an error becomes an HTTP response.
 
 use crate::access_log::{self, Entry};
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, ReqBody};
 use crate::error::ProxyError;
 use crate::handler::{self, Resp};
 use crate::router::Action;
 use crate::state::{ListenKind, Snapshot, State};
 use http::header::{HeaderName, CONTENT_LENGTH, REFERER, USER_AGENT, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, StatusCode};
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +44,7 @@ pub struct Outcome {
 }
 
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     conn: Arc<ConnInfo>,
     state: Arc<State>,
 ) -> Result<Resp, Infallible> {
@@ -58,10 +57,8 @@ pub async fn handle(
         .as_ref()
         .map(|l| entry(&parts, &conn, &request_id, start, l.clone()));
     let mut out = Outcome::default();
-    // Boxed: hyper keeps this future's slot for the connection's whole life,
-    // idle keep-alive included; the request's state (5.5 KiB across gate,
-    // upstream exchange and file serving) is only held while it runs.
-    let mut resp = match Box::pin(dispatch(&snap, &state, &conn, parts, body, &mut out)).await {
+    // The connections box this future: an idle one holds no request state.
+    let mut resp = match dispatch(&snap, &state, &conn, parts, body, &mut out).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -92,7 +89,7 @@ async fn dispatch(
     state: &State,
     conn: &Arc<ConnInfo>,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: ReqBody,
     out: &mut Outcome,
 ) -> Result<Resp, ProxyError> {
     if parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
@@ -234,26 +231,4 @@ fn entry(
 /// A ProxyBody-typed error response, for callers outside the service.
 pub fn error_response(e: &ProxyError) -> http::Response<ProxyBody> {
     handler::text(e.status(), e.public_message())
-}
-
-#[cfg(test)]
-mod tests {
-    /// hyper keeps the service future's slot for as long as the connection
-    /// lives; an idle keep-alive connection must not hold a request's worth
-    /// of state (bench/README.md, idle memory).
-    #[test]
-    fn an_idle_connection_holds_a_small_service_future() {
-        fn size_of_future<F, Fut>(_: F) -> usize
-        where
-            F: Fn(
-                http::Request<hyper::body::Incoming>,
-                std::sync::Arc<super::ConnInfo>,
-                std::sync::Arc<crate::state::State>,
-            ) -> Fut,
-        {
-            std::mem::size_of::<Fut>()
-        }
-        let size = size_of_future(super::handle);
-        assert!(size <= 1024, "service future is {size} bytes");
-    }
 }

@@ -2,9 +2,10 @@
 //! a pooled connection used, retries where they are safe, the response
 //! streamed back. WebSocket and other upgrades are joined end to end.
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, ReqBody};
 use crate::error::ProxyError;
 use crate::handler::Resp;
+use crate::http::OnUpgrade;
 use crate::service::{ConnInfo, Outcome};
 use crate::state::{canonical_ip, Snapshot};
 use crate::upstream::body::UpstreamBody;
@@ -13,8 +14,6 @@ use crate::upstream::pool::{InflightGuard, Pool, RequestBody};
 use crate::upstream::{Server, Upstream};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -28,18 +27,18 @@ pub async fn forward(
     snap: &Snapshot,
     conn: &ConnInfo,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: ReqBody,
     out: &mut Outcome,
 ) -> Result<Resp, ProxyError> {
     let client_version = parts.version;
     let upgrade = prepare(&mut parts, snap, conn)?;
     let client_ip = client_ip(&parts.headers, snap, conn);
     let client_upgrade = if upgrade.is_some() {
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        parts.extensions.remove::<OnUpgrade>()
     } else {
         None
     };
-    let mut send = if hyper::body::Body::is_end_stream(&body) {
+    let mut send = if http_body::Body::is_end_stream(&body) {
         SendBody::None
     } else if up.settings.buffer_chunked
         && upgrade.is_none()
@@ -182,12 +181,7 @@ async fn exchange(
     }
 }
 
-fn response(
-    head: Head,
-    c: Conn,
-    guard: InflightGuard,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Resp {
+fn response(head: Head, c: Conn, guard: InflightGuard, client_upgrade: Option<OnUpgrade>) -> Resp {
     // Hop-by-hop headers were left out when the head was parsed.
     let Head {
         status,
@@ -211,13 +205,11 @@ fn response(
     r
 }
 
-async fn join_upgraded(client: hyper::upgrade::OnUpgrade, mut up: Conn, _guard: InflightGuard) {
+async fn join_upgraded(client: OnUpgrade, mut up: Conn, _guard: InflightGuard) {
     use tokio::io::AsyncWriteExt;
-    let client = match client.await {
-        Ok(c) => c,
-        Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+    let Some(mut c) = client.wait().await else {
+        return tracing::debug!("the client connection ended before the upgrade");
     };
-    let mut c = TokioIo::new(client);
     // What the server sent right after its 101 came with the head.
     if !up.buf.is_empty() {
         if let Err(e) = c.write_all(&up.buf).await {
@@ -371,7 +363,7 @@ fn is_idempotent(m: &Method) -> bool {
 /// Read a body that came without a Content-Length whole, up to `max`: WSGI
 /// servers (gunicorn) hand a chunked body to the app as empty, so like
 /// nginx's request buffering the upstream gets it with a length.
-async fn read_whole(body: Incoming, max: u64) -> Result<bytes::Bytes, ProxyError> {
+async fn read_whole(body: ReqBody, max: u64) -> Result<bytes::Bytes, ProxyError> {
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, max as usize)
         .collect()

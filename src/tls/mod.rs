@@ -109,7 +109,11 @@ pub async fn serve(
         kind: ListenKind::Tls,
         client_cert_subject,
     });
-    crate::http::serve(stream, info, state, shutdown).await
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        crate::http::serve_h2(stream, info, state, shutdown).await
+    } else {
+        crate::http::serve(stream, info, state, shutdown).await
+    }
 }
 
 /// Log what `check` prints as warnings: the server calls this on start and

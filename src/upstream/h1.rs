@@ -18,18 +18,13 @@ use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use std::io::{self, Write};
-use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 
 /// The most a response head may take; a bigger one is a broken upstream.
 const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields in a response head (hyper's limit too).
 const MAX_HEADERS: usize = 100;
-/// Reads start this big and double, up to `MAX_READ`, while they fill the
-/// buffer: small answers cost little memory, big downloads few syscalls.
-const MIN_READ: usize = 8 * 1024;
-const MAX_READ: usize = 64 * 1024;
 /// A body this small is written together with the head, in one syscall.
 const INLINE_BODY: usize = 16 * 1024;
 
@@ -103,7 +98,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             wbuf: Vec::new(),
-            read_size: MIN_READ,
+            read_size: crate::http::decode::MIN_READ,
         }
     }
 
@@ -118,25 +113,7 @@ impl Conn {
 
     /// Read more into `buf`. `Ok(0)` is the end of the stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < MIN_READ / 4 {
-            self.buf.reserve(self.read_size);
-        }
-        let spare = self.buf.capacity() - self.buf.len();
-        let mut rb = ReadBuf::uninit(self.buf.spare_capacity_mut());
-        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                // SAFETY: poll_read initialised the first n bytes of the
-                // spare capacity it was given.
-                unsafe { self.buf.set_len(self.buf.len() + n) };
-                if n == spare && self.read_size < MAX_READ {
-                    self.read_size *= 2;
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        crate::http::decode::poll_fill(&mut self.io, &mut self.buf, &mut self.read_size, cx)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {

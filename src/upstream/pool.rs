@@ -8,7 +8,6 @@ use super::ServerAddr;
 use crate::body::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -101,7 +100,7 @@ impl Pool {
 
 /// A client's body streamed upstream, limited to `max_body` as it goes.
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<crate::body::ReqBody>,
     remaining: u64,
 }
 
@@ -110,7 +109,7 @@ pub struct RequestBody {
 pub struct BodyTooLarge;
 
 impl RequestBody {
-    pub fn limited(inner: Incoming, limit: u64) -> Self {
+    pub fn limited(inner: crate::body::ReqBody, limit: u64) -> Self {
         RequestBody {
             inner: Some(inner),
             remaining: limit,
@@ -142,7 +141,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -3,6 +3,7 @@
 //! hop-by-hop, for requests and responses alike.
 
 use super::{Framing, Head, ProtoError, MAX_HEADERS};
+use crate::http::decode::{Length, Tokens};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -36,7 +37,9 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     // Header values become slices of one copy of the head, not a copy each.
     let bytes = Bytes::copy_from_slice(&buf[..len]);
     let base = buf.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    // Room for the fields added on the way out (X-Request-Id, HSTS, a
+    // route's headers): a map that grows rehashes every entry.
+    let mut headers = HeaderMap::with_capacity(res.headers.len() + 4);
     let mut conn = Tokens::default();
     let mut length = Length::Absent;
     let mut chunked = None;
@@ -50,7 +53,7 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
             conn.add(h.value);
         }
         if name == header::CONTENT_LENGTH {
-            length = length.add(h.value);
+            length = length.with(h.value);
         } else if name == header::TRANSFER_ENCODING {
             // Only chunked is ever used; like nginx, anything else (gzip as
             // a transfer coding, or chunked twice) is an error rather than
@@ -113,56 +116,6 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         framing,
         keep_alive,
     }))
-}
-
-/// The Connection header's tokens that matter here.
-#[derive(Default)]
-struct Tokens {
-    close: bool,
-    keep_alive: bool,
-    /// Tokens naming other headers.
-    others: bool,
-}
-
-impl Tokens {
-    fn add(&mut self, value: &[u8]) {
-        for t in value.split(|&b| b == b',') {
-            let t = t.trim_ascii();
-            let close = t.eq_ignore_ascii_case(b"close");
-            let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
-            self.close |= close;
-            self.keep_alive |= keep_alive;
-            self.others |= !(close || keep_alive || t.is_empty());
-        }
-    }
-}
-
-/// Content-Length fields: all must agree on one number of digits.
-#[derive(Clone, Copy)]
-enum Length {
-    Absent,
-    Is(u64),
-    Bad,
-}
-
-impl Length {
-    fn add(self, value: &[u8]) -> Length {
-        let mut acc = self;
-        for part in value.split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = if !part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit) {
-                part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
-            } else {
-                return Length::Bad;
-            };
-            acc = match acc {
-                Length::Absent => Length::Is(n),
-                Length::Is(m) if m == n => Length::Is(m),
-                _ => return Length::Bad,
-            };
-        }
-        acc
-    }
 }
 
 /// Remove hop-by-hop headers: the fixed set and whatever Connection names.

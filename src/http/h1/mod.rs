@@ -1,0 +1,358 @@
+//! HTTP/1.x on one client connection: read a head, run the request through
+//! the service, write the answer, and again while the client keeps the
+//! connection. Everything happens in the connection's task; the request body
+//! reads the same socket through `io::Shared`.
+//!
+//! Timeouts: an idle connection (no byte read or written) is closed after
+//! `idle_timeout`, checked against one timer per connection that is only
+//! moved when it fires; `header_timeout` starts with the first byte of a
+//! head, so a head that arrives in one read never touches a timer.
+
+mod io;
+mod request;
+mod response;
+#[cfg(test)]
+mod tests;
+
+pub use io::{H1Body, OnUpgrade, Upgraded};
+
+use self::io::{lock, Shared, SharedIo};
+use self::request::{Head, Reject};
+use super::Io;
+use crate::body::ReqBody;
+use crate::service::{self, ConnInfo};
+use crate::state::State;
+use http::{Method, Request, StatusCode};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Sleep;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long a closing connection may take to say goodbye, and how much of
+/// an unread request body is read and dropped meanwhile, so that the answer
+/// is not lost to a reset (nginx's lingering close).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+#[derive(Clone, Copy)]
+struct Limits {
+    header_timeout: Duration,
+    idle: Duration,
+    max_head: usize,
+}
+
+// Returned once per request and moved once: boxing would cost more.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Request(Head),
+    /// The client went away, idled out, or the server is shutting down.
+    Closed,
+    H2,
+    Reject(Reject),
+}
+
+/// Serve HTTP/1.x until the connection ends. Returns the connection when the
+/// client opened with the HTTP/2 preface instead.
+pub async fn serve<T: Io>(
+    io: T,
+    info: Arc<ConnInfo>,
+    state: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+) -> Option<Upgraded> {
+    let lim = {
+        let s = &state.load().server;
+        Limits {
+            header_timeout: s.header_timeout,
+            idle: s.idle_timeout,
+            max_head: s.max_header_size,
+        }
+    };
+    let shared = Arc::new(Mutex::new(Shared::new(io)));
+    let mut stop_rx = shutdown.clone();
+    let stopping = async move {
+        let _ = stop_rx.changed().await;
+    };
+    tokio::pin!(stopping);
+    let idle = tokio::time::sleep(lim.idle);
+    tokio::pin!(idle);
+    let mut first = true;
+    let linger = loop {
+        let head = match next_head(&shared, &lim, first, idle.as_mut(), stopping.as_mut()).await {
+            Next::Request(h) => h,
+            Next::Closed => break false,
+            Next::H2 => return Some(Upgraded::new(shared)),
+            Next::Reject(r) => {
+                // Boxed: rare, and large (it holds a whole response).
+                Box::pin(reject(&shared, r)).await;
+                break true;
+            }
+        };
+        first = false;
+        // Boxed: the request's state (the service, the response's body) is
+        // held only while it runs; an idle connection keeps a pointer less.
+        let ctx = Ctx {
+            shared: &shared,
+            info: &info,
+            state: &state,
+            shutdown: &shutdown,
+            lim: &lim,
+        };
+        match Box::pin(exchange(ctx, head, idle.as_mut())).await {
+            After::KeepAlive => continue,
+            After::Close { linger } => break linger,
+            After::Upgrade(tx) => {
+                let _ = tx.send(Upgraded::new(shared));
+                return None;
+            }
+            After::Abort => return None,
+        }
+    };
+    Box::pin(close(&shared, linger)).await;
+    None
+}
+
+struct Ctx<'a, T: ?Sized> {
+    shared: &'a Arc<Mutex<Shared<T>>>,
+    info: &'a Arc<ConnInfo>,
+    state: &'a Arc<State>,
+    shutdown: &'a watch::Receiver<bool>,
+    lim: &'a Limits,
+}
+
+/// What the connection does after an exchange.
+enum After {
+    KeepAlive,
+    /// `linger`: a request body may still be arriving.
+    Close {
+        linger: bool,
+    },
+    /// A 101 went out: the connection is the upgrade's.
+    Upgrade(oneshot::Sender<Upgraded>),
+    /// The connection broke.
+    Abort,
+}
+
+/// One request: the service's answer, written out.
+async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -> After {
+    let Head {
+        mut parts,
+        body,
+        keep_alive,
+        expect_continue,
+        upgrade,
+    } = head;
+    let body = {
+        let mut s = lock(c.shared);
+        let has_body = !body.is_done();
+        s.body = body;
+        s.continue_owed = if expect_continue {
+            io::CONTINUE.len()
+        } else {
+            0
+        };
+        if has_body {
+            let io: SharedIo = c.shared.clone();
+            ReqBody::H1(H1Body::new(io, s.seq))
+        } else {
+            ReqBody::Empty
+        }
+    };
+    let upgrade = upgrade.then(|| {
+        let (tx, rx) = oneshot::channel();
+        parts.extensions.insert(OnUpgrade::new(rx));
+        tx
+    });
+    let head_request = parts.method == Method::HEAD;
+    let version = parts.version;
+    let Ok(resp) = service::handle(
+        Request::from_parts(parts, body),
+        c.info.clone(),
+        c.state.clone(),
+    )
+    .await;
+    let mut keep_alive = keep_alive && !c.shutdown.has_changed().unwrap_or(true);
+    let unread = {
+        let mut s = lock(c.shared);
+        // The body is over for its request, read or not.
+        s.seq += 1;
+        s.continue_owed = 0;
+        !s.body.is_done()
+    };
+    // An unread body would be taken for the next request: close.
+    keep_alive &= !unread;
+    let upgrading = upgrade.is_some() && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let (parts, body) = resp.into_parts();
+    let mut out = Vec::with_capacity(256);
+    let wire = response::encode_head(
+        &mut out,
+        &parts,
+        &http_body::Body::size_hint(&body),
+        head_request,
+        version,
+        &mut keep_alive,
+    );
+    drop(parts);
+    let shared = c.shared;
+    let sent = tokio::select! {
+        biased;
+        r = response::send(shared, out, body, wire) => r,
+        _ = poll_fn(|cx| poll_idle(idle.as_mut(), lock(shared).last_ms, c.lim.idle, cx)) => {
+            tracing::debug!(peer = %c.info.peer, "client stopped reading the response; closing");
+            Ok(false)
+        }
+    };
+    match sent {
+        Ok(true) if upgrading => upgrade.map_or(After::Abort, After::Upgrade),
+        Ok(true) if keep_alive => After::KeepAlive,
+        Ok(_) => After::Close { linger: unread },
+        Err(e) => {
+            tracing::debug!(peer = %c.info.peer, error = %e, "writing the response failed");
+            After::Abort
+        }
+    }
+}
+
+/// Wait for and parse the next request head.
+async fn next_head<T: Io>(
+    shared: &Mutex<Shared<T>>,
+    lim: &Limits,
+    first: bool,
+    mut idle: Pin<&mut Sleep>,
+    mut stopping: Pin<&mut impl Future<Output = ()>>,
+) -> Next {
+    let mut head_timer: Option<Pin<Box<Sleep>>> = None;
+    poll_fn(|cx| {
+        let mut g = lock(shared);
+        let s = &mut *g;
+        loop {
+            if s.rbuf.is_empty() {
+                // Idle: wait without a buffer; allocate one once bytes come.
+                match s.io.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
+                    Poll::Pending => {
+                        if s.rbuf.capacity() > 0 {
+                            s.release_buffer();
+                        }
+                        return idle_or_stop(&mut idle, &mut stopping, s.last_ms, lim, cx);
+                    }
+                }
+            } else if first && H2_PREFACE.starts_with(&s.rbuf[..s.rbuf.len().min(24)]) {
+                if s.rbuf.len() >= H2_PREFACE.len() {
+                    return Poll::Ready(Next::H2);
+                }
+            } else {
+                match request::parse(&mut s.rbuf, lim.max_head) {
+                    Ok(Some(h)) => return Poll::Ready(Next::Request(h)),
+                    Ok(None) => {}
+                    Err(r) => return Poll::Ready(Next::Reject(r)),
+                }
+            }
+            match s.poll_fill(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending if s.rbuf.is_empty() => {
+                    return idle_or_stop(&mut idle, &mut stopping, s.last_ms, lim, cx)
+                }
+                Poll::Pending => {
+                    let t = head_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(lim.header_timeout)));
+                    if t.as_mut().poll(cx).is_ready() {
+                        tracing::debug!("request head not complete within header_timeout");
+                        return Poll::Ready(Next::Closed);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    })
+    .await
+}
+
+fn idle_or_stop(
+    idle: &mut Pin<&mut Sleep>,
+    stopping: &mut Pin<&mut impl Future<Output = ()>>,
+    last_ms: u64,
+    lim: &Limits,
+    cx: &mut Context<'_>,
+) -> Poll<Next> {
+    if stopping.as_mut().poll(cx).is_ready()
+        || poll_idle(idle.as_mut(), last_ms, lim.idle, cx).is_ready()
+    {
+        return Poll::Ready(Next::Closed);
+    }
+    Poll::Pending
+}
+
+/// Ready once nothing was read or written for `limit`. The timer is only
+/// moved when it fires early, not on every byte.
+fn poll_idle(
+    mut idle: Pin<&mut Sleep>,
+    last_ms: u64,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let limit_ms = limit.as_millis() as u64;
+    loop {
+        if idle.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let now = crate::upstream::now_ms();
+        let due = last_ms + limit_ms;
+        if now >= due {
+            return Poll::Ready(());
+        }
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_millis(due - now));
+    }
+}
+
+/// Answer a head that cannot be served, then close.
+async fn reject<T: Io>(shared: &Mutex<Shared<T>>, Reject(status, text): Reject) {
+    tracing::debug!(
+        status = status.as_u16(),
+        reason = text.trim_end(),
+        "request head refused"
+    );
+    let (parts, body) = crate::handler::text(status, text).into_parts();
+    let mut head = Vec::with_capacity(256);
+    let mut keep_alive = false;
+    let hint = http_body::Body::size_hint(&body);
+    let wire = response::encode_head(
+        &mut head,
+        &parts,
+        &hint,
+        false,
+        http::Version::HTTP_11,
+        &mut keep_alive,
+    );
+    let _ = tokio::time::timeout(LINGER, response::send(shared, head, body, wire)).await;
+}
+
+/// End the connection: send our FIN (TLS: close_notify) and, when the
+/// client may still be sending a body we did not read, read and drop it for
+/// a moment so that our answer is not destroyed by a reset.
+async fn close<T: Io>(shared: &Mutex<Shared<T>>, linger: bool) {
+    let done = async {
+        poll_fn(|cx| Pin::new(&mut lock(shared).io).poll_shutdown(cx)).await?;
+        let mut dropped = 0;
+        while linger && dropped < LINGER_BYTES {
+            let n = poll_fn(|cx| {
+                let mut s = lock(shared);
+                s.rbuf.clear();
+                s.poll_fill(cx)
+            })
+            .await?;
+            if n == 0 {
+                break;
+            }
+            dropped += n;
+        }
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(LINGER, done).await;
+}

@@ -1,0 +1,145 @@
+//! Reading a request head: method, target, headers, and what the framing
+//! and Connection fields say about the body and the connection.
+
+use crate::http::decode::{Decoder, Length, Tokens};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+/// The most header fields in a request head (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+
+pub struct Head {
+    pub parts: http::request::Parts,
+    pub body: Decoder,
+    /// The client allows another request on this connection.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` field (HTTP/1.1).
+    pub upgrade: bool,
+}
+
+/// Why a head is refused; the connection is closed after the answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reject(pub StatusCode, pub &'static str);
+
+fn bad(why: &'static str) -> Reject {
+    Reject(StatusCode::BAD_REQUEST, why)
+}
+
+/// Parse a request head at the start of `buf` and consume it; `None` while
+/// it is incomplete (and within `max`).
+pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
+    const TOO_LARGE: Reject = Reject(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request header fields too large\n",
+    );
+    // Uninitialised: zeroing 100 slots costs more than the parse.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .allow_multiple_spaces_in_request_line_delimiters(false)
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(n)) if n <= max => n,
+        Ok(httparse::Status::Complete(_)) => return Err(TOO_LARGE),
+        Ok(httparse::Status::Partial) if buf.len() > max => return Err(TOO_LARGE),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(TOO_LARGE),
+        Err(httparse::Error::Version) => {
+            return Err(Reject(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "http version not supported\n",
+            ))
+        }
+        Err(_) => return Err(bad("bad request\n")),
+    };
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Names and values become slices of one copy of the head.
+    let bytes = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let slice = |s: &[u8]| {
+        let at = s.as_ptr() as usize - base;
+        bytes.slice(at..at + s.len())
+    };
+    // httparse only returns a complete head with method and path.
+    let method = req.method.unwrap_or_default();
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("bad method\n"))?;
+    let target = req.path.unwrap_or_default();
+    let uri = Uri::from_maybe_shared(slice(target.as_bytes()))
+        .map_err(|_| bad("bad request target\n"))?;
+
+    // Room for what the proxy adds (X-Forwarded-*, X-Request-Id): a map
+    // that grows rehashes every entry.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 6);
+    let mut conn = Tokens::default();
+    let mut length = Length::Absent;
+    let mut chunked = None;
+    let mut hosts = 0;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("bad header name\n"))?;
+        let value = HeaderValue::from_maybe_shared(slice(h.value))
+            .map_err(|_| bad("bad header value\n"))?;
+        if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONNECTION {
+            conn.add(h.value);
+        } else if name == header::CONTENT_LENGTH {
+            length = length.with(h.value);
+        } else if name == header::TRANSFER_ENCODING {
+            let only_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            chunked = Some(only_chunked && chunked.is_none());
+        } else if name == header::EXPECT {
+            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+        headers.append(name, value);
+    }
+    buf.advance(len);
+
+    // RFC 9112 §3.2: one Host, and HTTP/1.1 must send it (nginx agrees).
+    if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
+        return Err(bad("missing or duplicate Host header\n"));
+    }
+    let body = match (chunked, length) {
+        // Both framings at once is how requests are smuggled past proxies.
+        (Some(_), Length::Is(_) | Length::Bad) => {
+            return Err(bad("both Content-Length and Transfer-Encoding\n"))
+        }
+        (Some(_), _) if version == Version::HTTP_10 => {
+            return Err(bad("Transfer-Encoding in HTTP/1.0\n"))
+        }
+        (Some(true), _) => Decoder::chunked(),
+        (Some(false), _) => {
+            return Err(Reject(
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer coding not implemented\n",
+            ))
+        }
+        (None, Length::Is(n)) => Decoder::length(n),
+        (None, Length::Bad) => return Err(bad("bad Content-Length\n")),
+        (None, Length::Absent) => Decoder::done(),
+    };
+    let keep_alive = match version {
+        Version::HTTP_10 => conn.keep_alive && !conn.close,
+        _ => !conn.close,
+    };
+    let upgrade =
+        version == Version::HTTP_11 && conn.upgrade && headers.contains_key(header::UPGRADE);
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head {
+        expect_continue: expect_continue && version == Version::HTTP_11 && !body.is_done(),
+        parts,
+        body,
+        keep_alive,
+        upgrade,
+    }))
+}

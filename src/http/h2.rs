@@ -1,0 +1,140 @@
+//! HTTP/2 (ALPN `h2` on TLS, or prior knowledge on plain listeners): hyper's
+//! server, with the idle timeout and graceful shutdown around it.
+
+use crate::body::ReqBody;
+use crate::service::{self, ConnInfo};
+use crate::state::State;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+/// The time of the last I/O, for the idle timeout.
+struct ActivityIo<T> {
+    inner: T,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl<T> ActivityIo<T> {
+    fn touch(&self) {
+        self.last_ms
+            .store(crate::upstream::now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+pub async fn serve<IO>(
+    io: IO,
+    info: Arc<ConnInfo>,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (idle, max_header) = {
+        let snap = state.load();
+        (snap.server.idle_timeout, snap.server.max_header_size)
+    };
+    let last_ms = Arc::new(AtomicU64::new(crate::upstream::now_ms()));
+    let io = TokioIo::new(ActivityIo {
+        inner: io,
+        last_ms: last_ms.clone(),
+    });
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header as u32)
+        .max_concurrent_streams(256);
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        // Boxed: hyper keeps a slot of this future's size per stream.
+        Box::pin(service::handle(
+            req.map(ReqBody::H2),
+            info.clone(),
+            state.clone(),
+        ))
+    });
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+
+    let idle_ms = idle.as_millis() as u64;
+    let mut closing = false;
+    loop {
+        let last = last_ms.load(Ordering::Relaxed);
+        let wake = tokio::time::Instant::now()
+            + Duration::from_millis((last + idle_ms).saturating_sub(crate::upstream::now_ms()));
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(wake), if !closing => {
+                if crate::upstream::now_ms() >= last_ms.load(Ordering::Relaxed) + idle_ms {
+                    // Nothing moved for idle_timeout: close once the streams
+                    // in flight are answered.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = shutdown.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
