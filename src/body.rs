@@ -4,6 +4,7 @@
 //! finished or dropped, so it carries the real byte count and duration.
 
 use crate::access_log::Entry;
+use crate::handler::static_files::FileBody;
 use crate::upstream::body::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -22,6 +23,8 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// A static file: a plain-TCP connection may send it without copying.
+    File(FileBody),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -45,6 +48,25 @@ impl ProxyBody {
         Self {
             kind: Kind::Upstream(b),
             log: None,
+        }
+    }
+    pub fn file(f: FileBody) -> Self {
+        Self {
+            kind: Kind::File(f),
+            log: None,
+        }
+    }
+    /// The file behind this body, for a connection that sends it itself.
+    pub fn as_file(&mut self) -> Option<&mut FileBody> {
+        match &mut self.kind {
+            Kind::File(f) => Some(f),
+            _ => None,
+        }
+    }
+    /// Bytes the connection sent on this body's behalf (from `as_file`).
+    pub fn count_sent(&mut self, n: u64) {
+        if let Some(e) = self.log.as_mut() {
+            e.bytes += n;
         }
     }
     pub fn boxed<B>(b: B) -> Self
@@ -77,6 +99,7 @@ impl Body for ProxyBody {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Kind::File(f) => Pin::new(f).poll_frame(cx).map_err(Into::into),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         };
         if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (this.log.as_mut(), &res) {
@@ -92,6 +115,7 @@ impl Body for ProxyBody {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b) => b.is_end_stream(),
+            Kind::File(f) => f.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -101,6 +125,7 @@ impl Body for ProxyBody {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b) => b.size_hint(),
+            Kind::File(f) => f.size_hint(),
             Kind::Boxed(b) => b.size_hint(),
         }
     }

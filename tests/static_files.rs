@@ -192,3 +192,48 @@ static = "/nonexistent/staticfiles"
         "{errs}"
     );
 }
+
+/// Files past one read chunk go out zero-copy on plain TCP (sendfile): a
+/// range from the middle must be exact, and the access log must count the
+/// bytes that went out that way.
+#[tokio::test]
+async fn large_ranges_are_exact_and_logged_with_their_size() {
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("public"), "big.bin", &data);
+    let log = dir.path().join("access.log");
+    let toml = format!(
+        "[log]\naccess = \"{}\"\nformat = \"json\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+         [[route]]\npath = \"/static/\"\nstatic = \"public\"\n",
+        log.display()
+    );
+    let p = proxy_in(dir, &toml).await;
+    let (a, b) = (123_457usize, 2_654_320usize);
+    let resp = client()
+        .request(req(
+            "GET",
+            &p.url("/static/big.bin"),
+            &[("range", &format!("bytes={a}-{b}"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: Bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body.len(), b - a + 1);
+    assert!(body[..] == data[a..=b], "range differs");
+    // The line is written off the request path: poll for it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(&id)) {
+            break l.to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(json(&line)["bytes"], b - a + 1);
+}

@@ -16,6 +16,7 @@
 //! (`mime_guess`).
 
 mod body;
+pub use body::FileBody;
 mod cond;
 mod mime;
 mod open;
@@ -248,7 +249,7 @@ async fn respond(
             None => ProxyBody::empty(),
         }
     } else {
-        ProxyBody::boxed(file)
+        ProxyBody::file(file)
     };
     Ok(build(status, h, Some(body)))
 }

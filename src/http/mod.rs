@@ -12,6 +12,7 @@ pub use h1::{H1Body, OnUpgrade, Upgraded};
 
 use crate::service::ConnInfo;
 use crate::state::State;
+use std::fs::File;
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,11 +28,76 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+
+    /// Can this transport send file bytes without them passing through
+    /// memory (plain TCP; TLS must encrypt them)?
+    fn can_send_file(&self) -> bool {
+        false
+    }
+
+    /// Hold back partial segments while a head and a file go out
+    /// (TCP_CORK, nginx's `tcp_nopush`); releasing it sends the rest.
+    fn cork(&self, _on: bool) {}
+
+    /// Send up to `len` bytes of `file` from `off` straight from the page
+    /// cache. Only called when `can_send_file`.
+    fn poll_send_file(
+        &self,
+        _cx: &mut Context<'_>,
+        _file: &File,
+        _off: u64,
+        _len: u64,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
 }
 
 impl Io for TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn can_send_file(&self) -> bool {
+        cfg!(target_os = "linux")
+    }
+
+    #[cfg(target_os = "linux")]
+    fn cork(&self, on: bool) {
+        // Only an optimisation: without it the bytes still go out.
+        let _ = socket2::SockRef::from(self).set_tcp_cork(on);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_send_file(
+        &self,
+        cx: &mut Context<'_>,
+        file: &File,
+        off: u64,
+        len: u64,
+    ) -> Poll<io::Result<usize>> {
+        use std::os::fd::AsRawFd;
+        loop {
+            std::task::ready!(self.poll_write_ready(cx))?;
+            let r = self.try_io(tokio::io::Interest::WRITABLE, || {
+                let mut off = off as libc::off_t;
+                // SAFETY: both descriptors are open for the call (the
+                // socket is ours, the file is borrowed); the kernel writes
+                // only the offset, which is a local.
+                let n = unsafe {
+                    libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, len as usize)
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                // Readiness was stale; it is cleared, so the next poll waits.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
     }
 }
 

@@ -96,6 +96,28 @@ impl FileBody {
         }
     }
 
+    /// For a zero-copy send: the file, the offset and the length of the
+    /// next stretch, if the whole stretch is in the page cache (so sending
+    /// it cannot wait for the disk on the runtime's thread). `None`: read
+    /// the next chunk with `poll_chunk` instead.
+    pub fn cached_stretch(&self, max: u64) -> Option<(&File, u64, u64)> {
+        let State::Idle(file) = &self.state else {
+            return None;
+        };
+        let len = self.remaining.min(max);
+        (self.try_cache && len > 0 && all_cached(file, self.pos, len))
+            .then_some((file, self.pos, len))
+    }
+
+    /// `n` bytes of the file went out without passing through here.
+    pub fn sent(&mut self, n: u64) {
+        self.pos += n;
+        self.remaining -= n.min(self.remaining);
+        if self.remaining == 0 {
+            self.state = State::Done;
+        }
+    }
+
     fn advance(&mut self, file: File, buf: BytesMut) -> Bytes {
         self.pos += buf.len() as u64;
         self.remaining -= buf.len() as u64;
@@ -180,6 +202,51 @@ fn read_cached(_: &File, _: u64, _: &mut BytesMut, _: usize) -> io::Result<bool>
     Ok(false)
 }
 
+/// Is every page of `len` bytes from `pos` in the page cache? Asks the
+/// kernel's `cachestat` (Linux 6.5); where it cannot tell, no.
+#[cfg(target_os = "linux")]
+fn all_cached(file: &File, pos: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    // The same number on every architecture (the generic syscall table).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    const PAGE: u64 = 4096;
+    let range = Range { off: pos, len };
+    let mut st = Stat::default();
+    // SAFETY: cachestat reads `range` and writes one `Stat`, both ours and
+    // laid out as the kernel's structs; the fd is open for the call.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0u32,
+        )
+    };
+    // Pages the range touches (it may start and end inside one).
+    let pages = (pos + len).div_ceil(PAGE) - pos / PAGE;
+    r == 0 && st.nr_cache >= pages
+}
+
+#[cfg(not(target_os = "linux"))]
+fn all_cached(_: &File, _: u64, _: u64) -> bool {
+    false
+}
+
 /// Fill `buf` up to `want` bytes, waiting for the disk. Runs on the pool.
 fn read_blocking(file: &File, pos: u64, buf: &mut BytesMut, want: usize) -> io::Result<()> {
     let have = buf.len();
@@ -244,6 +311,31 @@ mod tests {
         let mut b = BytesMut::new();
         let e = read_blocking(&f, 0, &mut b, 2000).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_cached_stretch_is_offered_only_while_idle_and_in_bounds() {
+        let (_d, f, _) = file(3 * CHUNK);
+        let mut body = FileBody::new(f, 100, (2 * CHUNK) as u64);
+        // Just written: in the page cache wherever the kernel can tell.
+        if let Some((_, off, len)) = body.cached_stretch(1 << 30) {
+            assert_eq!((off, len), (100, (2 * CHUNK) as u64));
+            assert_eq!(body.cached_stretch(10).map(|s| s.2), Some(10));
+            body.sent(len - 5);
+            assert_eq!(
+                body.cached_stretch(1 << 30).map(|s| (s.1, s.2)),
+                Some((100 + len - 5, 5))
+            );
+            body.sent(5);
+            assert!(http_body::Body::is_end_stream(&body));
+            assert!(body.cached_stretch(1 << 30).is_none());
+        }
+        // The pool-only body never takes the zero-copy path.
+        let (_d, f, _) = file(CHUNK);
+        assert!(FileBody::new(f, 0, 10)
+            .pool_only()
+            .cached_stretch(10)
+            .is_none());
     }
 
     #[tokio::test]

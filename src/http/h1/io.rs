@@ -94,6 +94,22 @@ impl<T: Io + ?Sized> Shared<T> {
         r
     }
 
+    pub fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        off: u64,
+        len: u64,
+    ) -> Poll<io::Result<usize>> {
+        let r = self.io.poll_send_file(cx, file, off, len);
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.last_ms = crate::upstream::now_ms();
+            }
+        }
+        r
+    }
+
     /// Write `buf[*at..]`, advancing `at`.
     pub fn poll_write_from(
         &mut self,

@@ -131,6 +131,11 @@ pub async fn send<T: Io>(
     mut body: ProxyBody,
     wire: Wire,
 ) -> io::Result<bool> {
+    if let Wire::Length(n) = wire {
+        if body.as_file().is_some() && lock(io).io.can_send_file() {
+            return send_file(io, head, body, n).await;
+        }
+    }
     let mut head_sent = false;
     let mut sent: u64 = 0;
     if wire != Wire::None {
@@ -204,6 +209,74 @@ pub async fn send<T: Io>(
     }
     flush(io).await?;
     Ok(wire != Wire::UntilClose && length_met(wire, sent))
+}
+
+/// How much of a file one send may take: the socket takes what fits anyway;
+/// this bounds what one page-cache check vouches for.
+const STRETCH: u64 = 4 << 20;
+
+/// A static file over plain TCP: the head, then the file's bytes straight
+/// from the page cache to the socket (sendfile), as nginx does. A stretch
+/// not all in the cache is read through the body instead (off the runtime's
+/// thread when it must wait for the disk).
+async fn send_file<T: Io>(
+    io: &Mutex<Shared<T>>,
+    head: Vec<u8>,
+    mut body: ProxyBody,
+    len: u64,
+) -> io::Result<bool> {
+    lock(io).io.cork(true);
+    let r = send_file_corked(io, &head, &mut body, len).await;
+    lock(io).io.cork(false);
+    r
+}
+
+async fn send_file_corked<T: Io>(
+    io: &Mutex<Shared<T>>,
+    head: &[u8],
+    body: &mut ProxyBody,
+    len: u64,
+) -> io::Result<bool> {
+    write(io, head, &[]).await?;
+    let mut sent = 0;
+    while sent < len {
+        let Some(file) = body.as_file() else {
+            break;
+        };
+        let n = match file.cached_stretch(STRETCH) {
+            Some((f, off, n)) => {
+                let n = n.min(len - sent);
+                let put = poll_fn(|cx| lock(io).poll_send_file(cx, f, off, n)).await? as u64;
+                if put == 0 {
+                    // The file shrank under us: the length cannot be kept.
+                    return Ok(false);
+                }
+                file.sent(put);
+                body.count_sent(put);
+                put
+            }
+            None => match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if sent + data.len() as u64 > len {
+                        return Ok(false);
+                    }
+                    write(io, &data, &[]).await?;
+                    data.len() as u64
+                }
+                None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "file body failed");
+                    return Ok(false);
+                }
+            },
+        };
+        sent += n;
+    }
+    flush(io).await?;
+    Ok(sent == len)
 }
 
 fn length_met(wire: Wire, sent: u64) -> bool {
