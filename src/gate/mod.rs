@@ -168,7 +168,10 @@ impl Policy {
         let key_gen = self.keys.generation();
         let parsed = token::parse(token, &self.algorithms)?;
         let valid_until = self.rules.check_time_and_origin(&parsed.claims, now)?;
-        self.keys.verify(&parsed).await?;
+        // Boxed: a JWKS fetch may be awaited here, and its state would
+        // otherwise be part of every request's future (a cache hit never
+        // gets here).
+        Box::pin(self.keys.verify(&parsed)).await?;
         self.rules.check_grants(&parsed.claims)?;
         let headers = claims::forward_headers(&parsed.claims, &self.forward)?;
         let v = Arc::new(Verified {

@@ -67,9 +67,15 @@ thread_local! {
 impl<T: Io + ?Sized> Shared<T> {
     /// Give the (empty) read buffer back while the connection waits.
     pub fn release_buffer(&mut self) {
-        let buf = std::mem::take(&mut self.rbuf);
+        let mut buf = std::mem::take(&mut self.rbuf);
+        // Heads consumed from the front shrink what is left of the buffer;
+        // an empty one that nothing else shares gets its whole allocation
+        // back without a copy.
+        if buf.is_empty() && !buf.try_reclaim(decode::MIN_READ) {
+            return;
+        }
         let cap = buf.capacity();
-        if buf.is_empty() && (decode::MIN_READ..=4 * decode::MIN_READ).contains(&cap) {
+        if (decode::MIN_READ..=4 * decode::MIN_READ).contains(&cap) {
             SPARE.with(|s| {
                 let mut s = s.borrow_mut();
                 if s.len() < SPARE_MAX {

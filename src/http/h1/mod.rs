@@ -186,7 +186,8 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
     keep_alive &= !unread;
     let upgrading = upgrade.is_some() && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let (parts, body) = resp.into_parts();
-    let mut out = Vec::with_capacity(256);
+    // Room for a typical head: growing it reallocates.
+    let mut out = Vec::with_capacity(512);
     let wire = response::encode_head(
         &mut out,
         &parts,
