@@ -68,6 +68,13 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
     // httparse only returns a complete head with method and path.
     let method = req.method.unwrap_or_default();
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("bad method\n"))?;
+    if method == Method::CONNECT {
+        // A reverse proxy is no tunnel (nginx refuses it too).
+        return Err(Reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n",
+        ));
+    }
     let target = req.path.unwrap_or_default();
     let uri = Uri::from_maybe_shared(slice(target.as_bytes()))
         .map_err(|_| bad("bad request target\n"))?;

@@ -113,6 +113,10 @@ fn malformed_or_oversized_heads_are_refused() {
     assert_eq!(refused("G\0T / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
     assert_eq!(refused("GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n"), 400);
     assert_eq!(refused("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+    assert_eq!(
+        refused("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+        405
+    );
     assert_eq!(refused("GET / HTTP/3.1\r\nHost: x\r\n\r\n"), 505);
     let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
     assert_eq!(
