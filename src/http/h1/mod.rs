@@ -338,6 +338,8 @@ async fn reject<T: Io>(shared: &Mutex<Shared<T>>, Reject(status, text): Reject) 
 /// client may still be sending a body we did not read, read and drop it for
 /// a moment so that our answer is not destroyed by a reset.
 async fn close<T: Io>(shared: &Mutex<Shared<T>>, linger: bool) {
+    // Pipelined requests already read are as unanswered as an unread body.
+    let linger = linger || !lock(shared).rbuf.is_empty();
     let done = async {
         poll_fn(|cx| Pin::new(&mut lock(shared).io).poll_shutdown(cx)).await?;
         let mut dropped = 0;
