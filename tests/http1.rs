@@ -27,18 +27,24 @@ async fn read_until(s: &mut TcpStream, pat: &str, n: usize) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-async fn connect(addr: SocketAddr) -> TcpStream {
-    TcpStream::connect(addr).await.unwrap()
-}
-
-#[tokio::test]
-async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+/// The proxy in front of an upstream that echoes what it received.
+async fn echo_proxy() -> (Proxy, Upstream) {
     let e = echo().await;
     let p = proxy(&cfg(&format!(
         "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
         e.addr
     )))
     .await;
+    (p, e)
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let (p, e) = echo_proxy().await;
     let mut s = connect(p.addrs[0]).await;
     let mut reqs = String::new();
     for i in 0..5 {
@@ -60,12 +66,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test]
 async fn expect_100_continue_is_answered_before_the_body_is_sent() {
-    let e = echo().await;
-    let p = proxy(&cfg(&format!(
-        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
-        e.addr
-    )))
-    .await;
+    let (p, e) = echo_proxy().await;
     let mut s = connect(p.addrs[0]).await;
     s.write_all(
         b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
@@ -84,6 +85,7 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
         !answer.to_ascii_lowercase().contains("100-continue"),
         "{answer}"
     );
+    assert_eq!(e.hits(), 1);
 }
 
 #[tokio::test]
@@ -139,12 +141,7 @@ async fn an_unread_body_does_not_cost_the_client_its_answer() {
 
 #[tokio::test]
 async fn smuggling_shapes_never_reach_the_upstream() {
-    let e = echo().await;
-    let p = proxy(&cfg(&format!(
-        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
-        e.addr
-    )))
-    .await;
+    let (p, e) = echo_proxy().await;
     let cases: [(&str, &str); 4] = [
         (
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
