@@ -15,6 +15,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the client paused inside its request body")]
+    BodyTimeout,
     #[error("no upstream server available")]
     NoServerAvailable,
     #[error("connect to upstream failed: {0}")]
@@ -37,6 +39,7 @@ impl ProxyError {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoServerAvailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -52,6 +55,7 @@ impl ProxyError {
             StatusCode::URI_TOO_LONG => "request URI too long\n",
             StatusCode::BAD_REQUEST => "bad request\n",
             StatusCode::METHOD_NOT_ALLOWED => "method not allowed\n",
+            StatusCode::REQUEST_TIMEOUT => "request timeout\n",
             StatusCode::SERVICE_UNAVAILABLE => "service unavailable\n",
             StatusCode::GATEWAY_TIMEOUT => "gateway timeout\n",
             StatusCode::INTERNAL_SERVER_ERROR => "internal server error\n",

@@ -93,9 +93,7 @@ pub async fn forward(
                 return Ok(r);
             }
             Err(Failed::TooLarge) => return Err(ProxyError::BodyTooLarge),
-            Err(Failed::Client) => {
-                return Err(ProxyError::BadRequest("request body could not be read"))
-            }
+            Err(Failed::Client(e)) => return Err(client_body_error(&e)),
             Err(Failed::Unsent(e)) => {
                 tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed before it was sent");
                 up.failed(server, &e);
@@ -125,9 +123,9 @@ enum Failed {
     Sent(ProxyError),
     /// The client's body grew past max_body while it streamed.
     TooLarge,
-    /// The client's body could not be read (the client went away): not the
-    /// server's fault.
-    Client,
+    /// The client's body could not be read (the client went away or
+    /// paused too long): not the server's fault.
+    Client(crate::body::BoxError),
 }
 
 /// One attempt on one server, up to the response head.
@@ -164,7 +162,7 @@ async fn exchange(
         };
         let err = match e.error {
             ProtoError::BodyTooLarge => return Err(Failed::TooLarge),
-            ProtoError::Client(_) => return Err(Failed::Client),
+            ProtoError::Client(e) => return Err(Failed::Client(e)),
             other => ProxyError::Upstream(other.to_string()),
         };
         let intact = !e.body_used;
@@ -371,7 +369,15 @@ async fn read_whole(body: ReqBody, max: u64) -> Result<bytes::Bytes, ProxyError>
     {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge),
-        Err(_) => Err(ProxyError::BadRequest("request body could not be read")),
+        Err(e) => Err(client_body_error(&e)),
+    }
+}
+
+fn client_body_error(e: &crate::body::BoxError) -> ProxyError {
+    if crate::http::is_body_timeout(e) {
+        ProxyError::BodyTimeout
+    } else {
+        ProxyError::BadRequest("request body could not be read")
     }
 }
 

@@ -8,7 +8,7 @@ pub mod decode;
 mod h1;
 mod h2;
 
-pub use h1::{H1Body, OnUpgrade, Upgraded};
+pub use h1::{is_body_timeout, H1Body, OnUpgrade, Upgraded};
 
 use crate::service::ConnInfo;
 use crate::state::State;

@@ -9,12 +9,15 @@ use crate::body::BoxError;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -25,6 +28,9 @@ pub struct Shared<T: ?Sized> {
     pub last_ms: u64,
     /// The current request's body, as far as it has been read.
     pub body: Decoder,
+    /// Reading the body failed: where the next request starts is unknown,
+    /// so the connection ends after this answer.
+    pub body_failed: bool,
     /// Which request `body` belongs to: a body kept past its request's end
     /// must not read the next request's bytes.
     pub seq: u64,
@@ -49,6 +55,7 @@ impl<T: Io> Shared<T> {
             read_size: decode::MIN_READ,
             last_ms: crate::upstream::now_ms(),
             body: Decoder::done(),
+            body_failed: false,
             seq: 0,
             continue_owed: 0,
             io,
@@ -162,6 +169,10 @@ impl<T: Io + ?Sized> Shared<T> {
 pub struct H1Body {
     io: SharedIo,
     seq: u64,
+    /// `idle_timeout`: the longest the client may pause inside its body.
+    idle: Duration,
+    /// Armed the first time a read has to wait; moved only when it fires.
+    stall: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +181,8 @@ pub enum BodyError {
     Truncated,
     #[error("request body read after its request ended")]
     Stale,
+    #[error("the client paused inside the body for longer than idle_timeout")]
+    Timeout,
     #[error(transparent)]
     Chunked(#[from] decode::ChunkError),
     #[error(transparent)]
@@ -177,9 +190,20 @@ pub enum BodyError {
 }
 
 impl H1Body {
-    pub(super) fn new(io: SharedIo, seq: u64) -> Self {
-        H1Body { io, seq }
+    pub(super) fn new(io: SharedIo, seq: u64, idle: Duration) -> Self {
+        H1Body {
+            io,
+            seq,
+            idle,
+            stall: None,
+        }
     }
+}
+
+/// Whether a request body's error is the client pausing too long (408)
+/// rather than a broken body (400).
+pub fn is_body_timeout(e: &BoxError) -> bool {
+    matches!(e.downcast_ref::<BodyError>(), Some(BodyError::Timeout))
 }
 
 impl Body for H1Body {
@@ -190,13 +214,15 @@ impl Body for H1Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut g = lock(&self.io);
+        let this = self.get_mut();
+        let mut g = lock(&this.io);
         let s = &mut *g;
-        if s.seq != self.seq {
+        if s.seq != this.seq {
             return Poll::Ready(Some(Err(BodyError::Stale.into())));
         }
         let err = |s: &mut Shared<dyn Io>, e: BodyError| {
             s.body.finish();
+            s.body_failed = true;
             // The rest of the connection's bytes cannot be framed now.
             s.rbuf.clear();
             Poll::Ready(Some(Err(e.into())))
@@ -221,10 +247,22 @@ impl Body for H1Body {
                 Ok(Step::NeedMore) => {}
                 Err(e) => return err(s, e.into()),
             }
-            match ready!(s.poll_fill(cx)) {
-                Ok(0) => return err(s, BodyError::Truncated),
-                Ok(_) => {}
-                Err(e) => return err(s, e.into()),
+            match s.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => return err(s, BodyError::Truncated),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return err(s, e.into()),
+                Poll::Pending => {
+                    // Like nginx's client_body_timeout: a pause, not the
+                    // whole upload, is bounded.
+                    let idle = this.idle;
+                    let stall = this
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if poll_stalled(stall.as_mut(), s.last_ms, idle, cx).is_ready() {
+                        return err(s, BodyError::Timeout);
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -241,6 +279,30 @@ impl Body for H1Body {
             Some(_) => SizeHint::with_exact(0),
             None => SizeHint::default(),
         }
+    }
+}
+
+/// Ready once nothing moved on the connection for `limit` since `last_ms`.
+/// The timer is only moved when it fires early, not on every byte.
+pub fn poll_stalled(
+    mut timer: Pin<&mut Sleep>,
+    last_ms: u64,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let limit_ms = limit.as_millis() as u64;
+    loop {
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let now = crate::upstream::now_ms();
+        let due = last_ms + limit_ms;
+        if now >= due {
+            return Poll::Ready(());
+        }
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_millis(due - now));
     }
 }
 

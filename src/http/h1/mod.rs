@@ -14,7 +14,7 @@ mod response;
 #[cfg(test)]
 mod tests;
 
-pub use io::{H1Body, OnUpgrade, Upgraded};
+pub use io::{is_body_timeout, H1Body, OnUpgrade, Upgraded};
 
 use self::io::{lock, Shared, SharedIo};
 use self::request::{Head, Reject};
@@ -149,6 +149,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
         let mut s = lock(c.shared);
         let has_body = !body.is_done();
         s.body = body;
+        s.body_failed = false;
         s.continue_owed = if expect_continue {
             io::CONTINUE.len()
         } else {
@@ -156,7 +157,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
         };
         if has_body {
             let io: SharedIo = c.shared.clone();
-            ReqBody::H1(H1Body::new(io, s.seq))
+            ReqBody::H1(H1Body::new(io, s.seq, c.lim.idle))
         } else {
             ReqBody::Empty
         }
@@ -180,7 +181,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
         // The body is over for its request, read or not.
         s.seq += 1;
         s.continue_owed = 0;
-        !s.body.is_done()
+        !s.body.is_done() || s.body_failed
     };
     // An unread body would be taken for the next request: close.
     keep_alive &= !unread;
@@ -201,7 +202,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
     let sent = tokio::select! {
         biased;
         r = response::send(shared, out, body, wire) => r,
-        _ = poll_fn(|cx| poll_idle(idle.as_mut(), lock(shared).last_ms, c.lim.idle, cx)) => {
+        _ = poll_fn(|cx| io::poll_stalled(idle.as_mut(), lock(shared).last_ms, c.lim.idle, cx)) => {
             tracing::debug!(peer = %c.info.peer, "client stopped reading the response; closing");
             Ok(false)
         }
@@ -282,34 +283,11 @@ fn idle_or_stop(
     cx: &mut Context<'_>,
 ) -> Poll<Next> {
     if stopping.as_mut().poll(cx).is_ready()
-        || poll_idle(idle.as_mut(), last_ms, lim.idle, cx).is_ready()
+        || io::poll_stalled(idle.as_mut(), last_ms, lim.idle, cx).is_ready()
     {
         return Poll::Ready(Next::Closed);
     }
     Poll::Pending
-}
-
-/// Ready once nothing was read or written for `limit`. The timer is only
-/// moved when it fires early, not on every byte.
-fn poll_idle(
-    mut idle: Pin<&mut Sleep>,
-    last_ms: u64,
-    limit: Duration,
-    cx: &mut Context<'_>,
-) -> Poll<()> {
-    let limit_ms = limit.as_millis() as u64;
-    loop {
-        if idle.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        let now = crate::upstream::now_ms();
-        let due = last_ms + limit_ms;
-        if now >= due {
-            return Poll::Ready(());
-        }
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + Duration::from_millis(due - now));
-    }
 }
 
 /// Answer a head that cannot be served, then close.
