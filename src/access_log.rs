@@ -25,6 +25,9 @@ pub struct Entry {
     pub attempts: u32,
     /// Why a request was refused (JWT gate), for the log only.
     pub reason: Option<&'static str>,
+    /// For a head refused before it could be parsed: its first line as
+    /// received (escaped), logged in place of method, target and protocol.
+    pub raw_line: Option<String>,
     pub logger: Arc<Logger>,
 }
 
@@ -120,14 +123,21 @@ fn dash(s: &str) -> &str {
 /// nginx's combined format, plus request time, upstream, attempts and id.
 fn combined(out: &mut String, e: &Entry, micros: u64) {
     use std::fmt::Write;
+    let request = match &e.raw_line {
+        Some(line) => line.replace('"', "%22"),
+        None => format!(
+            "{} {} {}",
+            e.method,
+            e.uri.replace('"', "%22"),
+            version(e.version)
+        ),
+    };
     let _ = write!(
         out,
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={}.{:03} upstream={} attempts={} id={}",
+        "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" rt={}.{:03} upstream={} attempts={} id={}",
         e.client,
         clf_time(e.time),
-        e.method,
-        e.uri.replace('"', "%22"),
-        version(e.version),
+        request,
         e.status,
         e.bytes,
         dash(&e.referer).replace('"', "%22"),
@@ -161,6 +171,13 @@ fn json(out: &mut String, e: &Entry, micros: u64) {
         "request_id": e.request_id,
         "reason": e.reason,
     });
+    let mut v = v;
+    if let Some(line) = &e.raw_line {
+        v["method"] = serde_json::Value::Null;
+        v["uri"] = serde_json::Value::Null;
+        v["protocol"] = serde_json::Value::Null;
+        v["request_line"] = line.as_str().into();
+    }
     out.push_str(&v.to_string());
 }
 
@@ -234,6 +251,7 @@ mod tests {
             upstream: Some("127.0.0.1:8001".into()),
             attempts: 1,
             reason: None,
+            raw_line: None,
             logger: Logger::for_settings(
                 &LogSettings {
                     level: "info".into(),

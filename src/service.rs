@@ -224,6 +224,7 @@ fn entry(
         upstream: None,
         attempts: 0,
         reason: None,
+        raw_line: None,
         logger,
     })
 }

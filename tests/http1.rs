@@ -337,3 +337,43 @@ async fn a_client_that_pauses_inside_its_body_gets_408_and_the_upstream_no_blame
     let (status, _, body) = get(&p.url("/after")).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn refused_heads_are_in_the_access_log_with_their_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let p = proxy(&format!(
+        "[log]\naccess = \"{}\"\nformat = \"json\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+         [[route]]\nrespond = {{ body = \"ok\" }}\n",
+        log.display()
+    ))
+    .await;
+    let got = raw(
+        p.addrs[0],
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    let got = raw(p.addrs[0], b"\x16\x03\x01\x00\x05hello\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    // The lines are written off the request path: poll for them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no access log lines: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let v: Vec<serde_json::Value> = lines.lines().map(json).collect();
+    assert_eq!(v[0]["status"], 400);
+    assert_eq!(v[0]["request_line"], "POST /x HTTP/1.1");
+    assert_eq!(v[0]["reason"], "both Content-Length and Transfer-Encoding");
+    assert!(v[0]["method"].is_null());
+    assert_eq!(v[1]["request_line"], "\\x16\\x03\\x01\\x00\\x05hello");
+    assert_eq!(v[1]["bytes"], 12);
+}

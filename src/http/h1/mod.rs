@@ -87,7 +87,7 @@ pub async fn serve<T: Io>(
             Next::H2 => return Some(Upgraded::new(shared)),
             Next::Reject(r) => {
                 // Boxed: rare, and large (it holds a whole response).
-                Box::pin(reject(&shared, r)).await;
+                Box::pin(reject(&shared, r, &info, &state)).await;
                 break true;
             }
         };
@@ -291,13 +291,42 @@ fn idle_or_stop(
 }
 
 /// Answer a head that cannot be served, then close.
-async fn reject<T: Io>(shared: &Mutex<Shared<T>>, Reject(status, text): Reject) {
+async fn reject<T: Io>(
+    shared: &Mutex<Shared<T>>,
+    Reject(status, text): Reject,
+    info: &ConnInfo,
+    state: &State,
+) {
     tracing::debug!(
         status = status.as_u16(),
         reason = text.trim_end(),
         "request head refused"
     );
-    let (parts, body) = crate::handler::text(status, text).into_parts();
+    let (parts, mut body) = crate::handler::text(status, text).into_parts();
+    if let Some(logger) = state.load().access_log.clone() {
+        // Like nginx, a refused head is logged too, with its first line as
+        // it came (a probe or an attack is worth seeing).
+        let line = first_line(&lock(shared).rbuf);
+        body.set_log(Box::new(crate::access_log::Entry {
+            time: std::time::SystemTime::now(),
+            start: std::time::Instant::now(),
+            client: crate::state::canonical_ip(info.peer.ip()),
+            method: Method::GET,
+            uri: String::new(),
+            version: http::Version::HTTP_11,
+            status: status.as_u16(),
+            bytes: 0,
+            referer: String::new(),
+            user_agent: String::new(),
+            host: String::new(),
+            request_id: "-".into(),
+            upstream: None,
+            attempts: 0,
+            reason: Some(text.trim_end()),
+            raw_line: Some(line),
+            logger,
+        }));
+    }
     let mut head = Vec::with_capacity(256);
     let mut keep_alive = false;
     let hint = http_body::Body::size_hint(&body);
@@ -310,6 +339,25 @@ async fn reject<T: Io>(shared: &Mutex<Shared<T>>, Reject(status, text): Reject) 
         &mut keep_alive,
     );
     let _ = tokio::time::timeout(LINGER, response::send(shared, head, body, wire)).await;
+}
+
+/// The first line of what the client sent, at most 200 bytes, with every
+/// byte that is not printable ASCII written as `\xHH`.
+fn first_line(buf: &[u8]) -> String {
+    let end = buf
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len())
+        .min(200);
+    let mut out = String::with_capacity(end);
+    for &b in &buf[..end] {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// End the connection: send our FIN (TLS: close_notify) and, when the

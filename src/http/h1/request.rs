@@ -106,7 +106,6 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
         }
         headers.append(name, value);
     }
-    buf.advance(len);
 
     // RFC 9112 §3.2: one Host, and HTTP/1.1 must send it (nginx agrees).
     if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
@@ -137,6 +136,8 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
     };
     let upgrade =
         version == Version::HTTP_11 && conn.upgrade && headers.contains_key(header::UPGRADE);
+    // Consumed only when accepted: a refused head stays for the log line.
+    buf.advance(len);
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
