@@ -309,3 +309,5 @@ fn the_request_future_stays_small() {
     let size = size_of_future(crate::service::handle);
     assert!(size <= 4096, "request future is {size} bytes");
 }
+
+mod pieces;
