@@ -155,12 +155,14 @@ async fn exchange(
                 Err(e) => return Err(Failed::Unsent(ProxyError::Connect(e.to_string()))),
             },
         };
-        let e = match tokio::time::timeout(s.timeout, c.exchange(parts, send)).await {
-            Ok(Ok(head)) => return Ok((head, c)),
-            Ok(Err(e)) => e,
-            Err(_) => return Err(Failed::Sent(ProxyError::UpstreamTimeout)),
+        let e = match c.exchange(parts, send, s.timeout).await {
+            Ok(head) => return Ok((head, c)),
+            Err(e) => e,
         };
         let err = match e.error {
+            // Not the keep-alive race: the server took the request and
+            // kept silent (or stopped reading it).
+            ProtoError::Timeout => return Err(Failed::Sent(ProxyError::UpstreamTimeout)),
             ProtoError::BodyTooLarge => return Err(Failed::TooLarge),
             ProtoError::Client(e) => return Err(Failed::Client(e)),
             other => ProxyError::Upstream(other.to_string()),

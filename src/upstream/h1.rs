@@ -19,6 +19,7 @@ use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use std::io::{self, Write};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// The most a response head may take; a bigger one is a broken upstream.
@@ -84,6 +85,8 @@ pub enum ProtoError {
     Io(#[from] io::Error),
     #[error("upstream closed the connection before answering")]
     Closed,
+    #[error("upstream timed out")]
+    Timeout,
     #[error("invalid response from upstream: {0}")]
     Invalid(&'static str),
     #[error("request body larger than max_body")]
@@ -122,10 +125,17 @@ impl Conn {
 
     /// Send a request and read its response head. `parts` is only read, so
     /// the same request can be sent again when this fails early.
+    ///
+    /// `timeout` bounds each step that waits on the server: one write of the
+    /// head or of a piece of the body, and the wait for the answer after the
+    /// body. Not the whole exchange: a large upload from a slow client may
+    /// take longer than `timeout` while the server keeps up with it (its
+    /// pauses are the client body's `idle_timeout`).
     pub async fn exchange(
         &mut self,
         parts: &http::request::Parts,
         body: &mut SendBody,
+        timeout: Duration,
     ) -> Result<Head, Error> {
         let chunked = encode_head(&mut self.wbuf, parts, body);
         let mut inline = false;
@@ -141,19 +151,19 @@ impl Conn {
             body_used,
             answered: false,
         };
-        if let Err(e) = self.io.write_all(&self.wbuf).await {
+        if let Err(e) = within(timeout, self.io.write_all(&self.wbuf)).await {
             // A head that did not go out whole is no request the server
             // could act on; with a body behind it, the head may have.
-            return Err(fail(e.into(), inline, false));
+            return Err(fail(e, inline, false));
         }
         let mut body_used = false;
         let sent_body = match body {
             SendBody::None => Ok(()),
             SendBody::Full(b) if b.len() <= INLINE_BODY => Ok(()),
-            SendBody::Full(b) => self.io.write_all(b).await.map_err(ProtoError::from),
+            SendBody::Full(b) => within(timeout, self.io.write_all(b)).await,
             SendBody::Stream(b) => {
                 body_used = true;
-                self.stream_body(b, chunked).await
+                self.stream_body(b, chunked, timeout).await
             }
         };
         match sent_body {
@@ -164,17 +174,19 @@ impl Conn {
             // The server may have answered early (a 413, say) and closed:
             // its answer is worth more than the write error.
             Err(e) => {
-                return match self.read_head(&parts.method).await {
-                    Ok(mut head) => {
+                let early = tokio::time::timeout(timeout, self.read_head(&parts.method)).await;
+                return match early {
+                    Ok(Ok(mut head)) => {
                         head.keep_alive = false;
                         Ok(head)
                     }
-                    Err(_) => Err(fail(e, true, body_used)),
-                }
+                    _ => Err(fail(e, true, body_used)),
+                };
             }
         }
-        self.read_head(&parts.method)
-            .await
+        let answer = tokio::time::timeout(timeout, self.read_head(&parts.method)).await;
+        answer
+            .unwrap_or(Err((ProtoError::Timeout, false)))
             .map_err(|(error, answered)| Error {
                 error,
                 sent: true,
@@ -187,6 +199,7 @@ impl Conn {
         &mut self,
         body: &mut RequestBody,
         chunked: bool,
+        timeout: Duration,
     ) -> Result<(), ProtoError> {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
@@ -208,13 +221,13 @@ impl Conn {
                 let _ = write!(self.wbuf, "{:x}\r\n", data.len());
                 self.wbuf.extend_from_slice(&data);
                 self.wbuf.extend_from_slice(b"\r\n");
-                self.io.write_all(&self.wbuf).await?;
+                within(timeout, self.io.write_all(&self.wbuf)).await?;
             } else {
-                self.io.write_all(&data).await?;
+                within(timeout, self.io.write_all(&data)).await?;
             }
         }
         if chunked {
-            self.io.write_all(b"0\r\n\r\n").await?;
+            within(timeout, self.io.write_all(b"0\r\n\r\n")).await?;
         }
         Ok(())
     }
@@ -253,6 +266,19 @@ impl Conn {
                 Err(e) => return Err((e.into(), answered)),
             }
         }
+    }
+}
+
+/// A write to the server, which must make progress within `timeout`. A
+/// write that completes at once never touches the timer wheel (tokio polls
+/// the write before the timer).
+async fn within(
+    timeout: Duration,
+    write: impl std::future::Future<Output = io::Result<()>>,
+) -> Result<(), ProtoError> {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(r) => r.map_err(ProtoError::from),
+        Err(_) => Err(ProtoError::Timeout),
     }
 }
 

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+/// Long enough never to fire in these tests: the exchanges here do not wait.
+const T: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn head_of(raw: &str, method: Method) -> Result<Option<Head>, ProtoError> {
     let mut buf = BytesMut::from(raw.as_bytes());
     parse_head(&mut buf, &method)
@@ -165,7 +168,7 @@ async fn roundtrip(
     });
     let srv = server();
     let mut conn = Conn::new(Stream::Unix(a));
-    let head = conn.exchange(&parts, &mut send).await.unwrap();
+    let head = conn.exchange(&parts, &mut send, T).await.unwrap();
     let body = UpstreamBody::new(
         conn,
         head.framing,
@@ -246,7 +249,7 @@ async fn broken_bodies_are_errors_and_their_connections_are_not_reused() {
         });
         let srv = server();
         let mut conn = Conn::new(Stream::Unix(a));
-        let head = conn.exchange(&parts, &mut SendBody::None).await.unwrap();
+        let head = conn.exchange(&parts, &mut SendBody::None, T).await.unwrap();
         peer.await.unwrap();
         let body = UpstreamBody::new(
             conn,
@@ -277,7 +280,7 @@ async fn a_body_until_close_ends_with_the_connection() {
     });
     let srv = server();
     let mut conn = Conn::new(Stream::Unix(a));
-    let head = conn.exchange(&parts, &mut SendBody::None).await.unwrap();
+    let head = conn.exchange(&parts, &mut SendBody::None, T).await.unwrap();
     let body = UpstreamBody::new(
         conn,
         head.framing,
@@ -295,7 +298,7 @@ async fn a_connection_closed_before_answering_says_so() {
     drop(b);
     let mut conn = Conn::new(Stream::Unix(a));
     let e = conn
-        .exchange(&parts, &mut SendBody::None)
+        .exchange(&parts, &mut SendBody::None, T)
         .await
         .unwrap_err();
     assert!(!e.answered && !e.body_used);
@@ -307,7 +310,7 @@ async fn a_connection_closed_before_answering_says_so() {
     drop(b);
     let mut conn = Conn::new(Stream::Unix(a));
     let mut body = SendBody::Full(Bytes::from_static(b"hi"));
-    let e = conn.exchange(&parts, &mut body).await.unwrap_err();
+    let e = conn.exchange(&parts, &mut body, T).await.unwrap_err();
     assert!(e.sent && !e.body_used);
 }
 
