@@ -143,7 +143,7 @@ impl Drop for ProxyBody {
 pub enum ReqBody {
     Empty,
     H1(crate::http::H1Body),
-    H2(hyper::body::Incoming),
+    H2(crate::http::H2Body),
 }
 
 impl Body for ReqBody {
@@ -157,7 +157,7 @@ impl Body for ReqBody {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::H1(b) => Pin::new(b).poll_frame(cx),
-            ReqBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ReqBody::H2(b) => Pin::new(b).poll_frame(cx),
         }
     }
 

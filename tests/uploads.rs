@@ -84,3 +84,40 @@ async fn a_slow_upload_that_keeps_moving_outlasts_the_upstream_timeout() {
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     assert!(answer.contains("\"body_len\":100"), "{answer}");
 }
+
+#[tokio::test]
+async fn an_http2_upload_that_stops_gets_408_too() {
+    use bytes::Bytes;
+    use http_body::Frame;
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nidle_timeout = \"300ms\"\n[upstream.app]\nservers = [\"{}\"]\nmax_fails = 1\n\
+         [[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    // Ten bytes of a hundred, then nothing (the sender stays alive).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tx.send(Bytes::from_static(b"ten bytes.")).await.unwrap();
+    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        let b = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    }));
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::post(p.url("/upload"))
+        .header("content-length", "100")
+        .body(http_body_util::StreamBody::new(stream))
+        .unwrap();
+    // The guard only stops a hang.
+    let resp = tokio::time::timeout(Duration::from_secs(30), h2.request(req))
+        .await
+        .expect("a stalled HTTP/2 upload was kept forever")
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 408);
+    drop(tx);
+    let (status, _, body) = get(&p.url("/after")).await;
+    assert_eq!(status, 200, "{body}");
+}

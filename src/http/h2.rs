@@ -77,6 +77,63 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     }
 }
 
+/// A request body on an HTTP/2 stream, with the same pause limit as on
+/// HTTP/1: a client that sends nothing of its body for `idle_timeout`
+/// fails the request (408) rather than holding it open.
+pub struct H2Body {
+    inner: hyper::body::Incoming,
+    idle: Duration,
+    last_ms: u64,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl H2Body {
+    fn new(inner: hyper::body::Incoming, idle: Duration) -> Self {
+        H2Body {
+            inner,
+            idle,
+            last_ms: crate::upstream::now_ms(),
+            stall: None,
+        }
+    }
+}
+
+impl http_body::Body for H2Body {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                this.last_ms = crate::upstream::now_ms();
+                Poll::Ready(r.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if super::poll_stalled(stall.as_mut(), this.last_ms, idle, cx).is_ready() {
+                    return Poll::Ready(Some(Err(super::BodyError::Timeout.into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 pub async fn serve<IO>(
     io: IO,
     info: Arc<ConnInfo>,
@@ -102,7 +159,7 @@ pub async fn serve<IO>(
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         // Boxed: hyper keeps a slot of this future's size per stream.
         Box::pin(service::handle(
-            req.map(ReqBody::H2),
+            req.map(|b| ReqBody::H2(H2Body::new(b, idle))),
             info.clone(),
             state.clone(),
         ))

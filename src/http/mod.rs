@@ -8,17 +8,22 @@ pub mod decode;
 mod h1;
 mod h2;
 
-pub use h1::{is_body_timeout, H1Body, OnUpgrade, Upgraded};
+pub use h1::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
+pub use h2::H2Body;
 
 use crate::service::ConnInfo;
 use crate::state::State;
 use std::fs::File;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 /// A client connection's transport.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
@@ -125,4 +130,28 @@ pub async fn serve_h2<T: Io>(
     shutdown: watch::Receiver<bool>,
 ) {
     h2::serve(io, info, state, shutdown).await
+}
+
+/// Ready once nothing moved on the connection for `limit` since `last_ms`.
+/// The timer is only moved when it fires early, not on every byte.
+pub(crate) fn poll_stalled(
+    mut timer: Pin<&mut Sleep>,
+    last_ms: u64,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let limit_ms = limit.as_millis() as u64;
+    loop {
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let now = crate::upstream::now_ms();
+        let due = last_ms + limit_ms;
+        if now >= due {
+            return Poll::Ready(());
+        }
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_millis(due - now));
+    }
 }

@@ -9,7 +9,6 @@ use crate::body::BoxError;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -258,7 +257,7 @@ impl Body for H1Body {
                     let stall = this
                         .stall
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                    if poll_stalled(stall.as_mut(), s.last_ms, idle, cx).is_ready() {
+                    if crate::http::poll_stalled(stall.as_mut(), s.last_ms, idle, cx).is_ready() {
                         return err(s, BodyError::Timeout);
                     }
                     return Poll::Pending;
@@ -279,30 +278,6 @@ impl Body for H1Body {
             Some(_) => SizeHint::with_exact(0),
             None => SizeHint::default(),
         }
-    }
-}
-
-/// Ready once nothing moved on the connection for `limit` since `last_ms`.
-/// The timer is only moved when it fires early, not on every byte.
-pub fn poll_stalled(
-    mut timer: Pin<&mut Sleep>,
-    last_ms: u64,
-    limit: Duration,
-    cx: &mut Context<'_>,
-) -> Poll<()> {
-    let limit_ms = limit.as_millis() as u64;
-    loop {
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        let now = crate::upstream::now_ms();
-        let due = last_ms + limit_ms;
-        if now >= due {
-            return Poll::Ready(());
-        }
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + Duration::from_millis(due - now));
     }
 }
 

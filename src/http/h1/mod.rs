@@ -14,7 +14,7 @@ mod response;
 #[cfg(test)]
 mod tests;
 
-pub use io::{is_body_timeout, H1Body, OnUpgrade, Upgraded};
+pub use io::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
 
 use self::io::{lock, Shared, SharedIo};
 use self::request::{Head, Reject};
@@ -202,7 +202,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
     let sent = tokio::select! {
         biased;
         r = response::send(shared, out, body, wire) => r,
-        _ = poll_fn(|cx| io::poll_stalled(idle.as_mut(), lock(shared).last_ms, c.lim.idle, cx)) => {
+        _ = poll_fn(|cx| crate::http::poll_stalled(idle.as_mut(), lock(shared).last_ms, c.lim.idle, cx)) => {
             tracing::debug!(peer = %c.info.peer, "client stopped reading the response; closing");
             Ok(false)
         }
@@ -283,7 +283,7 @@ fn idle_or_stop(
     cx: &mut Context<'_>,
 ) -> Poll<Next> {
     if stopping.as_mut().poll(cx).is_ready()
-        || io::poll_stalled(idle.as_mut(), last_ms, lim.idle, cx).is_ready()
+        || crate::http::poll_stalled(idle.as_mut(), last_ms, lim.idle, cx).is_ready()
     {
         return Poll::Ready(Next::Closed);
     }
