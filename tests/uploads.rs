@@ -13,12 +13,9 @@ fn cfg(extra: &str) -> String {
     format!("[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n{extra}")
 }
 
-async fn connect(addr: std::net::SocketAddr) -> TcpStream {
-    TcpStream::connect(addr).await.unwrap()
-}
-
-#[tokio::test]
-async fn a_client_that_pauses_inside_its_body_gets_408_and_the_upstream_no_blame() {
+/// A proxy that lets a request body pause 300 ms at most, in front of an
+/// echo upstream that one failure would take out of service.
+async fn impatient_proxy() -> (Proxy, Upstream) {
     let e = echo().await;
     let p = proxy(&cfg(&format!(
         "[server]\nidle_timeout = \"300ms\"\n[upstream.app]\nservers = [\"{}\"]\nmax_fails = 1\n\
@@ -26,6 +23,16 @@ async fn a_client_that_pauses_inside_its_body_gets_408_and_the_upstream_no_blame
         e.addr
     )))
     .await;
+    (p, e)
+}
+
+async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_pauses_inside_its_body_gets_408_and_the_upstream_no_blame() {
+    let (p, _e) = impatient_proxy().await;
     // A body with a length streams to the upstream; a chunked one is read
     // whole first. Either way the client stops halfway and keeps the
     // connection open.
@@ -89,13 +96,7 @@ async fn a_slow_upload_that_keeps_moving_outlasts_the_upstream_timeout() {
 async fn an_http2_upload_that_stops_gets_408_too() {
     use bytes::Bytes;
     use http_body::Frame;
-    let e = echo().await;
-    let p = proxy(&cfg(&format!(
-        "[server]\nidle_timeout = \"300ms\"\n[upstream.app]\nservers = [\"{}\"]\nmax_fails = 1\n\
-         [[route]]\nupstream = \"app\"\n",
-        e.addr
-    )))
-    .await;
+    let (p, _e) = impatient_proxy().await;
     // Ten bytes of a hundred, then nothing (the sender stays alive).
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     tx.send(Bytes::from_static(b"ten bytes.")).await.unwrap();
