@@ -82,18 +82,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 /// fails the request (408) rather than holding it open.
 pub struct H2Body {
     inner: hyper::body::Incoming,
-    idle: Duration,
     last_ms: u64,
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall: super::Stall,
 }
 
 impl H2Body {
     fn new(inner: hyper::body::Incoming, idle: Duration) -> Self {
         H2Body {
             inner,
-            idle,
             last_ms: crate::upstream::now_ms(),
-            stall: None,
+            stall: super::Stall::new(idle),
         }
     }
 }
@@ -113,11 +111,7 @@ impl http_body::Body for H2Body {
                 Poll::Ready(r.map(|r| r.map_err(Into::into)))
             }
             Poll::Pending => {
-                let idle = this.idle;
-                let stall = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if super::poll_stalled(stall.as_mut(), this.last_ms, idle, cx).is_ready() {
+                if this.stall.poll(this.last_ms, cx).is_ready() {
                     return Poll::Ready(Some(Err(super::BodyError::Timeout.into())));
                 }
                 Poll::Pending
@@ -167,12 +161,11 @@ pub async fn serve<IO>(
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
 
-    let idle_ms = idle.as_millis() as u64;
+    // The same idle rule as HTTP/1's loop: one timer, moved when it fires.
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
     let mut closing = false;
     loop {
-        let last = last_ms.load(Ordering::Relaxed);
-        let wake = tokio::time::Instant::now()
-            + Duration::from_millis((last + idle_ms).saturating_sub(crate::upstream::now_ms()));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -180,13 +173,13 @@ pub async fn serve<IO>(
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(wake), if !closing => {
-                if crate::upstream::now_ms() >= last_ms.load(Ordering::Relaxed) + idle_ms {
-                    // Nothing moved for idle_timeout: close once the streams
-                    // in flight are answered.
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
+            _ = std::future::poll_fn(|cx| {
+                super::poll_stalled(timer.as_mut(), last_ms.load(Ordering::Relaxed), idle, cx)
+            }), if !closing => {
+                // Nothing moved for idle_timeout: close once the streams in
+                // flight are answered.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
             }
             _ = shutdown.changed(), if !closing => {
                 conn.as_mut().graceful_shutdown();

@@ -132,6 +132,28 @@ pub async fn serve_h2<T: Io>(
     h2::serve(io, info, state, shutdown).await
 }
 
+/// A pause limit for a request body: the timer is made the first time a
+/// read has to wait, so a body that is never waited on costs none.
+pub(crate) struct Stall {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stall {
+    pub fn new(limit: Duration) -> Self {
+        Stall { limit, timer: None }
+    }
+
+    /// Ready once nothing arrived for the limit since `last_ms`.
+    pub fn poll(&mut self, last_ms: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        poll_stalled(timer.as_mut(), last_ms, limit, cx)
+    }
+}
+
 /// Ready once nothing moved on the connection for `limit` since `last_ms`.
 /// The timer is only moved when it fires early, not on every byte.
 pub(crate) fn poll_stalled(

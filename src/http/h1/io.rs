@@ -16,7 +16,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
 
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -169,9 +168,7 @@ pub struct H1Body {
     io: SharedIo,
     seq: u64,
     /// `idle_timeout`: the longest the client may pause inside its body.
-    idle: Duration,
-    /// Armed the first time a read has to wait; moved only when it fires.
-    stall: Option<Pin<Box<Sleep>>>,
+    stall: crate::http::Stall,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,8 +190,7 @@ impl H1Body {
         H1Body {
             io,
             seq,
-            idle,
-            stall: None,
+            stall: crate::http::Stall::new(idle),
         }
     }
 }
@@ -253,11 +249,7 @@ impl Body for H1Body {
                 Poll::Pending => {
                     // Like nginx's client_body_timeout: a pause, not the
                     // whole upload, is bounded.
-                    let idle = this.idle;
-                    let stall = this
-                        .stall
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                    if crate::http::poll_stalled(stall.as_mut(), s.last_ms, idle, cx).is_ready() {
+                    if this.stall.poll(s.last_ms, cx).is_ready() {
                         return err(s, BodyError::Timeout);
                     }
                     return Poll::Pending;
