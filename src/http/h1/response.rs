@@ -4,8 +4,9 @@
 
 use super::io::{lock, Shared};
 use crate::body::ProxyBody;
+use crate::http::decode::Length;
 use crate::http::Io;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{StatusCode, Version};
 use http_body::Body;
 use std::future::poll_fn;
@@ -64,7 +65,10 @@ pub fn encode_head(
     let wire = if bodiless || head_request {
         // A HEAD answer's length (if any) is the GET's, set by the handler.
         Wire::None
-    } else if let Some(n) = h.get(header::CONTENT_LENGTH).and_then(parse_length) {
+    } else if let Some(Length::Is(n)) = h
+        .get(header::CONTENT_LENGTH)
+        .map(|v| Length::Absent.with(v.as_bytes()))
+    {
         Wire::Length(n)
     } else if let Some(n) = hint.exact() {
         // Writing into a Vec cannot fail.
@@ -86,14 +90,6 @@ pub fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     wire
-}
-
-fn parse_length(v: &HeaderValue) -> Option<u64> {
-    let b = v.as_bytes();
-    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(b.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The `Date` value, formatted once per second per thread.
