@@ -3,6 +3,7 @@
 //! connection (request bodies) and the upstream client (response bodies).
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -158,6 +159,68 @@ impl Decoder {
             }
         }
     }
+}
+
+/// A parsed head's fields as a header map, with what they say about the
+/// body's framing and the connection, gathered in the same pass.
+pub struct Fields {
+    pub headers: HeaderMap,
+    pub conn: Tokens,
+    pub length: Length,
+    /// Transfer-Encoding: `Some(true)` when it is exactly one `chunked`
+    /// (like nginx, anything else is refused rather than passed on).
+    pub chunked: Option<bool>,
+    /// The copy of the head the values point into, and where the parsed
+    /// buffer started, for slicing more of it (a request's target).
+    head: Bytes,
+    base: usize,
+}
+
+impl Fields {
+    /// `s`, a slice of the parsed buffer, as a slice of the head's copy.
+    pub fn share(&self, s: &[u8]) -> Bytes {
+        let at = s.as_ptr() as usize - self.base;
+        self.head.slice(at..at + s.len())
+    }
+}
+
+/// Build the header map of a head httparse parsed from `buf[..len]`. Names
+/// and values become slices of one copy of the head, not a copy each.
+/// `room` is capacity for fields added later (a map that grows rehashes
+/// every entry); `keep` sees every field and says whether it goes in the
+/// map. The error is which part was invalid.
+pub fn fields(
+    parsed: &[httparse::Header<'_>],
+    buf: &[u8],
+    len: usize,
+    room: usize,
+    mut keep: impl FnMut(&HeaderName, &[u8]) -> bool,
+) -> Result<Fields, &'static str> {
+    let mut f = Fields {
+        headers: HeaderMap::with_capacity(parsed.len() + room),
+        conn: Tokens::default(),
+        length: Length::Absent,
+        chunked: None,
+        head: Bytes::copy_from_slice(&buf[..len]),
+        base: buf.as_ptr() as usize,
+    };
+    for h in parsed {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "bad header name")?;
+        let value =
+            HeaderValue::from_maybe_shared(f.share(h.value)).map_err(|_| "bad header value")?;
+        if name == header::CONNECTION {
+            f.conn.add(h.value);
+        } else if name == header::CONTENT_LENGTH {
+            f.length = f.length.with(h.value);
+        } else if name == header::TRANSFER_ENCODING {
+            let only_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            f.chunked = Some(only_chunked && f.chunked.is_none());
+        }
+        if keep(&name, h.value) {
+            f.headers.append(name, value);
+        }
+    }
+    Ok(f)
 }
 
 /// The Connection header's tokens that matter here.

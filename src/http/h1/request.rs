@@ -1,9 +1,9 @@
 //! Reading a request head: method, target, headers, and what the framing
 //! and Connection fields say about the body and the connection.
 
-use crate::http::decode::{Decoder, Length, Tokens};
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use crate::http::decode::{fields, Decoder, Fields, Length};
+use bytes::{Buf, BytesMut};
+use http::header;
 use http::{Method, StatusCode, Uri, Version};
 
 /// The most header fields in a request head (hyper's limit too).
@@ -58,13 +58,6 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Names and values become slices of one copy of the head.
-    let bytes = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
-    let slice = |s: &[u8]| {
-        let at = s.as_ptr() as usize - base;
-        bytes.slice(at..at + s.len())
-    };
     // httparse only returns a complete head with method and path.
     let method = req.method.unwrap_or_default();
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("bad method\n"))?;
@@ -75,37 +68,28 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
             "method not allowed\n",
         ));
     }
-    let target = req.path.unwrap_or_default();
-    let uri = Uri::from_maybe_shared(slice(target.as_bytes()))
-        .map_err(|_| bad("bad request target\n"))?;
-
-    // Room for what the proxy adds (X-Forwarded-*, X-Request-Id): a map
-    // that grows rehashes every entry.
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 6);
-    let mut conn = Tokens::default();
-    let mut length = Length::Absent;
-    let mut chunked = None;
+    // Room for what the proxy adds (X-Forwarded-*, X-Request-Id).
     let mut hosts = 0;
     let mut expect_continue = false;
-    for h in req.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("bad header name\n"))?;
-        let value = HeaderValue::from_maybe_shared(slice(h.value))
-            .map_err(|_| bad("bad header value\n"))?;
+    let f = fields(req.headers, buf, len, 6, |name, value| {
         if name == header::HOST {
             hosts += 1;
-        } else if name == header::CONNECTION {
-            conn.add(h.value);
-        } else if name == header::CONTENT_LENGTH {
-            length = length.with(h.value);
-        } else if name == header::TRANSFER_ENCODING {
-            let only_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            chunked = Some(only_chunked && chunked.is_none());
         } else if name == header::EXPECT {
-            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
-        headers.append(name, value);
-    }
+        true
+    })
+    .map_err(|_| bad("bad header field\n"))?;
+    let target = req.path.unwrap_or_default();
+    let uri = Uri::from_maybe_shared(f.share(target.as_bytes()))
+        .map_err(|_| bad("bad request target\n"))?;
+    let Fields {
+        headers,
+        conn,
+        length,
+        chunked,
+        ..
+    } = f;
 
     // RFC 9112 §3.2: one Host, and HTTP/1.1 must send it (nginx agrees).
     if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {

@@ -3,8 +3,8 @@
 //! hop-by-hop, for requests and responses alike.
 
 use super::{Framing, Head, ProtoError, MAX_HEADERS};
-use crate::http::decode::{Length, Tokens};
-use bytes::{Buf, Bytes, BytesMut};
+use crate::http::decode::{fields, Fields, Length};
+use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
@@ -34,38 +34,19 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         Version::HTTP_11
     };
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
-    // Header values become slices of one copy of the head, not a copy each.
-    let bytes = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
     // Room for the fields added on the way out (X-Request-Id, HSTS, a
-    // route's headers): a map that grows rehashes every entry.
-    let mut headers = HeaderMap::with_capacity(res.headers.len() + 4);
-    let mut conn = Tokens::default();
-    let mut length = Length::Absent;
-    let mut chunked = None;
-    for h in res.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| ProtoError::Invalid("bad header name"))?;
-        let at = h.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(at..at + h.value.len()))
-            .map_err(|_| ProtoError::Invalid("bad header value"))?;
-        if name == header::CONNECTION {
-            conn.add(h.value);
-        }
-        if name == header::CONTENT_LENGTH {
-            length = length.with(h.value);
-        } else if name == header::TRANSFER_ENCODING {
-            // Only chunked is ever used; like nginx, anything else (gzip as
-            // a transfer coding, or chunked twice) is an error rather than
-            // bytes the client could not decode.
-            let only_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            chunked = Some(only_chunked && chunked.is_none());
-        }
-        // Hop-by-hop headers end here, except on a 101 (they are its point).
-        if upgrade || !is_hop_by_hop(&name) {
-            headers.append(name, value);
-        }
-    }
+    // route's headers). Hop-by-hop headers end here, except on a 101 (they
+    // are its point).
+    let Fields {
+        mut headers,
+        conn,
+        length,
+        chunked,
+        ..
+    } = fields(res.headers, buf, len, 4, |name, _| {
+        upgrade || !is_hop_by_hop(name)
+    })
+    .map_err(ProtoError::Invalid)?;
     if conn.others && !upgrade {
         // Headers the Connection header names are hop-by-hop too: put it
         // back and let the rule shared with requests remove them with it.
