@@ -8,7 +8,6 @@ use crate::handler::static_files::FileBody;
 use crate::upstream::body::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -25,7 +24,6 @@ enum Kind {
     Upstream(UpstreamBody),
     /// A static file: a plain-TCP connection may send it without copying.
     File(FileBody),
-    Boxed(BoxBody<Bytes, BoxError>),
 }
 
 impl ProxyBody {
@@ -69,17 +67,6 @@ impl ProxyBody {
             e.bytes += n;
         }
     }
-    pub fn boxed<B>(b: B) -> Self
-    where
-        B: Body<Data = Bytes> + Send + Sync + 'static,
-        B::Error: Into<BoxError>,
-    {
-        use http_body_util::BodyExt;
-        Self {
-            kind: Kind::Boxed(b.map_err(Into::into).boxed()),
-            log: None,
-        }
-    }
     /// Attach the access-log entry; it is emitted when the body ends.
     pub fn set_log(&mut self, entry: Box<Entry>) {
         self.log = Some(entry);
@@ -100,7 +87,6 @@ impl Body for ProxyBody {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
             Kind::File(f) => Pin::new(f).poll_frame(cx).map_err(Into::into),
-            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         };
         if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (this.log.as_mut(), &res) {
             if let Some(d) = frame.data_ref() {
@@ -116,7 +102,6 @@ impl Body for ProxyBody {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::File(f) => f.is_end_stream(),
-            Kind::Boxed(b) => b.is_end_stream(),
         }
     }
 
@@ -126,7 +111,6 @@ impl Body for ProxyBody {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b) => b.size_hint(),
             Kind::File(f) => f.size_hint(),
-            Kind::Boxed(b) => b.size_hint(),
         }
     }
 }
