@@ -31,13 +31,11 @@ pub async fn forward(
     out: &mut Outcome,
 ) -> Result<Resp, ProxyError> {
     let client_version = parts.version;
-    let upgrade = prepare(&mut parts, snap, conn)?;
+    // The HTTP/1 server put this here when the request asks for an
+    // upgrade (HTTP/1.1, `Connection: upgrade` and an `Upgrade` field).
+    let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+    let upgrade = prepare(&mut parts, snap, conn, client_upgrade.is_some())?;
     let client_ip = client_ip(&parts.headers, snap, conn);
-    let client_upgrade = if upgrade.is_some() {
-        parts.extensions.remove::<OnUpgrade>()
-    } else {
-        None
-    };
     let mut send = if http_body::Body::is_end_stream(&body) {
         SendBody::None
     } else if up.settings.buffer_chunked
@@ -228,9 +226,10 @@ fn prepare(
     parts: &mut http::request::Parts,
     snap: &Snapshot,
     conn: &ConnInfo,
+    upgrade: bool,
 ) -> Result<Option<HeaderValue>, ProxyError> {
     let h = &mut parts.headers;
-    let upgrade = if parts.version == Version::HTTP_11 && connection_has(h, "upgrade") {
+    let upgrade = if upgrade {
         h.get(header::UPGRADE).cloned()
     } else {
         None
@@ -343,14 +342,6 @@ fn join_values(h: &HeaderMap, name: &HeaderName) -> String {
         }
     }
     s
-}
-
-fn connection_has(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
-    })
 }
 
 fn is_idempotent(m: &Method) -> bool {
