@@ -22,6 +22,14 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The server is gone without a shutdown: idle connections see the
+        // signal's sender gone once woken.
+        self.state.idle.wake_all();
+    }
+}
+
 pub struct Listener {
     pub spec: ListenSpec,
     pub local_addr: SocketAddr,
@@ -93,24 +101,26 @@ async fn accept_loop(
         let local = stream.local_addr().unwrap_or(peer);
         let state = shared.state.clone();
         let conn_shutdown = shared.shutdown.subscribe();
-        crate::workers::spawn_conn(stream, move |stream| async move {
-            let _permit = permit;
-            match kind {
-                ListenKind::Tls => {
-                    // Boxed: a TLS connection's state (the session, the
-                    // handshake) would otherwise size every plain one's task.
-                    Box::pin(crate::tls::serve(stream, peer, local, state, conn_shutdown)).await
-                }
-                _ => {
-                    let info = Arc::new(ConnInfo {
-                        peer,
-                        local,
-                        kind,
-                        client_cert_subject: None,
-                    });
-                    crate::http::serve(stream, info, state, conn_shutdown).await
-                }
+        // The connection's task is the serving future itself, made here:
+        // a wrapping async block would keep a second copy of everything it
+        // captures for the connection's whole life.
+        match kind {
+            ListenKind::Tls => crate::workers::spawn_conn(stream, permit, move |stream| {
+                // Boxed: a TLS connection's state (the session, the
+                // handshake) would otherwise size every plain one's task.
+                Box::pin(crate::tls::serve(stream, peer, local, state, conn_shutdown))
+            }),
+            _ => {
+                let info = Arc::new(ConnInfo {
+                    peer,
+                    local,
+                    kind,
+                    client_cert_subject: None,
+                });
+                crate::workers::spawn_conn(stream, permit, move |stream| {
+                    crate::http::serve(stream, info, state, conn_shutdown)
+                })
             }
-        });
+        }
     }
 }

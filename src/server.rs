@@ -244,6 +244,7 @@ impl Server {
             l.iter().for_each(Listener::stop);
         }
         let _ = self.shared.shutdown.send(true);
+        self.shared.state.idle.wake_all();
         tokio::time::timeout(timeout, self.shared.shutdown.closed())
             .await
             .is_ok()

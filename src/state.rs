@@ -100,6 +100,8 @@ pub struct State {
     /// port 0 resolved), for the redirect listener; 0: no TLS listener. Set
     /// by the server each time it binds, before anything is served.
     bound_https_port: AtomicU16,
+    /// The HTTP/1 connections' idle deadlines (`http::idle`).
+    pub idle: Arc<crate::http::IdleSet>,
 }
 
 impl State {
@@ -107,6 +109,7 @@ impl State {
         State {
             current: ArcSwap::from_pointee(s),
             bound_https_port: AtomicU16::new(0),
+            idle: Arc::default(),
         }
     }
 

@@ -12,10 +12,13 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
+use tokio::sync::OwnedSemaphorePermit;
 
 struct Worker {
     handle: Handle,
@@ -68,24 +71,26 @@ pub fn index() -> usize {
 }
 
 /// Serve an accepted connection on the least busy worker, or on the current
-/// runtime when no workers run.
-pub fn spawn_conn<F, Fut>(stream: TcpStream, serve: F)
+/// runtime when no workers run. `serve` makes the connection's future; it
+/// runs on this thread, with the worker's runtime entered.
+pub fn spawn_conn<F, Fut>(stream: TcpStream, permit: OwnedSemaphorePermit, serve: F)
 where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    F: FnOnce(TcpStream) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(workers) = WORKERS.get() else {
-        tokio::spawn(serve(stream));
-        return;
-    };
-    let Some(w) = workers
-        .iter()
-        .min_by_key(|w| w.conns.load(Ordering::Relaxed))
+    let Some(w) = WORKERS
+        .get()
+        .and_then(|ws| ws.iter().min_by_key(|w| w.conns.load(Ordering::Relaxed)))
     else {
-        tokio::spawn(serve(stream));
+        tokio::spawn(Conn {
+            fut: serve(stream),
+            _permit: permit,
+            _done: None,
+        });
         return;
     };
-    // The socket moves to the worker's own I/O driver.
+    // The socket moves to the worker's own I/O driver; registering with it
+    // from this thread is what entering its runtime allows.
     let std = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
@@ -94,13 +99,40 @@ where
         }
     };
     w.conns.fetch_add(1, Ordering::Relaxed);
-    w.handle.spawn(async move {
-        let _done = Done(&w.conns);
+    let done = Done(&w.conns);
+    let stream = {
+        let _rt = w.handle.enter();
         match TcpStream::from_std(std) {
-            Ok(s) => serve(s).await,
-            Err(e) => tracing::debug!(error = %e, "worker cannot take a connection"),
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "worker cannot take a connection");
+                return;
+            }
         }
+    };
+    w.handle.spawn(Conn {
+        fut: serve(stream),
+        _permit: permit,
+        _done: Some(done),
     });
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task: its future, and what it holds until it ends.
+    struct Conn<F> {
+        #[pin]
+        fut: F,
+        _permit: OwnedSemaphorePermit,
+        _done: Option<Done>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Conn<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().fut.poll(cx)
+    }
 }
 
 struct Done(&'static AtomicUsize);

@@ -7,9 +7,11 @@
 pub mod decode;
 mod h1;
 mod h2;
+mod idle;
 
 pub use h1::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
 pub use h2::H2Body;
+pub use idle::IdleSet;
 
 use crate::service::ConnInfo;
 use crate::state::State;
@@ -109,17 +111,13 @@ impl Io for TcpStream {
 impl Io for tokio_rustls::server::TlsStream<TcpStream> {}
 
 /// HTTP/1.x, or HTTP/2 if the client opens with its preface.
-pub async fn serve<T: Io>(
+pub fn serve<T: Io>(
     io: T,
     info: Arc<ConnInfo>,
     state: Arc<State>,
     shutdown: watch::Receiver<bool>,
-) {
-    if let Some(io) = h1::serve(io, info.clone(), state.clone(), shutdown.clone()).await {
-        // Boxed: rare, and its state would otherwise make every HTTP/1
-        // connection's task as large.
-        Box::pin(h2::serve(io, info, state, shutdown)).await;
-    }
+) -> impl Future<Output = ()> + Send {
+    h1::serve(io, info, state, shutdown)
 }
 
 /// HTTP/2 from the first byte (ALPN chose it).

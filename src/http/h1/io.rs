@@ -4,6 +4,7 @@
 //! contended; it is held inside a poll, never across an await.
 
 use super::super::decode::{self, Decoder, Step};
+use super::super::idle::IdleTimer;
 use super::super::Io;
 use crate::body::BoxError;
 use bytes::{Bytes, BytesMut};
@@ -24,6 +25,8 @@ pub struct Shared<T: ?Sized> {
     read_size: usize,
     /// `now_ms` of the last byte read or written: the idle timeout's clock.
     pub last_ms: u64,
+    /// Here rather than in the connection's task: see `h1::serve`.
+    idle: IdleTimer,
     /// The current request's body, as far as it has been read.
     pub body: Decoder,
     /// Reading the body failed: where the next request starts is unknown,
@@ -47,17 +50,23 @@ pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<T: Io> Shared<T> {
-    pub fn new(io: T) -> Self {
+    pub fn new(io: T, idle: IdleTimer) -> Self {
         Shared {
             rbuf: BytesMut::new(),
             read_size: decode::MIN_READ,
             last_ms: crate::upstream::now_ms(),
+            idle,
             body: Decoder::done(),
             body_failed: false,
             seq: 0,
             continue_owed: 0,
             io,
         }
+    }
+
+    /// Ready once nothing moved on the connection for `limit`.
+    pub fn poll_idle(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
+        self.idle.poll(self.last_ms, limit, cx)
     }
 }
 

@@ -4,9 +4,9 @@
 //! reads the same socket through `io::Shared`.
 //!
 //! Timeouts: an idle connection (no byte read or written) is closed after
-//! `idle_timeout`, checked against one timer per connection that is only
-//! moved when it fires; `header_timeout` starts with the first byte of a
-//! head, so a head that arrives in one read never touches a timer.
+//! `idle_timeout`, kept by the server's sweeper (`http::idle`) rather than
+//! a timer in each connection; `header_timeout` starts with the first byte
+//! of a head, so a head that arrives in one read never touches a timer.
 
 mod io;
 mod request;
@@ -18,6 +18,7 @@ pub use io::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
 
 use self::io::{lock, Shared, SharedIo};
 use self::request::{Head, Reject};
+use super::idle::IdleTimer;
 use super::Io;
 use crate::body::ReqBody;
 use crate::service::{self, ConnInfo};
@@ -38,11 +39,31 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
+/// Kept small: it lives in every connection's task.
 #[derive(Clone, Copy)]
 struct Limits {
-    header_timeout: Duration,
-    idle: Duration,
-    max_head: usize,
+    header_timeout_ms: u32,
+    idle_ms: u32,
+    max_head: u32,
+}
+
+impl Limits {
+    fn new(s: &crate::state::ServerSettings) -> Self {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Limits {
+            header_timeout_ms: ms(s.header_timeout),
+            idle_ms: ms(s.idle_timeout),
+            max_head: u32::try_from(s.max_header_size).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms.into())
+    }
+
+    fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms.into())
+    }
 }
 
 // Returned once per request and moved once: boxing would cost more.
@@ -55,64 +76,110 @@ enum Next {
     Reject(Reject),
 }
 
-/// Serve HTTP/1.x until the connection ends. Returns the connection when the
-/// client opened with the HTTP/2 preface instead.
-pub async fn serve<T: Io>(
+/// Serve HTTP/1.x until the connection ends; a client that opens with the
+/// HTTP/2 preface is handed to HTTP/2.
+///
+/// The future returned is the connection's task, and its size is most of
+/// what an idle connection costs. So the connection's state is made here,
+/// and `io`, moved into it, keeps no room in the future; and the future is
+/// a block, not an async fn, which would keep every argument twice (as
+/// given, and moved into its body).
+pub fn serve<T: Io>(
     io: T,
     info: Arc<ConnInfo>,
     state: Arc<State>,
     shutdown: watch::Receiver<bool>,
-) -> Option<Upgraded> {
-    let lim = {
-        let s = &state.load().server;
-        Limits {
-            header_timeout: s.header_timeout,
-            idle: s.idle_timeout,
-            max_head: s.max_header_size,
-        }
-    };
-    let shared = Arc::new(Mutex::new(Shared::new(io)));
-    let mut stop_rx = shutdown.clone();
-    let stopping = async move {
-        let _ = stop_rx.changed().await;
-    };
-    tokio::pin!(stopping);
-    let idle = tokio::time::sleep(lim.idle);
-    tokio::pin!(idle);
-    let mut first = true;
-    let linger = loop {
-        let head = match next_head(&shared, &lim, first, idle.as_mut(), stopping.as_mut()).await {
-            Next::Request(h) => h,
-            Next::Closed => break false,
-            Next::H2 => return Some(Upgraded::new(shared)),
-            Next::Reject(r) => {
-                // Boxed: rare, and large (it holds a whole response).
-                Box::pin(reject(&shared, r, &info, &state)).await;
-                break true;
+) -> impl Future<Output = ()> + Send {
+    let lim = Limits::new(&state.load().server);
+    let shared = Arc::new(Mutex::new(Shared::new(
+        io,
+        IdleTimer::new(state.idle.clone()),
+    )));
+    async move {
+        let mut first = true;
+        let mut head_timer = None;
+        let end = loop {
+            // Nothing is awaited inside this match: a `Next` (a whole request
+            // head) held across an await would be kept in every idle
+            // connection's state.
+            let head =
+                match poll_fn(|cx| next_head(&shared, &lim, first, &shutdown, &mut head_timer, cx))
+                    .await
+                {
+                    Next::Request(h) => h,
+                    Next::Closed => break End::Close { linger: false },
+                    Next::H2 => break End::H2,
+                    Next::Reject(r) => break End::Refused(r),
+                };
+            // `header_timeout` counts from the first byte of each head.
+            head_timer = None;
+            first = false;
+            // Boxed: the request's state (the service, the response's body) is
+            // held only while it runs; an idle connection keeps a pointer less.
+            let ctx = Ctx {
+                shared: &shared,
+                info: &info,
+                state: &state,
+                shutdown: &shutdown,
+                lim: &lim,
+            };
+            match Box::pin(exchange(ctx, head)).await {
+                After::KeepAlive => continue,
+                After::Close { linger } => break End::Close { linger },
+                After::Upgrade(tx) => break End::Upgrade(tx),
+                After::Abort => break End::Abort,
             }
         };
-        first = false;
-        // Boxed: the request's state (the service, the response's body) is
-        // held only while it runs; an idle connection keeps a pointer less.
-        let ctx = Ctx {
-            shared: &shared,
-            info: &info,
-            state: &state,
-            shutdown: &shutdown,
-            lim: &lim,
-        };
-        match Box::pin(exchange(ctx, head, idle.as_mut())).await {
-            After::KeepAlive => continue,
-            After::Close { linger } => break linger,
-            After::Upgrade(tx) => {
-                let _ = tx.send(Upgraded::new(shared));
-                return None;
-            }
-            After::Abort => return None,
+        // One await for whatever comes after: an `End` held across several
+        // would keep its room beside the loop's, in every idle connection.
+        Box::pin(finish(end, shared, info, state, shutdown)).await
+    }
+}
+
+async fn finish<T: Io>(
+    end: End,
+    shared: Arc<Mutex<Shared<T>>>,
+    info: Arc<ConnInfo>,
+    state: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+) {
+    match end {
+        End::Close { linger } => close(&shared, linger).await,
+        // The rare ends are boxed again, so that the common one (`close`)
+        // allocates only its own small state.
+        End::Refused(r) => {
+            // Large: it holds a whole response.
+            Box::pin(reject(&shared, r, &info, &state)).await;
+            close(&shared, true).await;
         }
-    };
-    Box::pin(close(&shared, linger)).await;
-    None
+        End::H2 => {
+            Box::pin(super::h2::serve(
+                Upgraded::new(shared),
+                info,
+                state,
+                shutdown,
+            ))
+            .await
+        }
+        End::Upgrade(tx) => {
+            let _ = tx.send(Upgraded::new(shared));
+        }
+        End::Abort => {}
+    }
+}
+
+/// How the request loop ended.
+enum End {
+    /// `linger`: a request body may still be arriving.
+    Close {
+        linger: bool,
+    },
+    Refused(Reject),
+    H2,
+    /// A 101 went out: the connection is the upgrade's.
+    Upgrade(oneshot::Sender<Upgraded>),
+    /// The connection broke.
+    Abort,
 }
 
 struct Ctx<'a, T: ?Sized> {
@@ -137,7 +204,7 @@ enum After {
 }
 
 /// One request: the service's answer, written out.
-async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -> After {
+async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head) -> After {
     let Head {
         mut parts,
         body,
@@ -157,7 +224,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
         };
         if has_body {
             let io: SharedIo = c.shared.clone();
-            ReqBody::H1(H1Body::new(io, s.seq, c.lim.idle))
+            ReqBody::H1(H1Body::new(io, s.seq, c.lim.idle()))
         } else {
             ReqBody::Empty
         }
@@ -202,7 +269,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
     let sent = tokio::select! {
         biased;
         r = response::send(shared, out, body, wire) => r,
-        _ = poll_fn(|cx| crate::http::poll_stalled(idle.as_mut(), lock(shared).last_ms, c.lim.idle, cx)) => {
+        _ = poll_fn(|cx| lock(shared).poll_idle(c.lim.idle(), cx)) => {
             tracing::debug!(peer = %c.info.peer, "client stopped reading the response; closing");
             Ok(false)
         }
@@ -219,72 +286,70 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head, mut idle: Pin<&mut Sleep>) -
 }
 
 /// Wait for and parse the next request head.
-async fn next_head<T: Io>(
+fn next_head<T: Io>(
     shared: &Mutex<Shared<T>>,
     lim: &Limits,
     first: bool,
-    mut idle: Pin<&mut Sleep>,
-    mut stopping: Pin<&mut impl Future<Output = ()>>,
-) -> Next {
-    let mut head_timer: Option<Pin<Box<Sleep>>> = None;
-    poll_fn(|cx| {
-        let mut g = lock(shared);
-        let s = &mut *g;
-        loop {
-            if s.rbuf.is_empty() {
-                // Idle: wait without a buffer; allocate one once bytes come.
-                match s.io.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
-                    Poll::Pending => {
-                        if s.rbuf.capacity() > 0 {
-                            s.release_buffer();
-                        }
-                        return idle_or_stop(&mut idle, &mut stopping, s.last_ms, lim, cx);
+    shutdown: &watch::Receiver<bool>,
+    head_timer: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Next> {
+    let mut g = lock(shared);
+    let s = &mut *g;
+    loop {
+        if s.rbuf.is_empty() {
+            // Idle: wait without a buffer; allocate one once bytes come.
+            match s.io.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
+                Poll::Pending => {
+                    if s.rbuf.capacity() > 0 {
+                        s.release_buffer();
                     }
-                }
-            } else if first && H2_PREFACE.starts_with(&s.rbuf[..s.rbuf.len().min(24)]) {
-                if s.rbuf.len() >= H2_PREFACE.len() {
-                    return Poll::Ready(Next::H2);
-                }
-            } else {
-                match request::parse(&mut s.rbuf, lim.max_head) {
-                    Ok(Some(h)) => return Poll::Ready(Next::Request(h)),
-                    Ok(None) => {}
-                    Err(r) => return Poll::Ready(Next::Reject(r)),
+                    return idle_or_stop(s, shutdown, lim, cx);
                 }
             }
-            match s.poll_fill(cx) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
-                Poll::Ready(Ok(_)) => continue,
-                Poll::Pending if s.rbuf.is_empty() => {
-                    return idle_or_stop(&mut idle, &mut stopping, s.last_ms, lim, cx)
-                }
-                Poll::Pending => {
-                    let t = head_timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(lim.header_timeout)));
-                    if t.as_mut().poll(cx).is_ready() {
-                        tracing::debug!("request head not complete within header_timeout");
-                        return Poll::Ready(Next::Closed);
-                    }
-                    return Poll::Pending;
-                }
+        } else if first && H2_PREFACE.starts_with(&s.rbuf[..s.rbuf.len().min(24)]) {
+            if s.rbuf.len() >= H2_PREFACE.len() {
+                return Poll::Ready(Next::H2);
+            }
+        } else {
+            match request::parse(&mut s.rbuf, lim.max_head as usize) {
+                Ok(Some(h)) => return Poll::Ready(Next::Request(h)),
+                Ok(None) => {}
+                Err(r) => return Poll::Ready(Next::Reject(r)),
             }
         }
-    })
-    .await
+        match s.poll_fill(cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
+            Poll::Ready(Ok(_)) => continue,
+            Poll::Pending if s.rbuf.is_empty() => return idle_or_stop(s, shutdown, lim, cx),
+            Poll::Pending => {
+                let t = head_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(lim.header_timeout())));
+                if t.as_mut().poll(cx).is_ready() {
+                    tracing::debug!("request head not complete within header_timeout");
+                    return Poll::Ready(Next::Closed);
+                }
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
-fn idle_or_stop(
-    idle: &mut Pin<&mut Sleep>,
-    stopping: &mut Pin<&mut impl Future<Output = ()>>,
-    last_ms: u64,
+fn idle_or_stop<T: Io>(
+    s: &mut Shared<T>,
+    shutdown: &watch::Receiver<bool>,
     lim: &Limits,
     cx: &mut Context<'_>,
 ) -> Poll<Next> {
-    if stopping.as_mut().poll(cx).is_ready()
-        || crate::http::poll_stalled(idle.as_mut(), last_ms, lim.idle, cx).is_ready()
-    {
+    if s.poll_idle(lim.idle(), cx).is_ready() {
+        return Poll::Ready(Next::Closed);
+    }
+    // After arming: the shutdown wakes every armed wait once its signal is
+    // out, so a signal missed here still wakes this one. A sender gone
+    // (the server dropped) is a shutdown too.
+    if shutdown.has_changed().unwrap_or(true) {
         return Poll::Ready(Next::Closed);
     }
     Poll::Pending

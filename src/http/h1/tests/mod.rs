@@ -289,7 +289,7 @@ fn an_idle_connection_holds_a_small_future() {
         std::mem::size_of::<Fut>()
     }
     let size = size_of_future(crate::http::serve::<tokio::net::TcpStream>);
-    assert!(size <= 1024, "connection future is {size} bytes");
+    assert!(size <= 128, "connection future is {size} bytes");
 }
 
 /// The request's future is moved into its box once per request: a rare
