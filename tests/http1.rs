@@ -343,3 +343,60 @@ async fn refused_heads_are_in_the_access_log_with_their_first_line() {
     assert_eq!(v[1]["request_line"], "\\x16\\x03\\x01\\x00\\x05hello");
     assert_eq!(v[1]["bytes"], 12);
 }
+
+/// Read until the server closes; the guard only stops a hang.
+async fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    let wait = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let p = proxy(&cfg(
+        "[server]\nidle_timeout = \"300ms\"\n[[route]]\nrespond = { body = \"ok\" }\n",
+    ))
+    .await;
+    let mut idle = connect(p.addrs[0]).await;
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until(&mut idle, "\r\n\r\nok", 1)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(
+        closed_by_server(&mut idle).await,
+        "idle connection never closed"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    // idle_timeout and shutdown_timeout are far longer than the guard: only
+    // the shutdown's own wake-up can close the idle connection in time.
+    let p = proxy(&cfg(
+        "[server]\nidle_timeout = \"600s\"\nshutdown_timeout = \"600s\"\n[[route]]\nrespond = { body = \"ok\" }\n",
+    ))
+    .await;
+    let mut idle = connect(p.addrs[0]).await;
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until(&mut idle, "\r\n\r\nok", 1)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let finished = tokio::time::timeout(Duration::from_secs(20), p.server.shutdown())
+        .await
+        .expect("shutdown waited on an idle connection");
+    assert!(finished, "shutdown hit its timeout");
+    assert!(closed_by_server(&mut idle).await);
+}
