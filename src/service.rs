@@ -184,8 +184,11 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
         buf[2 * i] = HEX[(byte >> 4) as usize];
         buf[2 * i + 1] = HEX[(byte & 15) as usize];
     }
-    // Hex digits are always a valid header value.
-    let v = HeaderValue::from_bytes(&buf).expect("hex is a valid header value");
+    // Hex digits are always a valid header value. An owned buffer: the value
+    // is cloned (request and response), and a clone of a copied slice would
+    // allocate again to become shared.
+    let v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("hex is a valid header value");
     headers.insert(X_REQUEST_ID.clone(), v.clone());
     v
 }
