@@ -5,6 +5,7 @@
 
 use crate::access_log::Entry;
 use crate::handler::static_files::FileBody;
+use crate::http::RawFields;
 use crate::upstream::body::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -16,6 +17,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ProxyBody {
     kind: Kind,
     log: Option<Box<Entry>>,
+    /// An upstream answer's header fields, passed on as they came; the
+    /// response's own header map holds only what the proxy sets.
+    fields: Option<RawFields>,
 }
 
 enum Kind {
@@ -31,6 +35,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Empty,
             log: None,
+            fields: None,
         }
     }
     pub fn full(b: impl Into<Bytes>) -> Self {
@@ -40,18 +45,24 @@ impl ProxyBody {
         } else {
             Kind::Full(Some(b))
         };
-        Self { kind, log: None }
+        Self {
+            kind,
+            log: None,
+            fields: None,
+        }
     }
     pub fn upstream(b: UpstreamBody) -> Self {
         Self {
             kind: Kind::Upstream(b),
             log: None,
+            fields: None,
         }
     }
     pub fn file(f: FileBody) -> Self {
         Self {
             kind: Kind::File(f),
             log: None,
+            fields: None,
         }
     }
     /// The file behind this body, for a connection that sends it itself.
@@ -70,6 +81,15 @@ impl ProxyBody {
     /// Attach the access-log entry; it is emitted when the body ends.
     pub fn set_log(&mut self, entry: Box<Entry>) {
         self.log = Some(entry);
+    }
+    pub fn set_fields(&mut self, f: RawFields) {
+        self.fields = Some(f);
+    }
+    pub fn fields(&self) -> Option<&RawFields> {
+        self.fields.as_ref()
+    }
+    pub fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
     }
 }
 

@@ -183,12 +183,12 @@ fn response(head: Head, c: Conn, guard: InflightGuard, client_upgrade: Option<On
     // Hop-by-hop headers were left out when the head was parsed.
     let Head {
         status,
-        headers,
+        fields,
         framing,
         keep_alive,
         ..
     } = head;
-    let body = if status == StatusCode::SWITCHING_PROTOCOLS {
+    let mut body = if status == StatusCode::SWITCHING_PROTOCOLS {
         // Upgrade and Connection stay: they are the 101's point.
         if let Some(client) = client_upgrade {
             tokio::spawn(join_upgraded(client, c, guard));
@@ -197,9 +197,11 @@ fn response(head: Head, c: Conn, guard: InflightGuard, client_upgrade: Option<On
     } else {
         ProxyBody::upstream(UpstreamBody::new(c, framing, keep_alive, guard))
     };
+    body.set_fields(fields);
     let mut r = Response::new(body);
     *r.status_mut() = status;
-    *r.headers_mut() = headers;
+    // Room for what the proxy adds (X-Request-Id, HSTS, a route's headers).
+    *r.headers_mut() = http::HeaderMap::with_capacity(4);
     r
 }
 

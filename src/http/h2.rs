@@ -151,12 +151,21 @@ pub async fn serve<IO>(
         .max_header_list_size(max_header as u32)
         .max_concurrent_streams(256);
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        // Boxed: hyper keeps a slot of this future's size per stream.
-        Box::pin(service::handle(
+        let handled = service::handle(
             req.map(|b| ReqBody::H2(H2Body::new(b, idle))),
             info.clone(),
             state.clone(),
-        ))
+        );
+        // Boxed: hyper keeps a slot of this future's size per stream.
+        Box::pin(async move {
+            let Ok(mut resp) = handled.await;
+            // hyper writes the map: an upstream's fields go into it.
+            if let Some(raw) = resp.body_mut().take_fields() {
+                let set = std::mem::take(resp.headers_mut());
+                *resp.headers_mut() = raw.into_map(set);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        })
     });
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);

@@ -8,10 +8,12 @@ pub mod decode;
 mod h1;
 mod h2;
 mod idle;
+pub mod raw;
 
 pub use h1::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
 pub use h2::H2Body;
 pub use idle::IdleSet;
+pub use raw::RawFields;
 
 use crate::service::ConnInfo;
 use crate::state::State;

@@ -14,7 +14,7 @@ use super::connect::Stream;
 use crate::body::BoxError;
 use crate::upstream::pool::RequestBody;
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header;
 use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use std::io::{self, Write};
@@ -59,7 +59,8 @@ pub enum Framing {
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
-    pub headers: HeaderMap,
+    /// Passed on as they came, less hop-by-hop fields (`http::raw`).
+    pub fields: crate::http::RawFields,
     pub framing: Framing,
     /// The connection may carry another request once the body has ended.
     pub keep_alive: bool,

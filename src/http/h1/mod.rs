@@ -259,6 +259,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head) -> After {
     let wire = response::encode_head(
         &mut out,
         &parts,
+        body.fields(),
         &http_body::Body::size_hint(&body),
         head_request,
         version,
@@ -398,6 +399,7 @@ async fn reject<T: Io>(
     let wire = response::encode_head(
         &mut head,
         &parts,
+        None,
         &hint,
         false,
         http::Version::HTTP_11,

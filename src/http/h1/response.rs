@@ -6,6 +6,7 @@ use super::io::{lock, Shared};
 use crate::body::ProxyBody;
 use crate::http::decode::Length;
 use crate::http::Io;
+use crate::http::RawFields;
 use http::header;
 use http::{StatusCode, Version};
 use http_body::Body;
@@ -36,6 +37,7 @@ pub enum Wire {
 pub fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
+    raw: Option<&RawFields>,
     hint: &http_body::SizeHint,
     head_request: bool,
     version: Version,
@@ -48,13 +50,17 @@ pub fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // An upstream's fields as they came, less those the proxy set itself.
+    if let Some(raw) = raw {
+        raw.write_to(out, h);
+    }
     for (name, value) in h {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !h.contains_key(header::DATE) {
+    if crate::http::raw::needs_date(h, raw) {
         out.extend_from_slice(b"date: ");
         date(out);
         out.extend_from_slice(b"\r\n");

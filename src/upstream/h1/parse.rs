@@ -3,9 +3,10 @@
 //! hop-by-hop, for requests and responses alike.
 
 use super::{Framing, Head, ProtoError, MAX_HEADERS};
-use crate::http::decode::{fields, Fields, Length};
+use crate::http::decode::{Length, Tokens};
+use crate::http::raw;
 use bytes::{Buf, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode, Version};
 
 /// Parse a response head at the start of `buf` and consume it; `None` while
@@ -34,50 +35,36 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         Version::HTTP_11
     };
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
-    // Room for the fields added on the way out (X-Request-Id, HSTS, a
-    // route's headers). Hop-by-hop headers end here, except on a 101 (they
-    // are its point).
-    let Fields {
-        mut headers,
-        conn,
-        length,
-        chunked,
-        ..
-    } = fields(res.headers, buf, len, 4, |name, _| {
-        upgrade || !is_hop_by_hop(name)
-    })
-    .map_err(ProtoError::Invalid)?;
-    if conn.others && !upgrade {
-        // Headers the Connection header names are hop-by-hop too: put it
-        // back and let the rule shared with requests remove them with it.
-        for h in res.headers.iter() {
-            if h.name.eq_ignore_ascii_case("connection") {
-                if let Ok(v) = HeaderValue::from_bytes(h.value) {
-                    headers.append(header::CONNECTION, v);
-                }
-            }
+    // First what the fields say about framing and the connection, then the
+    // block of those passed on (see `http::raw`): no header map is built.
+    let mut conn = Tokens::default();
+    let mut length = Length::Absent;
+    let mut chunked: Option<bool> = None;
+    for h in res.headers.iter() {
+        let n = h.name;
+        if n.eq_ignore_ascii_case("connection") {
+            conn.add(h.value);
+        } else if n.eq_ignore_ascii_case("content-length") {
+            length = length.with(h.value);
+        } else if n.eq_ignore_ascii_case("transfer-encoding") {
+            let only_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            chunked = Some(only_chunked && chunked.is_none());
         }
-        strip_hop_by_hop(&mut headers);
     }
-    buf.advance(len);
-
     let mut keep_alive = match version {
         Version::HTTP_10 => conn.keep_alive && !conn.close,
         _ => !conn.close,
     };
-    let framing = if *method == Method::HEAD
+    let bodiless = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
         Framing::Empty
     } else if let Some(only_chunked) = chunked {
         if !only_chunked {
             return Err(ProtoError::Invalid("unsupported Transfer-Encoding"));
         }
-        // Transfer-Encoding overrides any Content-Length (RFC 9112 §6.3),
-        // which must not reach the client then.
-        headers.remove(header::CONTENT_LENGTH);
         Framing::Chunked
     } else {
         match length {
@@ -90,10 +77,36 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
             Length::Bad => return Err(ProtoError::Invalid("bad Content-Length")),
         }
     };
+    // The values of Connection that name other fields make them hop-by-hop.
+    let listed: Vec<&[u8]> = if conn.others && !upgrade {
+        res.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut fields = raw::Builder::with_capacity(len);
+    for h in res.headers.iter() {
+        let n = h.name;
+        // Hop-by-hop fields end here, except on a 101 (they are its
+        // point). The length is the client connection's to state, from the
+        // body, unless the answer has none (HEAD, 304: it is the GET's).
+        let drop = (!upgrade
+            && (is_hop_by_hop_name(n)
+                || listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_bytes()))))
+            || (!bodiless && n.eq_ignore_ascii_case("content-length"));
+        if !drop {
+            fields.push(n, h.value);
+        }
+    }
+    buf.advance(len);
     Ok(Some(Head {
         status,
         version,
-        headers,
+        fields: fields.finish(),
         framing,
         keep_alive,
     }))
@@ -123,6 +136,23 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in doomed {
         h.remove(n);
     }
+}
+
+/// The same set as `is_hop_by_hop`, for a name as it came.
+fn is_hop_by_hop_name(n: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+    ]
+    .iter()
+    .any(|h| h.eq_ignore_ascii_case(n))
 }
 
 pub fn is_hop_by_hop(n: &HeaderName) -> bool {

@@ -180,7 +180,15 @@ fn encoded(
     let (parts, ()) = r.into_parts();
     let mut out = Vec::new();
     let mut keep = keep_alive;
-    let wire = encode_head(&mut out, &parts, &hint, head_request, version, &mut keep);
+    let wire = encode_head(
+        &mut out,
+        &parts,
+        None,
+        &hint,
+        head_request,
+        version,
+        &mut keep,
+    );
     (String::from_utf8(out).unwrap(), wire, keep)
 }
 
