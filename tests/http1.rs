@@ -360,19 +360,25 @@ async fn closed_by_server(s: &mut TcpStream) -> bool {
         .is_ok()
 }
 
-#[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let p = proxy(&cfg(
-        "[server]\nidle_timeout = \"300ms\"\n[[route]]\nrespond = { body = \"ok\" }\n",
-    ))
+/// A proxy with `server` settings answering "ok", and a connection to it
+/// that has had one answer and is now idle.
+async fn idle_after_one_answer(server: &str) -> (Proxy, TcpStream) {
+    let p = proxy(&cfg(&format!(
+        "[server]\n{server}\n[[route]]\nrespond = {{ body = \"ok\" }}\n"
+    )))
     .await;
-    let mut idle = connect(p.addrs[0]).await;
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    let mut s = connect(p.addrs[0]).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    assert!(read_until(&mut idle, "\r\n\r\nok", 1)
-        .await
-        .starts_with("HTTP/1.1 200"));
+    let answer = read_until(&mut s, "\r\n\r\nok", 1).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    (p, s)
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let (_p, mut idle) = idle_after_one_answer("idle_timeout = \"300ms\"").await;
     assert!(
         closed_by_server(&mut idle).await,
         "idle connection never closed"
@@ -383,17 +389,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     // idle_timeout and shutdown_timeout are far longer than the guard: only
     // the shutdown's own wake-up can close the idle connection in time.
-    let p = proxy(&cfg(
-        "[server]\nidle_timeout = \"600s\"\nshutdown_timeout = \"600s\"\n[[route]]\nrespond = { body = \"ok\" }\n",
-    ))
-    .await;
-    let mut idle = connect(p.addrs[0]).await;
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_until(&mut idle, "\r\n\r\nok", 1)
-        .await
-        .starts_with("HTTP/1.1 200"));
+    let (p, mut idle) =
+        idle_after_one_answer("idle_timeout = \"600s\"\nshutdown_timeout = \"600s\"").await;
     let finished = tokio::time::timeout(Duration::from_secs(20), p.server.shutdown())
         .await
         .expect("shutdown waited on an idle connection");
