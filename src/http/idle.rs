@@ -173,7 +173,7 @@ impl IdleTimer {
     pub fn new(set: Arc<IdleSet>) -> Self {
         IdleTimer {
             set,
-            shard: (crate::workers::index() % SHARDS) as u32,
+            shard: 0,
             slot: u32::MAX,
         }
     }
@@ -185,6 +185,12 @@ impl IdleTimer {
         let due = last_ms + limit.as_millis() as u64;
         if now_ms() >= due {
             return Poll::Ready(());
+        }
+        if self.slot == u32::MAX {
+            // Chosen where the connection runs, at its first wait: it is
+            // made on the accepting thread, and a shard shared by two
+            // workers would bounce its lock between their cores.
+            self.shard = (crate::workers::index() % SHARDS) as u32;
         }
         {
             let mut shard = lock(&self.set.shards[self.shard as usize]);
