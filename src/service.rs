@@ -26,7 +26,9 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     pub kind: ListenKind,
     /// Subject of a verified client certificate (mTLS).
-    pub client_cert_subject: Option<HeaderValue>,
+    /// Boxed: present only on mTLS connections, and this struct is kept
+    /// for every idle connection.
+    pub client_cert_subject: Option<Box<HeaderValue>>,
 }
 
 impl ConnInfo {

@@ -273,7 +273,7 @@ fn prepare(
     }
     // Never let a client claim a certificate it did not present.
     h.remove(&X_CLIENT_CERT_SUBJECT);
-    if let Some(subject) = &conn.client_cert_subject {
+    if let Some(subject) = conn.client_cert_subject.as_deref() {
         h.insert(X_CLIENT_CERT_SUBJECT.clone(), subject.clone());
     }
 

@@ -102,7 +102,8 @@ pub async fn serve(
         .and_then(certs::subject)
         // UTF-8 names (CN=José) are kept as bytes; control characters were
         // escaped by `subject`.
-        .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok());
+        .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok())
+        .map(Box::new);
     let info = Arc::new(ConnInfo {
         peer,
         local,
