@@ -8,6 +8,7 @@
 //! a timer in each connection; `header_timeout` starts with the first byte
 //! of a head, so a head that arrives in one read never touches a timer.
 
+mod end;
 mod io;
 mod request;
 mod response;
@@ -16,6 +17,7 @@ mod tests;
 
 pub use io::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
 
+use self::end::{finish, End};
 use self::io::{lock, Shared, SharedIo};
 use self::request::{Head, Reject};
 use super::idle::IdleTimer;
@@ -33,11 +35,6 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Sleep;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// How long a closing connection may take to say goodbye, and how much of
-/// an unread request body is read and dropped meanwhile, so that the answer
-/// is not lost to a reset (nginx's lingering close).
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1 << 20;
 
 /// Kept small: it lives in every connection's task.
 #[derive(Clone, Copy)]
@@ -134,52 +131,6 @@ pub fn serve<T: Io>(
         // would keep its room beside the loop's, in every idle connection.
         Box::pin(finish(end, shared, info, state, shutdown)).await
     }
-}
-
-async fn finish<T: Io>(
-    end: End,
-    shared: Arc<Mutex<Shared<T>>>,
-    info: Arc<ConnInfo>,
-    state: Arc<State>,
-    shutdown: watch::Receiver<bool>,
-) {
-    match end {
-        End::Close { linger } => close(&shared, linger).await,
-        // The rare ends are boxed again, so that the common one (`close`)
-        // allocates only its own small state.
-        End::Refused(r) => {
-            // Large: it holds a whole response.
-            Box::pin(reject(&shared, r, &info, &state)).await;
-            close(&shared, true).await;
-        }
-        End::H2 => {
-            Box::pin(super::h2::serve(
-                Upgraded::new(shared),
-                info,
-                state,
-                shutdown,
-            ))
-            .await
-        }
-        End::Upgrade(tx) => {
-            let _ = tx.send(Upgraded::new(shared));
-        }
-        End::Abort => {}
-    }
-}
-
-/// How the request loop ended.
-enum End {
-    /// `linger`: a request body may still be arriving.
-    Close {
-        linger: bool,
-    },
-    Refused(Reject),
-    H2,
-    /// A 101 went out: the connection is the upgrade's.
-    Upgrade(oneshot::Sender<Upgraded>),
-    /// The connection broke.
-    Abort,
 }
 
 struct Ctx<'a, T: ?Sized> {
@@ -354,101 +305,4 @@ fn idle_or_stop<T: Io>(
         return Poll::Ready(Next::Closed);
     }
     Poll::Pending
-}
-
-/// Answer a head that cannot be served, then close.
-async fn reject<T: Io>(
-    shared: &Mutex<Shared<T>>,
-    Reject(status, text): Reject,
-    info: &ConnInfo,
-    state: &State,
-) {
-    tracing::debug!(
-        status = status.as_u16(),
-        reason = text.trim_end(),
-        "request head refused"
-    );
-    let (parts, mut body) = crate::handler::text(status, text).into_parts();
-    if let Some(logger) = state.load().access_log.clone() {
-        // Like nginx, a refused head is logged too, with its first line as
-        // it came (a probe or an attack is worth seeing).
-        let line = first_line(&lock(shared).rbuf);
-        body.set_log(Box::new(crate::access_log::Entry {
-            time: std::time::SystemTime::now(),
-            start: std::time::Instant::now(),
-            client: crate::state::canonical_ip(info.peer.ip()),
-            method: Method::GET,
-            uri: String::new(),
-            version: http::Version::HTTP_11,
-            status: status.as_u16(),
-            bytes: 0,
-            referer: String::new(),
-            user_agent: String::new(),
-            host: String::new(),
-            request_id: "-".into(),
-            upstream: None,
-            attempts: 0,
-            reason: Some(text.trim_end()),
-            raw_line: Some(line),
-            logger,
-        }));
-    }
-    let mut head = Vec::with_capacity(256);
-    let mut keep_alive = false;
-    let hint = http_body::Body::size_hint(&body);
-    let wire = response::encode_head(
-        &mut head,
-        &parts,
-        None,
-        &hint,
-        false,
-        http::Version::HTTP_11,
-        &mut keep_alive,
-    );
-    let _ = tokio::time::timeout(LINGER, response::send(shared, head, body, wire)).await;
-}
-
-/// The first line of what the client sent, at most 200 bytes, with every
-/// byte that is not printable ASCII written as `\xHH`.
-fn first_line(buf: &[u8]) -> String {
-    let end = buf
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(buf.len())
-        .min(200);
-    let mut out = String::with_capacity(end);
-    for &b in &buf[..end] {
-        if (0x20..0x7f).contains(&b) && b != b'\\' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
-/// End the connection: send our FIN (TLS: close_notify) and, when the
-/// client may still be sending a body we did not read, read and drop it for
-/// a moment so that our answer is not destroyed by a reset.
-async fn close<T: Io>(shared: &Mutex<Shared<T>>, linger: bool) {
-    // Pipelined requests already read are as unanswered as an unread body.
-    let linger = linger || !lock(shared).rbuf.is_empty();
-    let done = async {
-        poll_fn(|cx| Pin::new(&mut lock(shared).io).poll_shutdown(cx)).await?;
-        let mut dropped = 0;
-        while linger && dropped < LINGER_BYTES {
-            let n = poll_fn(|cx| {
-                let mut s = lock(shared);
-                s.rbuf.clear();
-                s.poll_fill(cx)
-            })
-            .await?;
-            if n == 0 {
-                break;
-            }
-            dropped += n;
-        }
-        std::io::Result::Ok(())
-    };
-    let _ = tokio::time::timeout(LINGER, done).await;
 }
