@@ -3,7 +3,7 @@
 //! connection (request bodies) and the upstream client (response bodies).
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -161,15 +161,42 @@ impl Decoder {
     }
 }
 
-/// A parsed head's fields as a header map, with what they say about the
-/// body's framing and the connection, gathered in the same pass.
-pub struct Fields {
-    pub headers: HeaderMap,
+/// What a head's fields say about the body's framing and the connection,
+/// gathered the same way from requests and from upstream answers.
+#[derive(Default)]
+pub struct HeadFraming {
     pub conn: Tokens,
     pub length: Length,
     /// Transfer-Encoding: `Some(true)` when it is exactly one `chunked`
     /// (like nginx, anything else is refused rather than passed on).
     pub chunked: Option<bool>,
+}
+
+impl HeadFraming {
+    /// Note a field if it is Connection, Content-Length or
+    /// Transfer-Encoding (its name in any case).
+    #[inline]
+    pub fn note(&mut self, name: &str, value: &[u8]) {
+        // By length first: most fields are none of the three.
+        match name.len() {
+            10 if name.eq_ignore_ascii_case("connection") => self.conn.add(value),
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                self.length = self.length.with(value)
+            }
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                let only_chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                self.chunked = Some(only_chunked && self.chunked.is_none());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A parsed head's fields as a header map, with what they say about the
+/// body's framing and the connection, gathered in the same pass.
+pub struct Fields {
+    pub headers: HeaderMap,
+    pub framing: HeadFraming,
     /// The copy of the head the values point into, and where the parsed
     /// buffer started, for slicing more of it (a request's target).
     head: Bytes,
@@ -198,9 +225,7 @@ pub fn fields(
 ) -> Result<Fields, &'static str> {
     let mut f = Fields {
         headers: HeaderMap::with_capacity(parsed.len() + room),
-        conn: Tokens::default(),
-        length: Length::Absent,
-        chunked: None,
+        framing: HeadFraming::default(),
         head: Bytes::copy_from_slice(&buf[..len]),
         base: buf.as_ptr() as usize,
     };
@@ -208,14 +233,7 @@ pub fn fields(
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "bad header name")?;
         let value =
             HeaderValue::from_maybe_shared(f.share(h.value)).map_err(|_| "bad header value")?;
-        if name == header::CONNECTION {
-            f.conn.add(h.value);
-        } else if name == header::CONTENT_LENGTH {
-            f.length = f.length.with(h.value);
-        } else if name == header::TRANSFER_ENCODING {
-            let only_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            f.chunked = Some(only_chunked && f.chunked.is_none());
-        }
+        f.framing.note(h.name, h.value);
         if keep(&name, h.value) {
             f.headers.append(name, value);
         }
@@ -248,8 +266,9 @@ impl Tokens {
 }
 
 /// Content-Length fields: all must agree on one number of digits.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub enum Length {
+    #[default]
     Absent,
     Is(u64),
     Bad,

@@ -7,8 +7,9 @@
 //! `IdleTimer`: a slot in its server's `IdleSet` with a deadline and the
 //! task's waker. One sweeper task per server sleeps until the earliest
 //! deadline and wakes the connections that are due; shutdown wakes them
-//! all (they see the shutdown signal themselves). Deadlines are moved by the connection itself on each wait,
-//! which costs a lock that no other thread holds (one shard per worker).
+//! all (they see the shutdown signal themselves). Deadlines are moved by
+//! the connection itself on each wait, which costs a lock that no other
+//! thread holds (one shard per worker).
 
 use crate::upstream::now_ms;
 use std::future::{poll_fn, Future};

@@ -1,7 +1,7 @@
 //! Reading a request head: method, target, headers, and what the framing
 //! and Connection fields say about the body and the connection.
 
-use crate::http::decode::{fields, Decoder, Fields, Length};
+use crate::http::decode::{fields, Decoder, Fields, HeadFraming, Length};
 use bytes::{Buf, BytesMut};
 use http::header;
 use http::{Method, StatusCode, Uri, Version};
@@ -85,9 +85,11 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
         .map_err(|_| bad("bad request target\n"))?;
     let Fields {
         headers,
-        conn,
-        length,
-        chunked,
+        framing: HeadFraming {
+            conn,
+            length,
+            chunked,
+        },
         ..
     } = f;
 

@@ -3,7 +3,7 @@
 //! hop-by-hop, for requests and responses alike.
 
 use super::{Framing, Head, ProtoError, MAX_HEADERS};
-use crate::http::decode::{Length, Tokens};
+use crate::http::decode::{HeadFraming, Length};
 use crate::http::raw;
 use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName};
@@ -37,20 +37,15 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     // First what the fields say about framing and the connection, then the
     // block of those passed on (see `http::raw`): no header map is built.
-    let mut conn = Tokens::default();
-    let mut length = Length::Absent;
-    let mut chunked: Option<bool> = None;
+    let mut facts = HeadFraming::default();
     for h in res.headers.iter() {
-        let n = h.name;
-        if n.eq_ignore_ascii_case("connection") {
-            conn.add(h.value);
-        } else if n.eq_ignore_ascii_case("content-length") {
-            length = length.with(h.value);
-        } else if n.eq_ignore_ascii_case("transfer-encoding") {
-            let only_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            chunked = Some(only_chunked && chunked.is_none());
-        }
+        facts.note(h.name, h.value);
     }
+    let HeadFraming {
+        conn,
+        length,
+        chunked,
+    } = facts;
     let mut keep_alive = match version {
         Version::HTTP_10 => conn.keep_alive && !conn.close,
         _ => !conn.close,
@@ -93,7 +88,9 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         let n = h.name;
         // Hop-by-hop fields end here, except on a 101 (they are its
         // point). The length is the client connection's to state, from the
-        // body, unless the answer has none (HEAD, 304: it is the GET's).
+        // body, unless the answer has none (HEAD, 304: it is the GET's);
+        // with chunked it must not reach the client at all (RFC 9112
+        // §6.3: Transfer-Encoding overrides Content-Length).
         let drop = (!upgrade
             && (is_hop_by_hop_name(n)
                 || listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_bytes()))))
@@ -138,34 +135,25 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// The same set as `is_hop_by_hop`, for a name as it came.
+/// Fields that concern one connection only, never passed on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+/// Whether a name, as it came (any case), is hop-by-hop.
 fn is_hop_by_hop_name(n: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-    ]
-    .iter()
-    .any(|h| h.eq_ignore_ascii_case(n))
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(n))
 }
 
 pub fn is_hop_by_hop(n: &HeaderName) -> bool {
-    n == header::CONNECTION
-        || n == KEEP_ALIVE
-        || n == header::TE
-        || n == header::TRAILER
-        || n == header::TRANSFER_ENCODING
-        || n == header::UPGRADE
-        || n == header::PROXY_AUTHENTICATE
-        || n == header::PROXY_AUTHORIZATION
-        || n == PROXY_CONNECTION
+    // Header names are lower-case already.
+    HOP_BY_HOP.contains(&n.as_str())
 }
-
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
