@@ -239,18 +239,10 @@ async fn respond(
     if head {
         return Ok(build(status, h, None));
     }
-    let mut file = body::FileBody::new(o.file, start, n);
-    let body = if n <= body::CHUNK as u64 {
-        // One chunk: read it now, so the response is a plain buffer and
-        // the file is closed before the first byte goes out.
-        match std::future::poll_fn(|cx| file.poll_chunk(cx)).await {
-            Some(Ok(bytes)) => ProxyBody::full(bytes),
-            Some(Err(e)) => return Err(internal(e)),
-            None => ProxyBody::empty(),
-        }
-    } else {
-        ProxyBody::file(file)
-    };
+    // Even a small file stays a file body: over plain TCP its bytes go
+    // from the page cache to the socket (sendfile), where reading them
+    // into a buffer first cost two copies and a large allocation.
+    let body = ProxyBody::file(body::FileBody::new(o.file, start, n));
     Ok(build(status, h, Some(body)))
 }
 

@@ -44,9 +44,12 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
         false
     }
 
-    /// Hold back partial segments while a head and a file go out
-    /// (TCP_CORK, nginx's `tcp_nopush`); releasing it sends the rest.
-    fn cork(&self, _on: bool) {}
+    /// Write what must not leave alone: a head whose file follows at once.
+    /// Plain TCP sends it with `MSG_MORE`, so head and file share segments
+    /// (nginx's `tcp_nopush`) without two `TCP_CORK` calls per response.
+    fn poll_write_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, buf)
+    }
 
     /// Send up to `len` bytes of `file` from `off` straight from the page
     /// cache. Only called when `can_send_file`.
@@ -71,9 +74,21 @@ impl Io for TcpStream {
     }
 
     #[cfg(target_os = "linux")]
-    fn cork(&self, on: bool) {
-        // Only an optimisation: without it the bytes still go out.
-        let _ = socket2::SockRef::from(self).set_tcp_cork(on);
+    fn poll_write_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        use std::os::fd::AsRawFd;
+        let fd = self.as_raw_fd();
+        poll_raw_write(self, cx, || {
+            // SAFETY: `buf` is valid for `len` bytes for the call; the
+            // socket is ours.
+            unsafe {
+                libc::send(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                )
+            }
+        })
     }
 
     #[cfg(target_os = "linux")]
@@ -85,27 +100,35 @@ impl Io for TcpStream {
         len: u64,
     ) -> Poll<io::Result<usize>> {
         use std::os::fd::AsRawFd;
-        loop {
-            std::task::ready!(self.poll_write_ready(cx))?;
-            let r = self.try_io(tokio::io::Interest::WRITABLE, || {
-                let mut off = off as libc::off_t;
-                // SAFETY: both descriptors are open for the call (the
-                // socket is ours, the file is borrowed); the kernel writes
-                // only the offset, which is a local.
-                let n = unsafe {
-                    libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, len as usize)
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match r {
-                // Readiness was stale; it is cleared, so the next poll waits.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
+        let (sock, fd) = (self.as_raw_fd(), file.as_raw_fd());
+        poll_raw_write(self, cx, || {
+            let mut off = off as libc::off_t;
+            // SAFETY: both descriptors are open for the call (the socket is
+            // ours, the file is borrowed); the kernel writes only the
+            // offset, which is a local.
+            unsafe { libc::sendfile(sock, fd, &mut off, len as usize) }
+        })
+    }
+}
+
+/// One write system call on the socket when tokio says it is writable;
+/// `call` returns what the call returned (-1 and errno on failure).
+#[cfg(target_os = "linux")]
+fn poll_raw_write(
+    s: &TcpStream,
+    cx: &mut Context<'_>,
+    mut call: impl FnMut() -> isize,
+) -> Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(s.poll_write_ready(cx))?;
+        let r = s.try_io(tokio::io::Interest::WRITABLE, || match call() {
+            n if n < 0 => Err(io::Error::last_os_error()),
+            n => Ok(n as usize),
+        });
+        match r {
+            // Readiness was stale; it is cleared, so the next poll waits.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
         }
     }
 }

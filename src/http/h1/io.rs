@@ -137,8 +137,33 @@ impl<T: Io + ?Sized> Shared<T> {
         buf: &[u8],
         at: &mut usize,
     ) -> Poll<io::Result<()>> {
+        self.poll_write_all(cx, buf, at, false)
+    }
+
+    /// As `poll_write_from`, for bytes that more will follow at once
+    /// (`Io::poll_write_more`).
+    pub fn poll_write_more_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        at: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        self.poll_write_all(cx, buf, at, true)
+    }
+
+    fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        at: &mut usize,
+        more: bool,
+    ) -> Poll<io::Result<()>> {
         while *at < buf.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &buf[*at..]))?;
+            let n = if more {
+                ready!(self.io.poll_write_more(cx, &buf[*at..]))?
+            } else {
+                ready!(Pin::new(&mut self.io).poll_write(cx, &buf[*at..]))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

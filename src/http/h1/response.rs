@@ -135,7 +135,7 @@ pub async fn send<T: Io>(
 ) -> io::Result<bool> {
     if let Wire::Length(n) = wire {
         if body.as_file().is_some() && lock(io).io.can_send_file() {
-            return send_file(io, head, body, n).await;
+            return send_file(io, &head, &mut body, n).await;
         }
     }
     let mut head_sent = false;
@@ -223,23 +223,14 @@ const STRETCH: u64 = 4 << 20;
 /// thread when it must wait for the disk).
 async fn send_file<T: Io>(
     io: &Mutex<Shared<T>>,
-    head: Vec<u8>,
-    mut body: ProxyBody,
-    len: u64,
-) -> io::Result<bool> {
-    lock(io).io.cork(true);
-    let r = send_file_corked(io, &head, &mut body, len).await;
-    lock(io).io.cork(false);
-    r
-}
-
-async fn send_file_corked<T: Io>(
-    io: &Mutex<Shared<T>>,
     head: &[u8],
     body: &mut ProxyBody,
     len: u64,
 ) -> io::Result<bool> {
-    write(io, head, &[]).await?;
+    // The head waits for the file's first bytes (`MSG_MORE`) only when they
+    // go out by the very next call; a stretch read through the body may
+    // wait for the disk, and the client should have the head meanwhile.
+    let mut head_at = 0;
     let mut sent = 0;
     while sent < len {
         let Some(file) = body.as_file() else {
@@ -247,6 +238,9 @@ async fn send_file_corked<T: Io>(
         };
         let n = match file.cached_stretch(STRETCH) {
             Some((f, off, n)) => {
+                if head_at < head.len() {
+                    poll_fn(|cx| lock(io).poll_write_more_from(cx, head, &mut head_at)).await?;
+                }
                 let n = n.min(len - sent);
                 let put = poll_fn(|cx| lock(io).poll_send_file(cx, f, off, n)).await? as u64;
                 if put == 0 {
@@ -257,25 +251,34 @@ async fn send_file_corked<T: Io>(
                 body.count_sent(put);
                 put
             }
-            None => match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    if sent + data.len() as u64 > len {
+            None => {
+                if head_at < head.len() {
+                    write(io, &head[head_at..], &[]).await?;
+                    head_at = head.len();
+                }
+                match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+                    Some(Ok(frame)) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        if sent + data.len() as u64 > len {
+                            return Ok(false);
+                        }
+                        write(io, &data, &[]).await?;
+                        data.len() as u64
+                    }
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "file body failed");
                         return Ok(false);
                     }
-                    write(io, &data, &[]).await?;
-                    data.len() as u64
                 }
-                None => break,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "file body failed");
-                    return Ok(false);
-                }
-            },
+            }
         };
         sent += n;
+    }
+    if head_at < head.len() {
+        write(io, &head[head_at..], &[]).await?;
     }
     flush(io).await?;
     Ok(sent == len)
