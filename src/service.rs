@@ -45,110 +45,147 @@ pub struct Outcome {
     pub reason: Option<&'static str>,
 }
 
-pub async fn handle(
+/// A plain fn returning an async block, not an async fn: an async fn keeps
+/// each argument twice in its future (as passed and as its own local), and
+/// this future is moved into its box once per request. The same holds for
+/// `dispatch` and the handlers below it; so does keeping a value that was
+/// borrowed out of the state: `begin` hands `parts` over by value.
+#[allow(clippy::manual_async_fn)] // on purpose, as said above
+pub fn handle(
     req: Request<ReqBody>,
     conn: Arc<ConnInfo>,
     state: Arc<State>,
-) -> Result<Resp, Infallible> {
-    let start = Instant::now();
-    let snap = state.load();
+) -> impl std::future::Future<Output = Result<Resp, Infallible>> + Send {
+    async move {
+        let start = Instant::now();
+        let snap = state.load();
+        let (parts, body, request_id, entry) = begin(req, &conn, start, &snap);
+        let mut out = Outcome::default();
+        // The connections box this future: an idle one holds no request state.
+        let mut resp = match dispatch(&snap, &state, &conn, parts, body, &mut out).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.status().is_server_error() {
+                    tracing::warn!(error = %e, request_id = ?request_id, "request failed");
+                }
+                handler::text(e.status(), e.public_message())
+            }
+        };
+        if conn.is_tls() {
+            if let Some(hsts) = snap.tls.as_ref().and_then(|t| t.hsts.clone()) {
+                resp.headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
+        }
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        if let Some(mut e) = entry {
+            e.status = resp.status().as_u16();
+            e.upstream = out.upstream.as_ref().map(|s| s.label.clone());
+            e.attempts = out.attempts;
+            e.reason = out.reason;
+            resp.body_mut().set_log(e);
+        }
+        Ok(resp)
+    }
+}
+
+/// The request's id, and its access-log entry if the log is on.
+fn begin(
+    req: Request<ReqBody>,
+    conn: &ConnInfo,
+    start: Instant,
+    snap: &Snapshot,
+) -> (
+    http::request::Parts,
+    ReqBody,
+    HeaderValue,
+    Option<Box<Entry>>,
+) {
     let (mut parts, body) = req.into_parts();
     let request_id = request_id(&mut parts.headers);
     let entry = snap
         .access_log
         .as_ref()
-        .map(|l| entry(&parts, &conn, &request_id, start, l.clone()));
-    let mut out = Outcome::default();
-    // The connections box this future: an idle one holds no request state.
-    let mut resp = match dispatch(&snap, &state, &conn, parts, body, &mut out).await {
-        Ok(r) => r,
-        Err(e) => {
-            if e.status().is_server_error() {
-                tracing::warn!(error = %e, request_id = ?request_id, "request failed");
-            }
-            handler::text(e.status(), e.public_message())
-        }
-    };
-    if conn.is_tls() {
-        if let Some(hsts) = snap.tls.as_ref().and_then(|t| t.hsts.clone()) {
-            resp.headers_mut()
-                .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
-        }
-    }
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-    if let Some(mut e) = entry {
-        e.status = resp.status().as_u16();
-        e.upstream = out.upstream.as_ref().map(|s| s.label.clone());
-        e.attempts = out.attempts;
-        e.reason = out.reason;
-        resp.body_mut().set_log(e);
-    }
-    Ok(resp)
+        .map(|l| entry(&parts, conn, &request_id, start, l.clone()));
+    (parts, body, request_id, entry)
 }
 
-async fn dispatch(
-    snap: &Arc<Snapshot>,
-    state: &State,
-    conn: &Arc<ConnInfo>,
+#[allow(clippy::manual_async_fn)] // written out: see `service::handle`
+fn dispatch<'a>(
+    snap: &'a Arc<Snapshot>,
+    state: &'a State,
+    conn: &'a Arc<ConnInfo>,
     mut parts: http::request::Parts,
     body: ReqBody,
-    out: &mut Outcome,
-) -> Result<Resp, ProxyError> {
-    if parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
-        return Err(ProxyError::UriTooLong);
-    }
-    if conn.kind == ListenKind::RedirectHttps {
-        return Ok(handler::redirect_https(&parts, state.https_port()));
-    }
-    if content_length(&parts).is_some_and(|n| n > snap.server.max_body) {
-        return Err(ProxyError::BodyTooLarge);
-    }
-    let route = {
-        let host = crate::router::request_host(&parts);
-        snap.router
-            .find(host, parts.uri.path())
-            .ok_or(ProxyError::NoRoute)?
-    };
-    if let Some(policy) = &route.jwt {
-        if let Err(rej) = policy.check(&mut parts).await {
-            out.reason = Some(rej.reason);
-            tracing::info!(route = route.index, policy = %policy.name, reason = rej.reason, "request refused by jwt policy");
-            let mut r = handler::text(
-                rej.status,
-                match rej.status {
-                    StatusCode::FORBIDDEN => "forbidden\n",
-                    StatusCode::BAD_REQUEST => "bad request\n",
-                    _ => "unauthorized\n",
-                },
-            );
-            if let Some(v) = rej.www_authenticate {
-                r.headers_mut().insert(WWW_AUTHENTICATE, v);
+    out: &'a mut Outcome,
+) -> impl std::future::Future<Output = Result<Resp, ProxyError>> + Send + 'a {
+    async move {
+        if parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
+            return Err(ProxyError::UriTooLong);
+        }
+        if conn.kind == ListenKind::RedirectHttps {
+            return Ok(handler::redirect_https(&parts, state.https_port()));
+        }
+        if content_length(&parts).is_some_and(|n| n > snap.server.max_body) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        let route = {
+            let host = crate::router::request_host(&parts);
+            snap.router
+                .find(host, parts.uri.path())
+                .ok_or(ProxyError::NoRoute)?
+        };
+        if let Some(policy) = &route.jwt {
+            if let Err(rej) = policy.check(&mut parts).await {
+                return Ok(refused(route, policy, rej, out));
             }
-            return Ok(r);
         }
+        let head = parts.method == Method::HEAD;
+        let mut resp = match &route.action {
+            Action::Upstream(up) => {
+                crate::handler::upstream::forward(up, snap, conn, parts, body, out).await?
+            }
+            Action::Static(site) => crate::handler::static_files::serve(site, route, &parts)?,
+            Action::Redirect { to, status } => handler::redirect(to, *status, route, &parts.uri),
+            Action::Respond {
+                status,
+                body,
+                content_type,
+            } => handler::respond(*status, body, content_type, head),
+        };
+        // Like nginx's add_header: on answers that succeeded or redirect, not
+        // on errors (a 416 must not be cached as `immutable`).
+        let st = resp.status();
+        if st.is_success() || st.is_redirection() {
+            for (k, v) in &route.headers {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        Ok(resp)
     }
-    let head = parts.method == Method::HEAD;
-    let mut resp = match &route.action {
-        Action::Upstream(up) => {
-            crate::handler::upstream::forward(up, snap, conn, parts, body, out).await?
-        }
-        Action::Static(site) => crate::handler::static_files::serve(site, route, &parts).await?,
-        Action::Redirect { to, status } => handler::redirect(to, *status, route, &parts.uri),
-        Action::Respond {
-            status,
-            body,
-            content_type,
-        } => handler::respond(*status, body, content_type, head),
-    };
-    // Like nginx's add_header: on answers that succeeded or redirect, not on
-    // errors (a 416 must not be cached as `immutable`).
-    let st = resp.status();
-    if st.is_success() || st.is_redirection() {
-        for (k, v) in &route.headers {
-            resp.headers_mut().insert(k.clone(), v.clone());
-        }
+}
+
+/// The answer to a request the route's JWT policy refused.
+fn refused(
+    route: &crate::router::Route,
+    policy: &crate::gate::Policy,
+    rej: crate::gate::Rejection,
+    out: &mut Outcome,
+) -> Resp {
+    out.reason = Some(rej.reason);
+    tracing::info!(route = route.index, policy = %policy.name, reason = rej.reason, "request refused by jwt policy");
+    let mut r = handler::text(
+        rej.status,
+        match rej.status {
+            StatusCode::FORBIDDEN => "forbidden\n",
+            StatusCode::BAD_REQUEST => "bad request\n",
+            _ => "unauthorized\n",
+        },
+    );
+    if let Some(v) = rej.www_authenticate {
+        r.headers_mut().insert(WWW_AUTHENTICATE, v);
     }
-    Ok(resp)
+    r
 }
 
 fn content_length(parts: &http::request::Parts) -> Option<u64> {

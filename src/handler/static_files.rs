@@ -144,11 +144,7 @@ pub fn compile(raw: &RawStatic, place: &str, src: &Source, errs: &mut Errors) ->
     })
 }
 
-pub async fn serve(
-    site: &Site,
-    route: &Route,
-    parts: &http::request::Parts,
-) -> Result<Resp, ProxyError> {
+pub fn serve(site: &Site, route: &Route, parts: &http::request::Parts) -> Result<Resp, ProxyError> {
     let head = match parts.method {
         Method::GET => false,
         Method::HEAD => true,
@@ -176,13 +172,13 @@ pub async fn serve(
         other => other,
     };
     match found.map_err(internal)? {
-        Found::File(opened) => respond(site, opened, parts, head).await,
+        Found::File(opened) => respond(site, opened, parts, head),
         Found::AddSlash => Ok(add_slash(parts)),
         Found::Missing => Err(ProxyError::NotFound),
     }
 }
 
-async fn respond(
+fn respond(
     site: &Site,
     o: Opened,
     parts: &http::request::Parts,

@@ -22,92 +22,97 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
 
-pub async fn forward(
-    up: &Arc<Upstream>,
-    snap: &Snapshot,
-    conn: &ConnInfo,
+/// A plain fn returning an async block: see `service::handle`.
+#[allow(clippy::manual_async_fn)] // written out: see `service::handle`
+pub fn forward<'a>(
+    up: &'a Arc<Upstream>,
+    snap: &'a Snapshot,
+    conn: &'a ConnInfo,
     mut parts: http::request::Parts,
     body: ReqBody,
-    out: &mut Outcome,
-) -> Result<Resp, ProxyError> {
-    let client_version = parts.version;
-    // The HTTP/1 server put this here when the request asks for an
-    // upgrade (HTTP/1.1, `Connection: upgrade` and an `Upgrade` field).
-    let client_upgrade = parts.extensions.remove::<OnUpgrade>();
-    let upgrade = prepare(&mut parts, snap, conn, client_upgrade.is_some())?;
-    let client_ip = client_ip(&parts.headers, snap, conn);
-    let mut send = if http_body::Body::is_end_stream(&body) {
-        SendBody::None
-    } else if up.settings.buffer_chunked
-        && upgrade.is_none()
-        && !parts.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        let whole = read_whole(body, snap.server.max_body).await?;
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
-        SendBody::Full(whole)
-    } else {
-        SendBody::Stream(RequestBody::limited(body, snap.server.max_body))
-    };
-    // A request may go again to another server after it was sent only when
-    // it is harmless to repeat and its body (if any) is still at hand.
-    let replayable =
-        upgrade.is_none() && is_idempotent(&parts.method) && !matches!(send, SendBody::Stream(_));
-    let mut tried: u64 = 0;
-    let mut last_err = ProxyError::NoServerAvailable;
-    let max_attempts = up.settings.retries.saturating_add(1);
-
-    while out.attempts < max_attempts {
-        // No server left in service (or all tried): fail now, 503 if none
-        // was tried at all, else the last attempt's error.
-        let Some(i) = up.pick(client_ip, tried) else {
-            break;
+    out: &'a mut Outcome,
+) -> impl std::future::Future<Output = Result<Resp, ProxyError>> + Send + 'a {
+    async move {
+        let client_version = parts.version;
+        // The HTTP/1 server put this here when the request asks for an
+        // upgrade (HTTP/1.1, `Connection: upgrade` and an `Upgrade` field).
+        let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+        let upgrade = prepare(&mut parts, snap, conn, client_upgrade.is_some())?;
+        let client_ip = client_ip(&parts.headers, snap, conn);
+        let mut send = if http_body::Body::is_end_stream(&body) {
+            SendBody::None
+        } else if up.settings.buffer_chunked
+            && upgrade.is_none()
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        {
+            let whole = read_whole(body, snap.server.max_body).await?;
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+            SendBody::Full(whole)
+        } else {
+            SendBody::Stream(RequestBody::limited(body, snap.server.max_body))
         };
-        tried |= 1 << i.min(63);
-        let server = &up.servers[i];
-        out.attempts += 1;
-        out.upstream = Some(server.clone());
-        let guard = InflightGuard::new(server.clone());
-        let result = exchange(up, server, &parts, &mut send, replayable).await;
-        let result = result.and_then(|(head, c)| {
-            if head.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
-                let e = ProxyError::Upstream("101 to a request that asked no upgrade".into());
-                return Err(Failed::Sent(e));
-            }
-            Ok((head, c))
-        });
-        match result {
-            Ok((head, c)) => {
-                let status = head.status.as_u16();
-                if up.settings.fail_on_status && matches!(status, 502..=504) {
-                    up.failed(server, &format_args!("status {status}"));
-                } else {
-                    up.succeeded(server);
+        // A request may go again to another server after it was sent only when
+        // it is harmless to repeat and its body (if any) is still at hand.
+        let replayable = upgrade.is_none()
+            && is_idempotent(&parts.method)
+            && !matches!(send, SendBody::Stream(_));
+        let mut tried: u64 = 0;
+        let mut last_err = ProxyError::NoServerAvailable;
+        let max_attempts = up.settings.retries.saturating_add(1);
+
+        while out.attempts < max_attempts {
+            // No server left in service (or all tried): fail now, 503 if none
+            // was tried at all, else the last attempt's error.
+            let Some(i) = up.pick(client_ip, tried) else {
+                break;
+            };
+            tried |= 1 << i.min(63);
+            let server = &up.servers[i];
+            out.attempts += 1;
+            out.upstream = Some(server.clone());
+            let guard = InflightGuard::new(server.clone());
+            let result = exchange(up, server, &parts, &mut send, replayable).await;
+            let result = result.and_then(|(head, c)| {
+                if head.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
+                    let e = ProxyError::Upstream("101 to a request that asked no upgrade".into());
+                    return Err(Failed::Sent(e));
                 }
-                let mut r = response(head, c, guard, client_upgrade);
-                // Answer in the client's protocol, not the upstream's.
-                *r.version_mut() = client_version;
-                return Ok(r);
-            }
-            Err(Failed::TooLarge) => return Err(ProxyError::BodyTooLarge),
-            Err(Failed::Client(e)) => return Err(client_body_error(&e)),
-            Err(Failed::Unsent(e)) => {
-                tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed before it was sent");
-                up.failed(server, &e);
-                last_err = e;
-            }
-            Err(Failed::Sent(e)) => {
-                tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed");
-                up.failed(server, &e);
-                last_err = e;
-                if !replayable {
-                    break;
+                Ok((head, c))
+            });
+            match result {
+                Ok((head, c)) => {
+                    let status = head.status.as_u16();
+                    if up.settings.fail_on_status && matches!(status, 502..=504) {
+                        up.failed(server, &format_args!("status {status}"));
+                    } else {
+                        up.succeeded(server);
+                    }
+                    let mut r = response(head, c, guard, client_upgrade);
+                    // Answer in the client's protocol, not the upstream's.
+                    *r.version_mut() = client_version;
+                    return Ok(r);
+                }
+                Err(Failed::TooLarge) => return Err(ProxyError::BodyTooLarge),
+                Err(Failed::Client(e)) => return Err(client_body_error(&e)),
+                Err(Failed::Unsent(e)) => {
+                    tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed before it was sent");
+                    up.failed(server, &e);
+                    last_err = e;
+                }
+                Err(Failed::Sent(e)) => {
+                    tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed");
+                    up.failed(server, &e);
+                    last_err = e;
+                    if !replayable {
+                        break;
+                    }
                 }
             }
         }
+        Err(last_err)
     }
-    Err(last_err)
 }
 
 /// Why one attempt on one server failed.

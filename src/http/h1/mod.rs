@@ -155,7 +155,58 @@ enum After {
 }
 
 /// One request: the service's answer, written out.
-async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head) -> After {
+///
+/// The awaits only: the work between them is in plain fns that take and
+/// give values. A local that is borrowed stays in an async fn's state
+/// across every later await, and this future is moved into its box once
+/// per request.
+#[allow(clippy::manual_async_fn)] // written out: see `service::handle`
+fn exchange<'a, T: Io>(c: Ctx<'a, T>, head: Head) -> impl Future<Output = After> + Send + 'a {
+    async move {
+        let (req, upgrade, keep_alive, head_request, version) = begin(&c, head);
+        let Ok(resp) = service::handle(req, c.info.clone(), c.state.clone()).await;
+        let (out, body, wire, keep_alive, unread, upgrading) = encode(
+            &c,
+            resp,
+            upgrade.is_some(),
+            keep_alive,
+            head_request,
+            version,
+        );
+        let shared = c.shared;
+        let sent = tokio::select! {
+            biased;
+            r = response::send(shared, out, body, wire) => r,
+            _ = poll_fn(|cx| lock(shared).poll_idle(c.lim.idle(), cx)) => {
+                tracing::debug!(peer = %c.info.peer, "client stopped reading the response; closing");
+                Ok(false)
+            }
+        };
+        match sent {
+            Ok(true) if upgrading => upgrade.map_or(After::Abort, After::Upgrade),
+            Ok(true) if keep_alive => After::KeepAlive,
+            Ok(_) => After::Close { linger: unread },
+            Err(e) => {
+                tracing::debug!(peer = %c.info.peer, error = %e, "writing the response failed");
+                After::Abort
+            }
+        }
+    }
+}
+
+/// The request as the service takes it: its body reads from this
+/// connection, and an upgrade gets a way to the connection after the 101.
+/// Also the head's keep-alive, whether it is a HEAD, and its version.
+fn begin<T: Io>(
+    c: &Ctx<'_, T>,
+    head: Head,
+) -> (
+    Request<ReqBody>,
+    Option<oneshot::Sender<Upgraded>>,
+    bool,
+    bool,
+    http::Version,
+) {
     let Head {
         mut parts,
         body,
@@ -185,14 +236,29 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head) -> After {
         parts.extensions.insert(OnUpgrade::new(rx));
         tx
     });
-    let head_request = parts.method == Method::HEAD;
-    let version = parts.version;
-    let Ok(resp) = service::handle(
-        Request::from_parts(parts, body),
-        c.info.clone(),
-        c.state.clone(),
-    )
-    .await;
+    let (head_request, version) = (parts.method == Method::HEAD, parts.version);
+    let req = Request::from_parts(parts, body);
+    (req, upgrade, keep_alive, head_request, version)
+}
+
+/// The response's head encoded, and what the connection does after it:
+/// (head, body, framing, keep-alive, a request body left unread, a 101 to
+/// an upgrade).
+fn encode<T: Io>(
+    c: &Ctx<'_, T>,
+    resp: crate::handler::Resp,
+    upgrade: bool,
+    keep_alive: bool,
+    head_request: bool,
+    version: http::Version,
+) -> (
+    Vec<u8>,
+    crate::body::ProxyBody,
+    response::Wire,
+    bool,
+    bool,
+    bool,
+) {
     let mut keep_alive = keep_alive && !c.shutdown.has_changed().unwrap_or(true);
     let unread = {
         let mut s = lock(c.shared);
@@ -203,7 +269,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head) -> After {
     };
     // An unread body would be taken for the next request: close.
     keep_alive &= !unread;
-    let upgrading = upgrade.is_some() && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgrading = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let (parts, body) = resp.into_parts();
     // Room for a typical head: growing it reallocates.
     let mut out = Vec::with_capacity(512);
@@ -217,24 +283,7 @@ async fn exchange<T: Io>(c: Ctx<'_, T>, head: Head) -> After {
         &mut keep_alive,
     );
     drop(parts);
-    let shared = c.shared;
-    let sent = tokio::select! {
-        biased;
-        r = response::send(shared, out, body, wire) => r,
-        _ = poll_fn(|cx| lock(shared).poll_idle(c.lim.idle(), cx)) => {
-            tracing::debug!(peer = %c.info.peer, "client stopped reading the response; closing");
-            Ok(false)
-        }
-    };
-    match sent {
-        Ok(true) if upgrading => upgrade.map_or(After::Abort, After::Upgrade),
-        Ok(true) if keep_alive => After::KeepAlive,
-        Ok(_) => After::Close { linger: unread },
-        Err(e) => {
-            tracing::debug!(peer = %c.info.peer, error = %e, "writing the response failed");
-            After::Abort
-        }
-    }
+    (out, body, wire, keep_alive, unread, upgrading)
 }
 
 /// Wait for and parse the next request head.

@@ -96,7 +96,7 @@ async fn send(t: &T, method: &str, uri: &str, headers: &[(&'static str, &str)]) 
     let Action::Static(s) = &t.route.action else {
         unreachable!()
     };
-    let resp = match serve(s, &t.route, &parts).await {
+    let resp = match serve(s, &t.route, &parts) {
         Ok(r) => r,
         Err(e) => crate::service::error_response(&e),
     };

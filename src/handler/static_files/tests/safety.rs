@@ -103,7 +103,7 @@ async fn large_files_stream_in_bounded_chunks() {
     let Action::Static(s) = &t.route.action else {
         unreachable!()
     };
-    let resp = serve(s, &t.route, &parts).await.unwrap();
+    let resp = serve(s, &t.route, &parts).unwrap();
     assert_eq!(
         resp.headers()["content-length"],
         data.len().to_string().as_str()
@@ -163,7 +163,7 @@ async fn handles_are_closed_after_full_partial_and_abandoned_responses() {
     let Action::Static(s) = &t.route.action else {
         unreachable!()
     };
-    let mut body = serve(s, &t.route, &parts).await.unwrap().into_body();
+    let mut body = serve(s, &t.route, &parts).unwrap().into_body();
     body.frame().await.unwrap().unwrap();
     assert_eq!(open_handles(&bigp), 1, "the download holds its file open");
     drop(body);

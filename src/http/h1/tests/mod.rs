@@ -315,7 +315,9 @@ fn the_request_future_stays_small() {
         std::mem::size_of::<Fut>()
     }
     let size = size_of_future(crate::service::handle);
-    assert!(size <= 4096, "request future is {size} bytes");
+    // 2,176 bytes when set; it was 3,064 while each async fn on the way
+    // kept its arguments twice.
+    assert!(size <= 2304, "request future is {size} bytes");
 }
 
 mod pieces;
