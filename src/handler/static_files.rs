@@ -21,6 +21,7 @@ mod cond;
 mod mime;
 mod open;
 mod path;
+mod resident;
 #[cfg(test)]
 mod tests;
 
@@ -238,7 +239,11 @@ fn respond(
     // Even a small file stays a file body: over plain TCP its bytes go
     // from the page cache to the socket (sendfile), where reading them
     // into a buffer first cost two copies and a large allocation.
-    let body = ProxyBody::file(body::FileBody::new(o.file, start, n));
+    let mut file = body::FileBody::new(o.file, start, n);
+    if n == len {
+        file = file.whole_file(resident::version(&o.meta));
+    }
+    let body = ProxyBody::file(file);
     Ok(build(status, h, Some(body)))
 }
 

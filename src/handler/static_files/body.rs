@@ -26,6 +26,8 @@ pub struct FileBody {
     remaining: u64,
     /// Off only in tests, to drive the blocking-pool path.
     try_cache: bool,
+    /// The file's version (resident.rs) when the body is the whole file.
+    whole: Option<u64>,
 }
 
 enum State {
@@ -46,7 +48,15 @@ impl FileBody {
             pos: start,
             remaining: len,
             try_cache: true,
+            whole: None,
         }
+    }
+
+    /// The body is all of the file `version` (resident.rs): whether it is
+    /// in the page cache may be known from a moment ago.
+    pub fn whole_file(mut self, version: u64) -> Self {
+        self.whole = Some(version);
+        self
     }
 
     #[cfg(test)]
@@ -105,8 +115,16 @@ impl FileBody {
             return None;
         };
         let len = self.remaining.min(max);
-        (self.try_cache && len > 0 && all_cached(file, self.pos, len))
-            .then_some((file, self.pos, len))
+        if !self.try_cache || len == 0 {
+            return None;
+        }
+        let cached = match self.whole {
+            Some(v) if self.pos == 0 && len == self.remaining => {
+                super::resident::all_cached(v, || all_cached(file, 0, len))
+            }
+            _ => all_cached(file, self.pos, len),
+        };
+        cached.then_some((file, self.pos, len))
     }
 
     /// `n` bytes of the file went out without passing through here.
