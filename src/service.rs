@@ -57,9 +57,8 @@ pub fn handle(
     state: Arc<State>,
 ) -> impl std::future::Future<Output = Result<Resp, Infallible>> + Send {
     async move {
-        let start = Instant::now();
         let snap = state.load();
-        let (parts, body, request_id, entry) = begin(req, &conn, start, &snap);
+        let (parts, body, request_id, entry) = begin(req, &conn, &snap);
         let mut out = Outcome::default();
         // The connections box this future: an idle one holds no request state.
         let mut resp = match dispatch(&snap, &state, &conn, parts, body, &mut out).await {
@@ -93,7 +92,6 @@ pub fn handle(
 fn begin(
     req: Request<ReqBody>,
     conn: &ConnInfo,
-    start: Instant,
     snap: &Snapshot,
 ) -> (
     http::request::Parts,
@@ -106,7 +104,8 @@ fn begin(
     let entry = snap
         .access_log
         .as_ref()
-        .map(|l| entry(&parts, conn, &request_id, start, l.clone()));
+        // The clock is read only for the log's duration.
+        .map(|l| entry(&parts, conn, &request_id, Instant::now(), l.clone()));
     (parts, body, request_id, entry)
 }
 

@@ -104,13 +104,20 @@ fn date(out: &mut Vec<u8>) {
     thread_local! {
         static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
     }
-    let now = std::time::SystemTime::now();
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a timespec we own. The coarse clock is
+    // the kernel's last tick (1 to 4 ms old), read without a TSC read; a
+    // Date a few milliseconds late is still the right second or the one
+    // before, as nginx's cached time is.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    let secs = ts.tv_sec.max(0) as u64;
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != secs {
+            let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
             let s = httpdate::fmt_http_date(now);
             // An IMF-fixdate is always 29 bytes.
             if s.len() == 29 {
