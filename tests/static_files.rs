@@ -2,6 +2,7 @@
 //! app upstream never sees those requests.
 
 mod common;
+mod tls_support;
 
 use bytes::Bytes;
 use common::*;
@@ -236,4 +237,69 @@ async fn large_ranges_are_exact_and_logged_with_their_size() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert_eq!(json(&line)["bytes"], b - a + 1);
+}
+
+/// Over plain HTTP/1 a cached file goes out by sendfile; over TLS it cannot
+/// (the bytes must be encrypted), so it is read in chunks. A small file and
+/// one of several chunks arrive whole, with their length, over HTTP/1.1 and
+/// HTTP/2 on a TLS listener, and over plain HTTP/1.1 on the same files.
+#[tokio::test]
+async fn files_arrive_whole_over_tls_and_plain_http() {
+    use tls_support::{connect, h1_get, h2_get, Ca, ClientOpts};
+    let ca = Ca::new("Test CA");
+    let dir = tempfile::tempdir().unwrap();
+    ca.leaf(&["files.test"]).write(dir.path(), "site");
+    let text = |n: usize| -> String { (0..n).map(|i| (b'a' + (i % 26) as u8) as char).collect() };
+    let (small, large) = (text(16 << 10), text((200 << 10) + 7));
+    write(&dir.path().join("www"), "small.txt", small.as_bytes());
+    write(&dir.path().join("www"), "large.txt", large.as_bytes());
+    let toml = r#"
+[log]
+access = "off"
+
+[[listen]]
+addr = "127.0.0.1:0"
+tls = true
+
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[tls.cert]]
+cert = "site.crt"
+key = "site.key"
+
+[[route]]
+path = "/static/"
+static = "www"
+"#;
+    let p = proxy_in(dir, toml).await;
+    let o = |alpn| ClientOpts {
+        roots: Some(ca.roots()),
+        alpn,
+        ..Default::default()
+    };
+    for (name, want) in [("small.txt", &small), ("large.txt", &large)] {
+        let path = format!("/static/{name}");
+        let s = connect(p.addrs[0], Some("files.test"), &o(&[b"h2"]))
+            .await
+            .unwrap();
+        let (status, version, h, body) = h2_get(s, "files.test", &path).await.unwrap();
+        assert_eq!((status.as_u16(), version), (200, http::Version::HTTP_2));
+        assert_eq!(h["content-length"], want.len().to_string(), "{name} h2");
+        assert!(body == *want, "{name} over HTTP/2 differs");
+
+        let s = connect(p.addrs[0], Some("files.test"), &o(&[b"http/1.1"]))
+            .await
+            .unwrap();
+        let (status, version, h, body) = h1_get(s, "files.test", &path).await.unwrap();
+        assert_eq!((status.as_u16(), version), (200, http::Version::HTTP_11));
+        assert_eq!(h["content-length"], want.len().to_string(), "{name} h1");
+        assert!(body == *want, "{name} over HTTP/1.1 and TLS differs");
+
+        let url = format!("http://{}{path}", p.addrs[1]);
+        let (status, h, body) = get(&url).await;
+        assert_eq!(status, 200);
+        assert_eq!(h["content-length"], want.len().to_string(), "{name} plain");
+        assert!(body == *want, "{name} over plain HTTP/1.1 differs");
+    }
 }
