@@ -77,8 +77,10 @@ pub fn encode_head(
     {
         Wire::Length(n)
     } else if let Some(n) = hint.exact() {
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "content-length: {n}\r\n");
+        // Once per proxied answer: `write!` went through `fmt`'s machinery.
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
         Wire::Length(n)
     } else if version == Version::HTTP_11 {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
