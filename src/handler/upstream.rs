@@ -22,8 +22,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
 
-/// A plain fn returning an async block: see `service::handle`.
-#[allow(clippy::manual_async_fn)] // written out: see `service::handle`
+#[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`
 pub fn forward<'a>(
     up: &'a Arc<Upstream>,
     snap: &'a Snapshot,

@@ -142,6 +142,15 @@ pub fn needs_date(set: &HeaderMap, raw: Option<&RawFields>) -> bool {
     !set.contains_key(DATE) && !raw.is_some_and(RawFields::has_date)
 }
 
+/// `content-length: N` and its line end, for a head being written (to a
+/// client or to an upstream); without `fmt`'s machinery, as this runs once
+/// per proxied answer.
+pub fn push_content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,8 +311,7 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &SendBody)
             SendBody::Full(b) => b.len(),
             _ => 0,
         };
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "content-length: {len}\r\n");
+        crate::http::raw::push_content_length(out, len as u64);
     }
     out.extend_from_slice(b"\r\n");
     chunked

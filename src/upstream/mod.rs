@@ -142,15 +142,28 @@ pub fn now_ms() -> u64 {
 }
 
 fn coarse_ms() -> u64 {
+    let ts = coarse(libc::CLOCK_MONOTONIC_COARSE);
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Whole seconds since the Unix epoch from the kernel's coarse wall clock
+/// (its last tick, 1 to 4 ms old): enough for a Date field, as nginx's
+/// cached time is.
+pub fn coarse_unix_secs() -> u64 {
+    coarse(libc::CLOCK_REALTIME_COARSE).tv_sec.max(0) as u64
+}
+
+/// A coarse clock: the kernel's last tick, read without a TSC read.
+fn coarse(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid clock id and a pointer to a timespec we own. It cannot
     // fail on Linux; were it to, ts stays zero and time stands still, which
-    // only delays timeouts.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    // only delays timeouts or dates.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts
 }
 
 impl Health {

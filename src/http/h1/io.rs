@@ -140,18 +140,9 @@ impl<T: Io + ?Sized> Shared<T> {
         self.poll_write_all(cx, buf, at, false)
     }
 
-    /// As `poll_write_from`, for bytes that more will follow at once
+    /// As `poll_write_from`; `more`: bytes follow at once
     /// (`Io::poll_write_more`).
-    pub fn poll_write_more_from(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        at: &mut usize,
-    ) -> Poll<io::Result<()>> {
-        self.poll_write_all(cx, buf, at, true)
-    }
-
-    fn poll_write_all(
+    pub fn poll_write_all(
         &mut self,
         cx: &mut Context<'_>,
         buf: &[u8],

@@ -77,10 +77,7 @@ pub fn encode_head(
     {
         Wire::Length(n)
     } else if let Some(n) = hint.exact() {
-        // Once per proxied answer: `write!` went through `fmt`'s machinery.
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        crate::http::raw::push_content_length(out, n);
         Wire::Length(n)
     } else if version == Version::HTTP_11 {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -106,16 +103,7 @@ fn date(out: &mut Vec<u8>) {
     thread_local! {
         static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
     }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a timespec we own. The coarse clock is
-    // the kernel's last tick (1 to 4 ms old), read without a TSC read; a
-    // Date a few milliseconds late is still the right second or the one
-    // before, as nginx's cached time is.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    let secs = ts.tv_sec.max(0) as u64;
+    let secs = crate::upstream::coarse_unix_secs();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != secs {
@@ -248,7 +236,7 @@ async fn send_file<T: Io>(
         let n = match file.cached_stretch(STRETCH) {
             Some((f, off, n)) => {
                 if head_at < head.len() {
-                    poll_fn(|cx| lock(io).poll_write_more_from(cx, head, &mut head_at)).await?;
+                    poll_fn(|cx| lock(io).poll_write_all(cx, head, &mut head_at, true)).await?;
                 }
                 let n = n.min(len - sent);
                 let put = poll_fn(|cx| lock(io).poll_send_file(cx, f, off, n)).await? as u64;
