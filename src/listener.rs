@@ -27,6 +27,7 @@ impl Drop for Shared {
         // The server is gone without a shutdown: idle connections see the
         // signal's sender gone once woken.
         self.state.idle.wake_all();
+        self.state.parked.close_all();
     }
 }
 

@@ -245,6 +245,8 @@ impl Server {
         }
         let _ = self.shared.shutdown.send(true);
         self.shared.state.idle.wake_all();
+        // Parked connections are idle: closed now, as idle ones are.
+        self.shared.state.parked.close_all();
         tokio::time::timeout(timeout, self.shared.shutdown.closed())
             .await
             .is_ok()

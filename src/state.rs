@@ -102,6 +102,8 @@ pub struct State {
     bound_https_port: AtomicU16,
     /// The HTTP/1 connections' idle deadlines (`http::idle`).
     pub idle: Arc<crate::http::IdleSet>,
+    /// The HTTP/1 connections parked while idle (`http::park`).
+    pub parked: Arc<crate::http::park::Lot>,
 }
 
 impl State {
@@ -110,6 +112,7 @@ impl State {
             current: ArcSwap::from_pointee(s),
             bound_https_port: AtomicU16::new(0),
             idle: Arc::default(),
+            parked: Arc::default(),
         }
     }
 

@@ -76,7 +76,8 @@ pub fn index() -> usize {
 pub fn spawn_conn<F, Fut>(stream: TcpStream, permit: OwnedSemaphorePermit, serve: F)
 where
     F: FnOnce(TcpStream) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Ended,
 {
     let Some(w) = WORKERS
         .get()
@@ -84,8 +85,10 @@ where
     else {
         tokio::spawn(Conn {
             fut: serve(stream),
-            _permit: permit,
-            _done: None,
+            hold: Some(Hold {
+                _permit: permit,
+                _done: None,
+            }),
         });
         return;
     };
@@ -112,9 +115,49 @@ where
     };
     w.handle.spawn(Conn {
         fut: serve(stream),
-        _permit: permit,
-        _done: Some(done),
+        hold: Some(Hold {
+            _permit: permit,
+            _done: Some(done),
+        }),
     });
+}
+
+/// Serve a parked connection again, on this thread's runtime (the worker
+/// it was parked on), with what it held.
+pub fn respawn<Fut>(hold: Hold, fut: Fut)
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Ended,
+{
+    tokio::spawn(Conn {
+        fut,
+        hold: Some(hold),
+    });
+}
+
+/// What a connection holds for its whole life, parked or not: its place
+/// under `max_connections`, and its count on its worker.
+pub struct Hold {
+    _permit: OwnedSemaphorePermit,
+    _done: Option<Done>,
+}
+
+/// How a connection's future ended: closed, or parked (HTTP/1 over TCP,
+/// idle), in which case its `Hold` goes with it into the parking lot.
+pub trait Ended {
+    fn parked(self) -> Option<crate::http::park::Parked>;
+}
+
+impl Ended for () {
+    fn parked(self) -> Option<crate::http::park::Parked> {
+        None
+    }
+}
+
+impl Ended for Option<crate::http::park::Parked> {
+    fn parked(self) -> Option<crate::http::park::Parked> {
+        self
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -122,16 +165,23 @@ pin_project_lite::pin_project! {
     struct Conn<F> {
         #[pin]
         fut: F,
-        _permit: OwnedSemaphorePermit,
-        _done: Option<Done>,
+        hold: Option<Hold>,
     }
 }
 
-impl<F: Future<Output = ()>> Future for Conn<F> {
+impl<F: Future> Future for Conn<F>
+where
+    F::Output: Ended,
+{
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().fut.poll(cx)
+        let this = self.project();
+        let parked = std::task::ready!(this.fut.poll(cx)).parked();
+        if let (Some(p), Some(hold)) = (parked, this.hold.take()) {
+            crate::http::park::put(p, hold);
+        }
+        Poll::Ready(())
     }
 }
 

@@ -76,3 +76,51 @@ upstream = "app"
     assert_eq!((status, body.as_str()), (200, "hello from the app"));
     assert!(p.server.shutdown().await, "connections were not drained");
 }
+
+/// Idle connections on worker threads are parked by their worker and, when
+/// their clients speak again, served there again, pooled upstream
+/// connections included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_on_workers_are_parked_and_resumed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    portcullis::workers::start(2).unwrap();
+    let up = fixed("hello from the app").await;
+    let p = proxy(&format!(
+        "[log]\naccess = \"off\"\n[upstream.app]\nservers = [\"{}\"]\n\
+         [[listen]]\naddr = \"127.0.0.1:0\"\n[[route]]\npath = \"/\"\nupstream = \"app\"\n",
+        up.addr
+    ))
+    .await;
+    async fn ask(s: &mut tokio::net::TcpStream) -> String {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"hello from the app") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+        assert!(ask(&mut s).await.starts_with("HTTP/1.1 200"));
+        conns.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.server.state().parked.count() < 4 {
+        assert!(Instant::now() < deadline, "idle connections not parked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for s in &mut conns {
+        let answer = ask(s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("hello from the app"), "{answer}");
+    }
+    assert_eq!(up.hits(), 8);
+    assert!(p.server.shutdown().await, "connections were not drained");
+}

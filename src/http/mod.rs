@@ -8,6 +8,7 @@ pub mod decode;
 mod h1;
 mod h2;
 mod idle;
+pub mod park;
 pub mod raw;
 
 pub use h1::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
@@ -62,6 +63,20 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     ) -> Poll<io::Result<usize>> {
         Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
     }
+
+    /// Can an idle connection on this transport be parked (`park`)?
+    fn can_park(&self) -> bool {
+        false
+    }
+
+    /// The socket, out of tokio's hands, for parking; only called when
+    /// `can_park`.
+    fn into_parked(self) -> Option<std::net::TcpStream>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl Io for TcpStream {
@@ -71,6 +86,14 @@ impl Io for TcpStream {
 
     fn can_send_file(&self) -> bool {
         cfg!(target_os = "linux")
+    }
+
+    fn can_park(&self) -> bool {
+        cfg!(target_os = "linux")
+    }
+
+    fn into_parked(self) -> Option<std::net::TcpStream> {
+        self.into_std().ok()
     }
 
     #[cfg(target_os = "linux")]
@@ -135,14 +158,25 @@ fn poll_raw_write(
 
 impl Io for tokio_rustls::server::TlsStream<TcpStream> {}
 
-/// HTTP/1.x, or HTTP/2 if the client opens with its preface.
+/// HTTP/1.x, or HTTP/2 if the client opens with its preface. Ends with
+/// the connection, or with it parked (`park`), handed back to be kept.
 pub fn serve<T: Io>(
     io: T,
     info: Arc<ConnInfo>,
     state: Arc<State>,
     shutdown: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send {
-    h1::serve(io, info, state, shutdown)
+) -> impl Future<Output = Option<park::Parked>> + Send {
+    h1::serve(io, info, state, shutdown, true)
+}
+
+/// A parked connection whose client spoke again: HTTP/1 from its next head.
+pub fn resume(
+    io: TcpStream,
+    info: Arc<ConnInfo>,
+    state: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = Option<park::Parked>> + Send {
+    h1::serve(io, info, state, shutdown, false)
 }
 
 /// HTTP/2 from the first byte (ALPN chose it).

@@ -113,7 +113,8 @@ pub async fn serve(
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         crate::http::serve_h2(stream, info, state, shutdown).await
     } else {
-        crate::http::serve(stream, info, state, shutdown).await
+        // Never parked: a TLS session cannot leave its task.
+        let _ = crate::http::serve(stream, info, state, shutdown).await;
     }
 }
 

@@ -4,6 +4,7 @@
 use super::io::{lock, Shared};
 use super::request::Reject;
 use super::{response, Upgraded};
+use crate::http::park::Parked;
 use crate::http::Io;
 use crate::service::ConnInfo;
 use crate::state::State;
@@ -32,6 +33,8 @@ pub(super) enum End {
     Upgrade(oneshot::Sender<Upgraded>),
     /// The connection broke.
     Abort,
+    /// Idle, to be parked (`park`).
+    Park,
 }
 
 /// What the connection does once its request loop has ended; the loop
@@ -42,8 +45,10 @@ pub(super) async fn finish<T: Io>(
     info: Arc<ConnInfo>,
     state: Arc<State>,
     shutdown: watch::Receiver<bool>,
-) {
+    idle: Duration,
+) -> Option<Parked> {
     match end {
+        End::Park => return park(shared, &info, state, shutdown, idle),
         End::Close { linger } => close(&shared, linger).await,
         // The rare ends are boxed again, so that the common one (`close`)
         // allocates only its own small state.
@@ -66,6 +71,24 @@ pub(super) async fn finish<T: Io>(
         }
         End::Abort => {}
     }
+    None
+}
+
+/// The socket and what serving it again needs, out of the task. Nothing
+/// else holds the connection's state between requests; if something did,
+/// the connection is closed instead, as at its idle timeout.
+fn park<T: Io>(
+    shared: Arc<Mutex<Shared<T>>>,
+    info: &ConnInfo,
+    state: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+    idle: Duration,
+) -> Option<Parked> {
+    let s = Arc::try_unwrap(shared).ok()?;
+    let s = s.into_inner().unwrap_or_else(|e| e.into_inner());
+    let due = s.last_ms + idle.as_millis() as u64;
+    let stream = s.io.into_parked()?;
+    Some(Parked::new(stream, info, state, shutdown, due))
 }
 
 /// Answer a head that cannot be served, then close.

@@ -21,6 +21,7 @@ use self::end::{finish, End};
 use self::io::{lock, Shared, SharedIo};
 use self::request::{Head, Reject};
 use super::idle::IdleTimer;
+use super::park::{self, Parked};
 use super::Io;
 use crate::body::ReqBody;
 use crate::service::{self, ConnInfo};
@@ -69,6 +70,8 @@ enum Next {
     Request(Head),
     /// The client went away, idled out, or the server is shutting down.
     Closed,
+    /// Idle long enough to be parked (`park`).
+    Park,
     H2,
     Reject(Reject),
 }
@@ -86,14 +89,17 @@ pub fn serve<T: Io>(
     info: Arc<ConnInfo>,
     state: Arc<State>,
     shutdown: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send {
+    fresh: bool,
+) -> impl Future<Output = Option<Parked>> + Send {
     let lim = Limits::new(&state.load().server);
     let shared = Arc::new(Mutex::new(Shared::new(
         io,
         IdleTimer::new(state.idle.clone()),
     )));
     async move {
-        let mut first = true;
+        // A resumed connection (`park`) is past its first request: no
+        // HTTP/2 preface can come now.
+        let mut first = fresh;
         let mut head_timer = None;
         let end = loop {
             // Nothing is awaited inside this match: a `Next` (a whole request
@@ -105,6 +111,7 @@ pub fn serve<T: Io>(
                 {
                     Next::Request(h) => h,
                     Next::Closed => break End::Close { linger: false },
+                    Next::Park => break End::Park,
                     Next::H2 => break End::H2,
                     Next::Reject(r) => break End::Refused(r),
                 };
@@ -129,7 +136,7 @@ pub fn serve<T: Io>(
         };
         // One await for whatever comes after: an `End` held across several
         // would keep its room beside the loop's, in every idle connection.
-        Box::pin(finish(end, shared, info, state, shutdown)).await
+        Box::pin(finish(end, shared, info, state, shutdown, lim.idle())).await
     }
 }
 
@@ -307,7 +314,7 @@ fn next_head<T: Io>(
                     if s.rbuf.capacity() > 0 {
                         s.release_buffer();
                     }
-                    return idle_or_stop(s, shutdown, lim, cx);
+                    return idle_or_stop(s, shutdown, lim, first, cx);
                 }
             }
         } else if first && H2_PREFACE.starts_with(&s.rbuf[..s.rbuf.len().min(24)]) {
@@ -324,7 +331,7 @@ fn next_head<T: Io>(
         match s.poll_fill(cx) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
             Poll::Ready(Ok(_)) => continue,
-            Poll::Pending if s.rbuf.is_empty() => return idle_or_stop(s, shutdown, lim, cx),
+            Poll::Pending if s.rbuf.is_empty() => return idle_or_stop(s, shutdown, lim, first, cx),
             Poll::Pending => {
                 let t = head_timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(lim.header_timeout())));
@@ -338,14 +345,22 @@ fn next_head<T: Io>(
     }
 }
 
+/// Nothing to read: wait, and end the wait when the connection has been
+/// idle for `idle_timeout` (close), for `park::AFTER` (park it, after its
+/// first request, on a transport that can be parked), or at shutdown.
 fn idle_or_stop<T: Io>(
     s: &mut Shared<T>,
     shutdown: &watch::Receiver<bool>,
     lim: &Limits,
+    first: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Next> {
-    if s.poll_idle(lim.idle(), cx).is_ready() {
-        return Poll::Ready(Next::Closed);
+    let limit = lim.idle();
+    let park = !first && limit >= park::MIN_TIMEOUT && s.io.can_park();
+    if s.poll_idle(if park { park::AFTER } else { limit }, cx)
+        .is_ready()
+    {
+        return Poll::Ready(if park { Next::Park } else { Next::Closed });
     }
     // After arming: the shutdown wakes every armed wait once its signal is
     // out, so a signal missed here still wakes this one. A sender gone
