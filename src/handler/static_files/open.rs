@@ -169,7 +169,19 @@ fn open_without_symlinks(path: &Path) -> Option<io::Result<File>> {
     if UNAVAILABLE.load(Ordering::Relaxed) {
         return None;
     }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // The NUL-terminated name on the stack when it fits: a `CString` was
+    // one allocation per request. A NUL inside the name fails either way
+    // (None: the checked open refuses it too).
+    let bytes = path.as_os_str().as_bytes();
+    let mut stack = [0u8; 512];
+    let heap;
+    let c: &std::ffi::CStr = if bytes.len() < stack.len() {
+        stack[..bytes.len()].copy_from_slice(bytes);
+        std::ffi::CStr::from_bytes_with_nul(&stack[..=bytes.len()]).ok()?
+    } else {
+        heap = std::ffi::CString::new(bytes).ok()?;
+        &heap
+    };
     let how = OpenHow {
         flags: (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64,
         mode: 0,
