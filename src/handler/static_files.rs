@@ -187,7 +187,7 @@ fn respond(
 ) -> Result<Resp, ProxyError> {
     let len = o.meta.len();
     let modified = o.meta.modified().ok();
-    let (etag, last_modified) =
+    let (etag, last_modified, whole_len) =
         cond::validator_values(modified, len, o.coding.map(cond::Coding::name));
     let v = Validators {
         etag: etag.to_str().unwrap_or_default(),
@@ -232,7 +232,12 @@ fn respond(
     if let Some(c) = o.coding {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.name()));
     }
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    let length = if n == len {
+        whole_len
+    } else {
+        HeaderValue::from(n)
+    };
+    h.insert(header::CONTENT_LENGTH, length);
     if head {
         return Ok(build(status, h, None));
     }

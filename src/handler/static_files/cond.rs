@@ -31,19 +31,21 @@ pub fn etag(modified: Option<SystemTime>, len: u64, coding: Option<&str>) -> Str
     }
 }
 
-/// The ETag and Last-Modified header values of one version of a file.
-/// Formatting them (hex digits, an HTTP date) cost more than opening the
-/// file, so each thread keeps the values of recent versions, in a small
-/// table indexed by a hash of what they are made from.
+/// The ETag, Last-Modified and whole-file Content-Length header values of
+/// one version of a file. Formatting them (hex digits, an HTTP date, a
+/// number) cost more than opening the file, so each thread keeps the values
+/// of recent versions, in a small table indexed by a hash of what they are
+/// made from; a kept value is handed out by reference count.
 pub fn validator_values(
     modified: Option<SystemTime>,
     len: u64,
     coding: Option<&'static str>,
-) -> (HeaderValue, Option<HeaderValue>) {
+) -> (HeaderValue, Option<HeaderValue>, HeaderValue) {
     type Slot = Option<(
         (Option<SystemTime>, u64, Option<&'static str>),
         HeaderValue,
         Option<HeaderValue>,
+        HeaderValue,
     )>;
     const SLOTS: usize = 64;
     thread_local! {
@@ -57,17 +59,18 @@ pub fn validator_values(
         .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let i = (mix >> 58) as usize % SLOTS;
     RECENT.with_borrow_mut(|recent| {
-        if let Some((k, e, lm)) = &recent[i] {
+        if let Some((k, e, lm, n)) = &recent[i] {
             if *k == key {
-                return (e.clone(), lm.clone());
+                return (e.clone(), lm.clone(), n.clone());
             }
         }
         // Hex digits, quotes, dots and a coding name: always a valid value.
         let e = HeaderValue::from_str(&etag(modified, len, coding))
             .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
         let lm = modified.and_then(|m| HeaderValue::try_from(httpdate::fmt_http_date(m)).ok());
-        recent[i] = Some((key, e.clone(), lm.clone()));
-        (e, lm)
+        let n = HeaderValue::from(len);
+        recent[i] = Some((key, e.clone(), lm.clone(), n.clone()));
+        (e, lm, n)
     })
 }
 
