@@ -153,7 +153,7 @@ pub fn serve(site: &Site, route: &Route, parts: &http::request::Parts) -> Result
     };
     let full_path = parts.uri.path();
     let rest = route.rest(full_path);
-    let Some(mut rel) = path::sanitize(rest) else {
+    let Some(mut rel) = path::sanitize_under(&site.root, rest) else {
         return Err(ProxyError::NotFound);
     };
     if rest == "/" && !full_path.ends_with('/') {
@@ -165,7 +165,7 @@ pub fn serve(site: &Site, route: &Route, parts: &http::request::Parts) -> Result
     } else {
         [None, None]
     };
-    let found = match open::find(site, &rel, accept) {
+    let found = match open::find(site, rel, accept) {
         Ok(Found::Missing) => match &site.fallback {
             Some(fb) => open::find_file(site, fb, accept),
             None => Ok(Found::Missing),

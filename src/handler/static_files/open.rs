@@ -37,13 +37,10 @@ pub enum Found {
 }
 
 /// The request's file, a directory's index, or nothing.
-pub fn find(site: &Site, rel: &RelPath, accept: [Option<Coding>; 2]) -> io::Result<Found> {
-    // Not `join("")`, which would add a slash: a file root is opened as is.
-    let path = if rel.path.as_os_str().is_empty() {
-        site.root.clone()
-    } else {
-        site.root.join(&rel.path)
-    };
+pub fn find(site: &Site, rel: RelPath, accept: [Option<Coding>; 2]) -> io::Result<Found> {
+    // Already under the root (`path::sanitize_under`); the root itself,
+    // with no slash added, when a file is the root.
+    let path = rel.path;
     let Some((file, meta)) = open_checked(site, &path)? else {
         return Ok(Found::Missing);
     };

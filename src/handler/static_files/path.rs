@@ -2,12 +2,13 @@
 //! here, once; anything that could climb out of the root or that no file
 //! name can hold is refused before the filesystem is asked.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// A request path made safe to join onto the root.
+/// A request path made safe, joined onto the root.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RelPath {
-    /// Relative, only plain name components: no `..`, no root, no prefix.
+    /// The base, then only plain name components: no `..`, no root, no
+    /// prefix. Exactly the base when the request named the route's root.
     pub path: PathBuf,
     /// The request named a directory (`/static/css/`): index files apply
     /// rather than a redirect.
@@ -17,10 +18,12 @@ pub struct RelPath {
 /// `rest` is the request path after the route prefix (starts with `/`).
 /// None: the path must not be served (traversal, NUL, backslash, bad UTF-8
 /// on systems whose file names are not bytes).
-pub fn sanitize(rest: &str) -> Option<RelPath> {
+/// The result is under `base` (the site's root), built in one allocation.
+pub fn sanitize_under(base: &Path, rest: &str) -> Option<RelPath> {
     // Borrowed, without a copy, when there is no `%` at all.
     let decoded: std::borrow::Cow<[u8]> = percent_encoding::percent_decode_str(rest).into();
-    let mut path = PathBuf::new();
+    let mut path = PathBuf::with_capacity(base.as_os_str().len() + 1 + decoded.len());
+    path.push(base);
     for seg in decoded.split(|&b| b == b'/') {
         match seg {
             b"" | b"." => continue,
@@ -35,12 +38,20 @@ pub fn sanitize(rest: &str) -> Option<RelPath> {
         if seg.iter().any(|&b| b == 0 || b == b'\\') {
             return None;
         }
+        // Never a separator in `seg` (split on them): a push adds, never
+        // replaces.
         path.push(os_str(seg)?);
     }
     Some(RelPath {
         path,
         trailing_slash: decoded.last() == Some(&b'/'),
     })
+}
+
+/// The request path alone, as a relative path (the tests' view).
+#[cfg(test)]
+pub fn sanitize(rest: &str) -> Option<RelPath> {
+    sanitize_under(Path::new(""), rest)
 }
 
 #[cfg(unix)]
