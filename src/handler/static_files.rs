@@ -193,7 +193,7 @@ fn respond(
         etag: etag.to_str().unwrap_or_default(),
         modified,
     };
-    let mut h = HeaderMap::with_capacity(10);
+    let mut h = crate::http::spare::map();
     h.insert(header::ETAG, etag.clone());
     if let Some(lm) = last_modified {
         h.insert(header::LAST_MODIFIED, lm);

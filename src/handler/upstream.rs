@@ -204,8 +204,8 @@ fn response(head: Head, c: Conn, guard: InflightGuard, client_upgrade: Option<On
     body.set_fields(fields);
     let mut r = Response::new(body);
     *r.status_mut() = status;
-    // Room for what the proxy adds (X-Request-Id, HSTS, a route's headers).
-    *r.headers_mut() = http::HeaderMap::with_capacity(4);
+    // For what the proxy adds (X-Request-Id, HSTS, a route's headers).
+    *r.headers_mut() = crate::http::spare::map();
     r
 }
 

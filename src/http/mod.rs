@@ -10,6 +10,7 @@ mod h2;
 mod idle;
 pub mod park;
 pub mod raw;
+pub mod spare;
 
 pub use h1::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
 pub use h2::H2Body;

@@ -289,7 +289,8 @@ fn encode<T: Io>(
         version,
         &mut keep_alive,
     );
-    drop(parts);
+    // Its map is done with: the next answer on this thread takes it.
+    crate::http::spare::recycle(parts.headers);
     (out, body, wire, keep_alive, unread, upgrading)
 }
 
