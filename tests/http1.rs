@@ -344,22 +344,6 @@ async fn refused_heads_are_in_the_access_log_with_their_first_line() {
     assert_eq!(v[1]["bytes"], 12);
 }
 
-/// Read until the server closes; the guard only stops a hang.
-async fn closed_by_server(s: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    let wait = async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .is_ok()
-}
-
 /// A proxy with `server` settings answering "ok", and a connection to it
 /// that has had one answer and is now idle.
 async fn idle_after_one_answer(server: &str) -> (Proxy, TcpStream) {
