@@ -18,11 +18,10 @@
 //! task, and it is far larger than what parking would save.
 
 use crate::service::ConnInfo;
-use crate::state::{ListenKind, State};
+use crate::state::State;
 use crate::upstream::now_ms;
 use crate::workers::Hold;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -51,9 +50,9 @@ const SHARDS: usize = 16;
 /// What a connection's task hands over when it parks.
 pub struct Parked {
     pub stream: std::net::TcpStream,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub kind: ListenKind,
+    /// Its own, not the task's shared one: every allocation the task held
+    /// is freed, so that whole pages can go back to the system.
+    pub info: ConnInfo,
     pub state: Arc<State>,
     pub shutdown: watch::Receiver<bool>,
     /// `now_ms` when the idle timeout closes it.
@@ -70,9 +69,13 @@ impl Parked {
     ) -> Self {
         Parked {
             stream,
-            peer: info.peer,
-            local: info.local,
-            kind: info.kind,
+            info: ConnInfo {
+                peer: info.peer,
+                local: info.local,
+                kind: info.kind,
+                // Only TLS connections have one, and they are not parked.
+                client_cert_subject: None,
+            },
             state,
             shutdown,
             due,
@@ -82,7 +85,7 @@ impl Parked {
 
 struct Entry {
     parked: Parked,
-    _hold: Hold,
+    hold: Hold,
 }
 
 /// One server's parked connections, a shard per worker thread.
@@ -145,7 +148,7 @@ impl Lot {
         // SAFETY: the descriptor is owned by the `AsyncFd` and stays open
         // for as long as it is registered.
         let epoll = unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from)?;
-        let shard = Arc::new(Shard {
+        let made = Arc::new(Shard {
             epoll,
             entries: Mutex::default(),
             closed: AtomicBool::new(false),
@@ -154,13 +157,11 @@ impl Lot {
         });
         // Two threads share an index only past `SHARDS` workers; the first
         // shard made is kept, with its one watcher.
-        if cell.set(shard).is_ok() {
-            if let Some(s) = cell.get() {
-                tokio::spawn(watch(s.clone()));
-            }
+        let s = cell.get_or_init(|| made.clone());
+        if Arc::ptr_eq(s, &made) {
+            tokio::spawn(watch(made));
         }
-        cell.get()
-            .ok_or_else(|| std::io::Error::other("no parking shard"))
+        Ok(s)
     }
 }
 
@@ -181,13 +182,7 @@ pub fn put(p: Parked, hold: Hold) {
     let fd = p.stream.as_raw_fd();
     let due = p.due;
     // In the table before the socket is watched: an event for it must find it.
-    lock(&shard.entries).insert(
-        fd,
-        Entry {
-            parked: p,
-            _hold: hold,
-        },
-    );
+    lock(&shard.entries).insert(fd, Entry { parked: p, hold });
     let mut ev = libc::epoll_event {
         events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
         u64: fd as u64,
@@ -212,6 +207,7 @@ async fn watch(shard: Arc<Shard>) {
     let mut parked_at_trim = 0;
     loop {
         if shard.closed.load(Ordering::SeqCst) {
+            // Also what a `put` racing with `close_all` left behind.
             lock(&shard.entries).clear();
             return;
         }
@@ -257,22 +253,19 @@ impl Shard {
             return self.next_due.load(Ordering::SeqCst);
         }
         self.next_due.store(u64::MAX, Ordering::SeqCst);
-        let mut gone = Vec::new();
+        let mut closed = 0;
         let mut next = u64::MAX;
         lock(&self.entries).retain(|_, e| {
-            if e.parked.due <= now {
-                gone.push(e.parked.stream.as_raw_fd());
-                false
-            } else {
+            let keep = e.parked.due > now;
+            if keep {
                 next = next.min(e.parked.due);
-                true
+            } else {
+                closed += 1;
             }
+            keep
         });
-        if !gone.is_empty() {
-            tracing::debug!(
-                closed = gone.len(),
-                "parked connections reached idle_timeout"
-            );
+        if closed > 0 {
+            tracing::debug!(closed, "parked connections reached idle_timeout");
         }
         self.next_due.fetch_min(next, Ordering::SeqCst);
         self.next_due.load(Ordering::SeqCst)
@@ -309,7 +302,7 @@ impl Shard {
                 std::ptr::null_mut(),
             );
         }
-        let Entry { parked: p, _hold } = e;
+        let Entry { parked: p, hold } = e;
         if p.shutdown.has_changed().unwrap_or(true) {
             return;
         }
@@ -320,15 +313,7 @@ impl Shard {
                 return;
             }
         };
-        let info = Arc::new(ConnInfo {
-            peer: p.peer,
-            local: p.local,
-            kind: p.kind,
-            client_cert_subject: None,
-        });
-        crate::workers::respawn(
-            _hold,
-            crate::http::resume(stream, info, p.state, p.shutdown),
-        );
+        let info = Arc::new(p.info);
+        crate::workers::respawn(hold, crate::http::resume(stream, info, p.state, p.shutdown));
     }
 }
