@@ -10,7 +10,7 @@ use crate::service::{ConnInfo, Outcome};
 use crate::state::{canonical_ip, Snapshot};
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::h1::{strip_hop_by_hop, Conn, Head, ProtoError, SendBody};
-use crate::upstream::pool::{InflightGuard, Pool, RequestBody};
+use crate::upstream::pool::{InflightGuard, RequestBody};
 use crate::upstream::{Server, Upstream};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri, Version};
@@ -152,7 +152,7 @@ async fn exchange(
         let reused = idle.is_some();
         let mut c = match idle.take() {
             Some(c) => c,
-            None => match Pool::connect(&server.addr, s.connect_timeout).await {
+            None => match server.pool.connect(&server.addr, s.connect_timeout).await {
                 Ok(c) => c,
                 Err(e) => return Err(Failed::Unsent(ProxyError::Connect(e.to_string()))),
             },

@@ -1,4 +1,5 @@
-//! Idle timeouts for HTTP/1 connections without a timer in each one.
+//! Idle timeouts for HTTP/1 connections without a timer in each one; also
+//! the wait for an upstream's answer (`upstream::h1`).
 //!
 //! A tokio timer (`Sleep`) is 112 bytes, and waking idle connections at
 //! shutdown took a watch-change future (about 100 more) in every
@@ -10,6 +11,13 @@
 //! all (they see the shutdown signal themselves). Deadlines are moved by
 //! the connection itself on each wait, which costs a lock that no other
 //! thread holds (one shard per worker).
+//!
+//! Each upstream pool has a set of its own for the wait on a response head.
+//! A tokio timer there cost a write to the runtime's eventfd on most
+//! requests: arming a timer earlier than any the parked runtime knew of
+//! wakes its driver, and under load that was 0.13 `write` calls a request
+//! (bench/README.md). An upstream timeout firing up to `GRAIN_MS` late is
+//! of no consequence.
 
 use crate::upstream::now_ms;
 use std::future::{poll_fn, Future};
@@ -216,6 +224,18 @@ impl IdleTimer {
     }
 }
 
+impl IdleTimer {
+    /// The wait is over before its deadline: the sweeper will not wake the
+    /// task for it. A connection that keeps waiting need not call this (its
+    /// next wait moves the deadline), but an upstream connection goes back
+    /// to its pool, where a stale waker would wake a finished request.
+    pub fn disarm(&mut self) {
+        if self.slot != u32::MAX {
+            lock(&self.set.shards[self.shard as usize]).slots[self.slot as usize].waker = None;
+        }
+    }
+}
+
 impl Drop for IdleTimer {
     fn drop(&mut self) {
         if self.slot == u32::MAX {
@@ -315,6 +335,29 @@ mod tests {
         // A deadline already past is ready without arming.
         let mut t = IdleTimer::new(set.clone());
         assert!(t.poll(0, Duration::from_millis(0), &mut cx).is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_disarmed_wait_is_not_woken() {
+        let set = Arc::new(IdleSet::default());
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waker = Waker::from(Arc::new(Counter(woken.clone())));
+        let mut cx = Context::from_waker(&waker);
+        let (mut kept, mut done) = (IdleTimer::new(set.clone()), IdleTimer::new(set.clone()));
+        let limit = Duration::from_secs(60);
+        assert!(kept.poll(now_ms(), limit, &mut cx).is_pending());
+        assert!(done.poll(now_ms(), limit, &mut cx).is_pending());
+        done.disarm();
+        // Every deadline due: only the wait still armed is woken.
+        assert_eq!(set.sweep(u64::MAX - 1), NONE);
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+    }
+
+    struct Counter(Arc<std::sync::atomic::AtomicUsize>);
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn futures_poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {

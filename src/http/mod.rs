@@ -14,7 +14,7 @@ pub mod spare;
 
 pub use h1::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
 pub use h2::H2Body;
-pub use idle::IdleSet;
+pub use idle::{IdleSet, IdleTimer};
 pub use raw::RawFields;
 
 use crate::service::ConnInfo;

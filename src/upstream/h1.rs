@@ -12,12 +12,15 @@
 
 use super::connect::Stream;
 use crate::body::BoxError;
+use crate::http::IdleTimer;
 use crate::upstream::pool::RequestBody;
 use bytes::{Bytes, BytesMut};
 use http::header;
 use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
+use std::future::{poll_fn, Future};
 use std::io::{self, Write};
+use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -35,6 +38,8 @@ pub struct Conn {
     pub buf: BytesMut,
     wbuf: Vec<u8>,
     read_size: usize,
+    /// Bounds the wait for the answer; in the pool's `IdleSet`.
+    answer_timer: IdleTimer,
 }
 
 /// What to send after the head.
@@ -97,12 +102,13 @@ pub enum ProtoError {
 }
 
 impl Conn {
-    pub fn new(io: Stream) -> Self {
+    pub fn new(io: Stream, answer_timer: IdleTimer) -> Self {
         Conn {
             io,
             buf: BytesMut::new(),
             wbuf: Vec::new(),
             read_size: crate::http::decode::MIN_READ,
+            answer_timer,
         }
     }
 
@@ -118,10 +124,6 @@ impl Conn {
     /// Read more into `buf`. `Ok(0)` is the end of the stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         crate::http::decode::poll_fill(&mut self.io, &mut self.buf, &mut self.read_size, cx)
-    }
-
-    async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
     /// Send a request and read its response head. `parts` is only read, so
@@ -175,25 +177,51 @@ impl Conn {
             // The server may have answered early (a 413, say) and closed:
             // its answer is worth more than the write error.
             Err(e) => {
-                let early = tokio::time::timeout(timeout, self.read_head(&parts.method)).await;
-                return match early {
-                    Ok(Ok(mut head)) => {
+                return match self.answer(&parts.method, timeout).await {
+                    Ok(mut head) => {
                         head.keep_alive = false;
                         Ok(head)
                     }
-                    _ => Err(fail(e, true, body_used)),
+                    Err(_) => Err(fail(e, true, body_used)),
                 };
             }
         }
-        let answer = tokio::time::timeout(timeout, self.read_head(&parts.method)).await;
-        answer
-            .unwrap_or(Err((ProtoError::Timeout, false)))
+        self.answer(&parts.method, timeout)
+            .await
             .map_err(|(error, answered)| Error {
                 error,
                 sent: true,
                 body_used,
                 answered,
             })
+    }
+
+    /// The response head, within `timeout` from now. A timeout counts as no
+    /// answer, as a request that could be sent again elsewhere would be.
+    async fn answer(
+        &mut self,
+        method: &Method,
+        timeout: Duration,
+    ) -> Result<Head, (ProtoError, bool)> {
+        let since = crate::upstream::now_ms();
+        let Conn {
+            io,
+            buf,
+            read_size,
+            answer_timer,
+            ..
+        } = self;
+        let mut read = pin!(read_head(io, buf, read_size, method));
+        // The read first: an answer already there never arms the timer.
+        let result = poll_fn(|cx| match read.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => answer_timer
+                .poll(since, timeout, cx)
+                .map(|()| Err((ProtoError::Timeout, false))),
+        })
+        .await;
+        answer_timer.disarm();
+        result
     }
 
     async fn stream_body(
@@ -232,40 +260,47 @@ impl Conn {
         }
         Ok(())
     }
+}
 
-    /// Read up to the final response head, skipping interim 1xx answers
-    /// other than 101. The error says whether any byte had arrived.
-    async fn read_head(&mut self, method: &Method) -> Result<Head, (ProtoError, bool)> {
-        let mut answered = false;
-        loop {
-            if !self.buf.is_empty() {
-                answered = true;
-                match parse_head(&mut self.buf, method) {
-                    Ok(Some(head))
-                        if head.status.is_informational()
-                            && head.status != StatusCode::SWITCHING_PROTOCOLS =>
-                    {
-                        continue
-                    }
-                    Ok(Some(head)) => return Ok(head),
-                    Ok(None) if self.buf.len() >= MAX_HEAD => {
-                        return Err((ProtoError::Invalid("response head too large"), true))
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err((e, true)),
+/// Read up to the final response head, skipping interim 1xx answers other
+/// than 101. The error says whether any byte had arrived. Takes `Conn`'s
+/// fields apart so that its timer can be polled beside it.
+async fn read_head(
+    io: &mut Stream,
+    buf: &mut BytesMut,
+    read_size: &mut usize,
+    method: &Method,
+) -> Result<Head, (ProtoError, bool)> {
+    let mut answered = false;
+    loop {
+        if !buf.is_empty() {
+            answered = true;
+            match parse_head(buf, method) {
+                Ok(Some(head))
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    continue
                 }
-            }
-            match self.fill().await {
-                Ok(0) if answered => {
-                    return Err((
-                        ProtoError::Invalid("connection closed inside the head"),
-                        true,
-                    ))
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) if buf.len() >= MAX_HEAD => {
+                    return Err((ProtoError::Invalid("response head too large"), true))
                 }
-                Ok(0) => return Err((ProtoError::Closed, false)),
-                Ok(_) => {}
-                Err(e) => return Err((e.into(), answered)),
+                Ok(None) => {}
+                Err(e) => return Err((e, true)),
             }
+        }
+        let filled = poll_fn(|cx| crate::http::decode::poll_fill(io, buf, read_size, cx)).await;
+        match filled {
+            Ok(0) if answered => {
+                return Err((
+                    ProtoError::Invalid("connection closed inside the head"),
+                    true,
+                ))
+            }
+            Ok(0) => return Err((ProtoError::Closed, false)),
+            Ok(_) => {}
+            Err(e) => return Err((e.into(), answered)),
         }
     }
 }
@@ -275,7 +310,7 @@ impl Conn {
 /// the write before the timer).
 async fn within(
     timeout: Duration,
-    write: impl std::future::Future<Output = io::Result<()>>,
+    write: impl Future<Output = io::Result<()>>,
 ) -> Result<(), ProtoError> {
     match tokio::time::timeout(timeout, write).await {
         Ok(r) => r.map_err(ProtoError::from),

@@ -6,6 +6,7 @@ use super::connect::connect;
 use super::h1::Conn;
 use super::ServerAddr;
 use crate::body::BoxError;
+use crate::http::{IdleSet, IdleTimer};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -25,6 +26,8 @@ pub struct Pool {
     shards: OnceLock<Box<[Idle]>>,
     /// For the whole pool; each worker keeps its share.
     max_idle: AtomicUsize,
+    /// The deadlines of its connections' waits for an answer.
+    waits: Arc<IdleSet>,
 }
 
 impl Pool {
@@ -32,6 +35,7 @@ impl Pool {
         Pool {
             shards: OnceLock::new(),
             max_idle: AtomicUsize::new(max_idle),
+            waits: Arc::default(),
         }
     }
 
@@ -93,8 +97,13 @@ impl Pool {
         }
     }
 
-    pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Conn, std::io::Error> {
-        Ok(Conn::new(connect(addr, timeout).await?))
+    pub async fn connect(
+        &self,
+        addr: &ServerAddr,
+        timeout: Duration,
+    ) -> Result<Conn, std::io::Error> {
+        let io = connect(addr, timeout).await?;
+        Ok(Conn::new(io, IdleTimer::new(self.waits.clone())))
     }
 }
 

@@ -14,6 +14,10 @@ use tokio::net::UnixStream;
 /// Long enough never to fire in these tests: the exchanges here do not wait.
 const T: std::time::Duration = std::time::Duration::from_secs(60);
 
+fn new_conn(io: UnixStream) -> Conn {
+    Conn::new(Stream::Unix(io), IdleTimer::new(Arc::default()))
+}
+
 fn head_of(raw: &str, method: Method) -> Result<Option<Head>, ProtoError> {
     let mut buf = BytesMut::from(raw.as_bytes());
     parse_head(&mut buf, &method)
@@ -175,7 +179,7 @@ async fn roundtrip(
         String::from_utf8(got).unwrap()
     });
     let srv = server();
-    let mut conn = Conn::new(Stream::Unix(a));
+    let mut conn = new_conn(a);
     let head = conn.exchange(&parts, &mut send, T).await.unwrap();
     let body = UpstreamBody::new(
         conn,
@@ -256,7 +260,7 @@ async fn broken_bodies_are_errors_and_their_connections_are_not_reused() {
             // Close: a short body must end in an error, not a hang.
         });
         let srv = server();
-        let mut conn = Conn::new(Stream::Unix(a));
+        let mut conn = new_conn(a);
         let head = conn.exchange(&parts, &mut SendBody::None, T).await.unwrap();
         peer.await.unwrap();
         let body = UpstreamBody::new(
@@ -287,7 +291,7 @@ async fn a_body_until_close_ends_with_the_connection() {
             .unwrap();
     });
     let srv = server();
-    let mut conn = Conn::new(Stream::Unix(a));
+    let mut conn = new_conn(a);
     let head = conn.exchange(&parts, &mut SendBody::None, T).await.unwrap();
     let body = UpstreamBody::new(
         conn,
@@ -304,7 +308,7 @@ async fn a_connection_closed_before_answering_says_so() {
     let parts = request(Method::GET, "/", &[]);
     let (a, b) = UnixStream::pair().unwrap();
     drop(b);
-    let mut conn = Conn::new(Stream::Unix(a));
+    let mut conn = new_conn(a);
     let e = conn
         .exchange(&parts, &mut SendBody::None, T)
         .await
@@ -316,16 +320,36 @@ async fn a_connection_closed_before_answering_says_so() {
     let parts = request(Method::PUT, "/", &[("content-length", "2")]);
     let (a, b) = UnixStream::pair().unwrap();
     drop(b);
-    let mut conn = Conn::new(Stream::Unix(a));
+    let mut conn = new_conn(a);
     let mut body = SendBody::Full(Bytes::from_static(b"hi"));
     let e = conn.exchange(&parts, &mut body, T).await.unwrap_err();
     assert!(e.sent && !e.body_used);
 }
 
 #[tokio::test]
+async fn a_server_silent_past_the_timeout_is_a_timeout_and_no_answer() {
+    let parts = request(Method::GET, "/", &[]);
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let mut conn = new_conn(a);
+    let start = std::time::Instant::now();
+    let limit = std::time::Duration::from_millis(100);
+    let e = conn
+        .exchange(&parts, &mut SendBody::None, limit)
+        .await
+        .unwrap_err();
+    assert!(matches!(e.error, ProtoError::Timeout), "{:?}", e.error);
+    assert!(e.sent && !e.answered);
+    // The coarse clock the deadline is kept on lags by a tick at most.
+    assert!(start.elapsed() >= limit - std::time::Duration::from_millis(10));
+    let mut got = vec![0; 3];
+    b.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, b"GET", "the request went out before the wait");
+}
+
+#[tokio::test]
 async fn idle_connections_closed_or_written_to_by_the_server_are_stale() {
     let (a, b) = UnixStream::pair().unwrap();
-    let mut quiet = Conn::new(Stream::Unix(a));
+    let mut quiet = new_conn(a);
     assert!(!quiet.is_stale());
     drop(b);
     let Stream::Unix(s) = &quiet.io else {
@@ -335,7 +359,7 @@ async fn idle_connections_closed_or_written_to_by_the_server_are_stale() {
     assert!(quiet.is_stale(), "closed by the server");
 
     let (a, mut b) = UnixStream::pair().unwrap();
-    let mut chatty = Conn::new(Stream::Unix(a));
+    let mut chatty = new_conn(a);
     b.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
         .await
         .unwrap();
