@@ -18,6 +18,7 @@
 mod body;
 pub use body::FileBody;
 mod cond;
+mod hot;
 mod mime;
 mod open;
 mod path;
@@ -35,7 +36,7 @@ use arc_swap::ArcSwap;
 use cond::{Precondition, Range, Validators};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use open::{Found, Opened};
+use open::{Content, Found, Opened};
 use std::path::{Component, Path, PathBuf};
 
 /// A compiled `static` route.
@@ -241,14 +242,21 @@ fn respond(
     if head {
         return Ok(build(status, h, None));
     }
-    // Even a small file stays a file body: over plain TCP its bytes go
-    // from the page cache to the socket (sendfile), where reading them
-    // into a buffer first cost two copies and a large allocation.
-    let mut file = body::FileBody::new(o.file, start, n);
-    if n == len {
-        file = file.whole_file(resident::version(&o.meta));
-    }
-    let body = ProxyBody::file(file);
+    let body = match o.content {
+        Content::Memory(bytes) => {
+            ProxyBody::full(bytes.slice(start as usize..(start + n) as usize))
+        }
+        // Not kept: over plain TCP its bytes go from the page cache to the
+        // socket (sendfile), where reading them into a buffer first cost
+        // two copies and a large allocation.
+        Content::File(f) => {
+            let mut file = body::FileBody::new(f, start, n);
+            if n == len {
+                file = file.whole_file(resident::version(&o.meta));
+            }
+            ProxyBody::file(file)
+        }
+    };
     Ok(build(status, h, Some(body)))
 }
 

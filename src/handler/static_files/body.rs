@@ -174,7 +174,12 @@ fn truncated() -> io::Error {
 /// Fill `buf` up to `want` bytes from the page cache only. Ok(false): some
 /// of it would have to wait for the disk (or the system cannot tell).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn read_cached(file: &File, pos: u64, buf: &mut BytesMut, want: usize) -> io::Result<bool> {
+pub(super) fn read_cached(
+    file: &File,
+    pos: u64,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     while buf.len() < want {
         let have = buf.len();
@@ -216,7 +221,7 @@ fn read_cached(file: &File, pos: u64, buf: &mut BytesMut, want: usize) -> io::Re
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn read_cached(_: &File, _: u64, _: &mut BytesMut, _: usize) -> io::Result<bool> {
+pub(super) fn read_cached(_: &File, _: u64, _: &mut BytesMut, _: usize) -> io::Result<bool> {
     Ok(false)
 }
 

@@ -18,12 +18,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub struct Opened {
-    pub file: File,
+    pub content: Content,
     pub meta: Metadata,
     /// The name the content type comes from: the file asked for, its index
     /// file, or the fallback, never the `.br`/`.gz` variant.
     pub type_path: PathBuf,
     pub coding: Option<Coding>,
+}
+
+/// Where the bytes come from.
+pub enum Content {
+    File(File),
+    /// A small file kept by this worker (hot.rs).
+    Memory(bytes::Bytes),
 }
 
 // Returned once per request and consumed at once: boxing the big variant
@@ -76,7 +83,7 @@ pub fn find_file(site: &Site, rel: &Path, accept: [Option<Coding>; 2]) -> io::Re
 fn file_found(
     site: &Site,
     path: PathBuf,
-    file: File,
+    file: Content,
     meta: Metadata,
     accept: [Option<Coding>; 2],
 ) -> io::Result<Found> {
@@ -93,7 +100,7 @@ fn file_found(
                 // earlier build: the plain file is the truth.
                 if vm.is_file() && vm.modified().ok() >= meta.modified().ok() {
                     return Ok(Found::File(Opened {
-                        file: vf,
+                        content: vf,
                         meta: vm,
                         type_path: path,
                         coding: Some(coding),
@@ -103,7 +110,7 @@ fn file_found(
         }
     }
     Ok(Found::File(Opened {
-        file,
+        content: file,
         meta,
         type_path: path,
         coding: None,
@@ -111,10 +118,15 @@ fn file_found(
 }
 
 /// Open for reading and stat; None when there is nothing servable there.
-fn open_checked(site: &Site, path: &Path) -> io::Result<Option<(File, Metadata)>> {
+fn open_checked(site: &Site, path: &Path) -> io::Result<Option<(Content, Metadata)>> {
     let fast = if site.follow_symlinks || !site.plain_root {
         None
     } else {
+        // Kept bytes come only from opens that refuse symlinks: the same
+        // sites, and no other, may be served from them.
+        if let Some((bytes, meta)) = super::hot::get(path) {
+            return Ok(Some((Content::Memory(bytes), meta)));
+        }
         open_without_symlinks(path)
     };
     let (file, proven_inside) = match fast {
@@ -141,7 +153,12 @@ fn open_checked(site: &Site, path: &Path) -> io::Result<Option<(File, Metadata)>
         tracing::debug!(path = %path.display(), "refused: resolves outside the static root");
         return Ok(None);
     }
-    Ok(Some((file, meta)))
+    if proven_inside {
+        if let Some(bytes) = super::hot::keep(path, &file, &meta) {
+            return Ok(Some((Content::Memory(bytes), meta)));
+        }
+    }
+    Ok(Some((Content::File(file), meta)))
 }
 
 /// The common case in one system call: `openat2` refusing every symlink on

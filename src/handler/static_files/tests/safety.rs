@@ -195,3 +195,56 @@ fn only_a_root_without_symlinks_takes_the_one_call_open() {
     assert!(!plain("current"));
     assert!(!plain("root/../root"));
 }
+
+/// An answer whose body is not read yet.
+fn in_flight(t: &T, uri: &str) -> ProxyBody {
+    let parts = Request::get(uri).body(()).unwrap().into_parts().0;
+    let Action::Static(s) = &t.route.action else {
+        unreachable!()
+    };
+    serve(s, &t.route, &parts).unwrap().into_body()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn small_settled_files_are_served_from_memory_while_unchanged() {
+    super::super::hot::settle_all();
+    let t = site(&[("app.js", b"let a = 1;")]);
+    let p = t.root().join("app.js");
+    let first = get(&t, "/static/app.js", &[]).await;
+    assert_eq!(first.text(), "let a = 1;");
+    let held = in_flight(&t, "/static/app.js");
+    assert_eq!(open_handles(&p), 0, "kept: no descriptor while sending");
+    drop(held);
+    let again = get(&t, "/static/app.js", &[]).await;
+    assert_eq!(again.text(), first.text());
+    assert_eq!(again.hdr("etag"), first.hdr("etag"));
+    let part = get(&t, "/static/app.js", &[("range", "bytes=4-4")]).await;
+    assert_eq!((part.status, part.text().as_str()), (206, "a"));
+    fs::write(&p, b"let a = 22;").unwrap();
+    assert_eq!(get(&t, "/static/app.js", &[]).await.text(), "let a = 22;");
+    fs::remove_file(&p).unwrap();
+    assert_eq!(get(&t, "/static/app.js", &[]).await.status, 404);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_kept_file_whose_path_now_leads_out_is_refused() {
+    use std::os::unix::fs::symlink;
+    super::super::hot::settle_all();
+    let dir = tree(&[("x.txt", b"inside"), ("sub/secret.txt", b"inner")]);
+    let (root, outside) = (dir.path().join("root"), dir.path().to_path_buf());
+    let t = site_with(dir, |_| {});
+    assert_eq!(get(&t, "/static/x.txt", &[]).await.text(), "inside");
+    assert_eq!(get(&t, "/static/sub/secret.txt", &[]).await.text(), "inner");
+    // The file, then a directory on its way, swapped for symlinks out.
+    fs::remove_file(root.join("x.txt")).unwrap();
+    symlink(outside.join("secret.txt"), root.join("x.txt")).unwrap();
+    fs::rename(root.join("sub"), outside.join("old-sub")).unwrap();
+    symlink(&outside, root.join("sub")).unwrap();
+    for uri in ["/static/x.txt", "/static/sub/secret.txt"] {
+        let g = get(&t, uri, &[]).await;
+        assert_eq!(g.status, 404, "{uri}");
+        assert!(!g.text().contains("SECRET"), "{uri}");
+    }
+}
