@@ -22,23 +22,30 @@
 use super::resident;
 use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::{File, Metadata};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// Larger files go out by `sendfile` from the page cache.
 pub const MAX_LEN: u64 = 32 * 1024;
-/// Per worker: at most `SLOTS * MAX_LEN` (4 MiB) of file bytes.
-const SLOTS: usize = 128;
+/// Per worker: at most this many files, so at most `FILES * MAX_LEN`
+/// (4 MiB) of bytes.
+const FILES: usize = 128;
 /// For the whole process, shared out among the workers, so that a server
 /// with many threads does not keep many copies of a large share.
 const TOTAL: usize = 8 << 20;
 const SETTLED: Duration = Duration::from_secs(2);
+/// When the store is full, a file unused this long gives way to a new one;
+/// a working set larger than the store keeps what it has rather than
+/// evicting on every request.
+const COLD_MS: u64 = 10_000;
 
 struct Kept {
-    path: PathBuf,
     state: State,
     bytes: Bytes,
+    /// `now_ms` of its last use.
+    used_ms: u64,
 }
 
 /// What must not have changed for the kept bytes to be the file's.
@@ -60,75 +67,88 @@ impl State {
     }
 }
 
+/// One worker's files, by the bytes of their path.
+#[derive(Default)]
 struct Store {
-    slots: Vec<Option<Kept>>,
-    /// Bytes kept in `slots`.
+    files: HashMap<Box<[u8]>, Kept>,
+    /// Bytes kept in `files`.
     bytes: usize,
 }
 
 impl Store {
-    fn put(&mut self, i: usize, kept: Option<Kept>) {
-        let len = |k: &Option<Kept>| k.as_ref().map_or(0, |k| k.bytes.len());
-        self.bytes = self.bytes - len(&self.slots[i]) + len(&kept);
-        self.slots[i] = kept;
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(k) = self.files.remove(key) {
+            self.bytes -= k.bytes.len();
+        }
+    }
+
+    /// Room for one more file of `len` bytes within `budget`, made by
+    /// evicting cold files only.
+    fn room(&mut self, len: usize, budget: usize, now_ms: u64) -> bool {
+        while self.files.len() >= FILES || self.bytes + len > budget {
+            let coldest = self
+                .files
+                .iter()
+                .min_by_key(|(_, k)| k.used_ms)
+                .filter(|(_, k)| now_ms.saturating_sub(k.used_ms) >= COLD_MS)
+                .map(|(key, _)| key.clone());
+            match coldest {
+                Some(key) => self.remove(&key),
+                None => return false,
+            }
+        }
+        true
     }
 }
 
 thread_local! {
-    static KEPT: RefCell<Store> = RefCell::new(Store {
-        slots: (0..SLOTS).map(|_| None).collect(),
-        bytes: 0,
-    });
+    static KEPT: RefCell<Store> = RefCell::default();
 }
 
 /// What one worker may keep when `workers` run.
 fn budget(workers: usize) -> usize {
-    (TOTAL / workers.max(1)).min(SLOTS * MAX_LEN as usize)
+    (TOTAL / workers.max(1)).min(FILES * MAX_LEN as usize)
 }
 
-fn slot(path: &Path) -> usize {
+fn key(path: &Path) -> &[u8] {
     use std::os::unix::ffi::OsStrExt;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in path.as_os_str().as_bytes() {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    // FNV's last byte barely reaches the high bits: names that differ only
-    // at the end (`a.js`, `b.js`) would share a slot without this mixing
-    // (murmur3's finaliser).
-    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    (h ^ (h >> 33)) as usize % SLOTS
+    path.as_os_str().as_bytes()
 }
 
 /// The kept bytes of the file at `path`, with its metadata, if this worker
 /// keeps them and the file has not changed. No system call when it keeps
 /// nothing for this path.
 pub fn get(path: &Path) -> Option<(Bytes, Metadata)> {
-    let i = slot(path);
-    let state = KEPT.with_borrow(|k| {
-        k.slots[i]
-            .as_ref()
-            .filter(|e| e.path.as_path() == path)
-            .map(|e| e.state)
-    })?;
-    // Not following a final symlink: the kept bytes came from a regular
-    // file reached without one.
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if State::of(&meta) != state {
-        KEPT.with_borrow_mut(|k| k.put(i, None));
-        return None;
-    }
-    let bytes = KEPT.with_borrow(|k| k.slots[i].as_ref().map(|e| e.bytes.clone()))?;
-    // The state compares a hash of the length among others; ranges are
-    // cut from these bytes by the metadata's length, so make sure.
-    (bytes.len() as u64 == meta.len()).then_some((bytes, meta))
+    get_at(path, crate::upstream::now_ms())
+}
+
+fn get_at(path: &Path, now_ms: u64) -> Option<(Bytes, Metadata)> {
+    KEPT.with_borrow_mut(|k| {
+        let e = k.files.get_mut(key(path))?;
+        // Not following a final symlink: the kept bytes came from a
+        // regular file reached without one.
+        let meta = std::fs::symlink_metadata(path).ok();
+        match meta {
+            // The state compares a hash of the length among others; ranges
+            // are cut from these bytes by the metadata's length: make sure.
+            Some(m) if State::of(&m) == e.state && e.bytes.len() as u64 == m.len() => {
+                e.used_ms = now_ms;
+                Some((e.bytes.clone(), m))
+            }
+            _ => {
+                k.remove(key(path));
+                None
+            }
+        }
+    })
 }
 
 /// Keep the bytes of `file`, just opened at `path` with no symlink on the
 /// way, when it is small, settled and all in the page cache (the read must
 /// not wait for the disk on a worker's thread). Returns them when kept.
 pub fn keep(path: &Path, file: &File, meta: &Metadata) -> Option<Bytes> {
-    keep_at(path, file, meta, now(), budget(crate::workers::count()))
+    let budget = budget(crate::workers::count());
+    keep_at(path, file, meta, now(), crate::upstream::now_ms(), budget)
 }
 
 fn keep_at(
@@ -136,6 +156,7 @@ fn keep_at(
     file: &File,
     meta: &Metadata,
     now: SystemTime,
+    now_ms: u64,
     budget: usize,
 ) -> Option<Bytes> {
     use std::os::unix::fs::MetadataExt;
@@ -151,28 +172,27 @@ fn keep_at(
     if changed > now.checked_sub(SETTLED)? {
         return None;
     }
-    let i = slot(path);
-    // Full: the file is served from disk, and what is kept stays.
-    let room = KEPT.with_borrow(|k| {
-        let freed = k.slots[i].as_ref().map_or(0, |e| e.bytes.len());
-        k.bytes - freed + len as usize <= budget
-    });
-    if !room {
-        return None;
-    }
-    let mut buf = BytesMut::with_capacity(len as usize);
-    // A file that shrank since its stat fails the read: not kept.
-    if !super::body::read_cached(file, 0, &mut buf, len as usize).ok()? {
-        return None;
-    }
-    let bytes = buf.freeze();
-    let kept = Kept {
-        path: path.to_path_buf(),
-        state: State::of(meta),
-        bytes: bytes.clone(),
-    };
-    KEPT.with_borrow_mut(|k| k.put(i, Some(kept)));
-    Some(bytes)
+    KEPT.with_borrow_mut(|k| {
+        // An older version of this file makes way for the new one.
+        k.remove(key(path));
+        if !k.room(len as usize, budget, now_ms) {
+            return None;
+        }
+        let mut buf = BytesMut::with_capacity(len as usize);
+        // A file that shrank since its stat fails the read: not kept.
+        if !super::body::read_cached(file, 0, &mut buf, len as usize).ok()? {
+            return None;
+        }
+        let bytes = buf.freeze();
+        k.bytes += bytes.len();
+        let kept = Kept {
+            state: State::of(meta),
+            bytes: bytes.clone(),
+            used_ms: now_ms,
+        };
+        k.files.insert(key(path).into(), kept);
+        Some(bytes)
+    })
 }
 
 #[cfg(not(test))]
@@ -201,6 +221,7 @@ pub fn settle_all() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn file(dir: &Path, name: &str, body: &[u8]) -> (PathBuf, File, Metadata) {
         let p = dir.join(name);
@@ -216,18 +237,23 @@ mod tests {
         SystemTime::now() + Duration::from_secs(60)
     }
 
+    /// Keep as if the file were settled, at `now_ms`, within `budget`.
+    fn keep_settled(p: &Path, f: &File, m: &Metadata, now_ms: u64, budget: usize) -> bool {
+        keep_at(p, f, m, later(), now_ms, budget).is_some()
+    }
+
     #[test]
     fn a_settled_small_file_is_kept_until_it_changes() {
         let dir = tempfile::tempdir().unwrap();
         let (p, f, m) = file(dir.path(), "a.css", b"body { }");
-        assert_eq!(keep_at(&p, &f, &m, later(), ALL).unwrap(), "body { }");
+        assert!(keep_settled(&p, &f, &m, 1, ALL));
         let (bytes, meta) = get(&p).unwrap();
         assert_eq!((&bytes[..], meta.len()), (&b"body { }"[..], 8));
 
         std::fs::write(&p, b"body { color: red }").unwrap();
         assert!(get(&p).is_none(), "an edit is seen at once");
         let (_, f, m) = file(dir.path(), "a.css", b"body { }");
-        keep_at(&p, &f, &m, later(), ALL).unwrap();
+        assert!(keep_settled(&p, &f, &m, 1, ALL));
         std::fs::remove_file(&p).unwrap();
         assert!(get(&p).is_none(), "so is a removal");
     }
@@ -237,12 +263,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (p, f, m) = file(dir.path(), "a.js", b"one");
-        keep_at(&p, &f, &m, later(), ALL).unwrap();
+        assert!(keep_settled(&p, &f, &m, 1, ALL));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
         assert!(get(&p).is_none(), "made unreadable");
 
         let (p, f, m) = file(dir.path(), "b.js", b"two");
-        keep_at(&p, &f, &m, later(), ALL).unwrap();
+        assert!(keep_settled(&p, &f, &m, 1, ALL));
         let (q, _, _) = file(dir.path(), "b.js.new", b"TWO");
         std::fs::rename(&q, &p).unwrap();
         assert!(get(&p).is_none(), "another inode under the same name");
@@ -252,44 +278,61 @@ mod tests {
     fn fresh_large_and_non_regular_files_are_not_kept() {
         let dir = tempfile::tempdir().unwrap();
         let (p, f, m) = file(dir.path(), "new.js", b"let a;");
-        assert!(
-            keep_at(&p, &f, &m, SystemTime::now(), ALL).is_none(),
-            "fresh"
-        );
+        assert!(keep_at(&p, &f, &m, SystemTime::now(), 1, ALL).is_none());
         assert!(get(&p).is_none());
         let big = vec![7; MAX_LEN as usize + 1];
         let (p, f, m) = file(dir.path(), "big", &big);
-        assert!(keep_at(&p, &f, &m, later(), ALL).is_none());
+        assert!(!keep_settled(&p, &f, &m, 1, ALL));
         let d = File::open(dir.path()).unwrap();
         let dm = d.metadata().unwrap();
-        assert!(keep_at(dir.path(), &d, &dm, later(), ALL).is_none());
+        assert!(!keep_settled(dir.path(), &d, &dm, 1, ALL));
     }
 
     #[test]
-    fn names_that_differ_at_the_end_spread_over_the_slots() {
-        let used: std::collections::HashSet<usize> = (0..64)
-            .map(|i| slot(Path::new(&format!("/srv/static/app{i}.js"))))
+    fn a_full_store_of_names_alike_keeps_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<_> = (0..FILES)
+            .map(|i| {
+                let (p, f, m) = file(dir.path(), &format!("app{i}.js"), b"x");
+                assert!(keep_settled(&p, &f, &m, 1, ALL), "{i}");
+                p
+            })
             .collect();
-        assert!(used.len() > 40, "64 names in {} slots", used.len());
+        assert!(names.iter().all(|p| get_at(p, 2).is_some()));
+        // Full, and every file in use: the next one is not kept.
+        let (p, f, m) = file(dir.path(), "one-more.js", b"y");
+        assert!(!keep_settled(&p, &f, &m, 3, ALL));
+        // Once one has gone unused for COLD_MS, it makes way.
+        for p in &names[1..] {
+            get_at(p, 2 + COLD_MS).unwrap();
+        }
+        assert!(keep_settled(&p, &f, &m, 2 + COLD_MS, ALL));
+        assert!(
+            get_at(&names[0], 2 + COLD_MS).is_none(),
+            "the cold one left"
+        );
+        assert!(get_at(&names[1], 2 + COLD_MS).is_some());
     }
 
     #[test]
     fn what_is_kept_stays_within_the_budget() {
-        assert_eq!(budget(1), 4 << 20, "one worker: the slots are the bound");
+        assert_eq!(
+            budget(1),
+            4 << 20,
+            "one worker: the file count is the bound"
+        );
         assert_eq!(budget(2), 4 << 20);
         assert_eq!(budget(64), 128 << 10, "many workers share 8 MiB");
         let dir = tempfile::tempdir().unwrap();
         let (p, f, m) = file(dir.path(), "a", &[1; 600]);
-        assert!(keep_at(&p, &f, &m, later(), 1000).is_some());
-        // In a slot of its own, so only the budget stands in the way.
-        let (q, f, m) = file(dir.path(), "b", &[2; 600]);
-        assert_ne!(slot(&p), slot(&q));
-        assert!(keep_at(&q, &f, &m, later(), 1000).is_none(), "over budget");
+        assert!(keep_settled(&p, &f, &m, 1, 1000));
+        let (q, qf, qm) = file(dir.path(), "b", &[2; 600]);
+        assert!(!keep_settled(&q, &qf, &qm, 2, 1000), "over budget");
         assert!(get(&q).is_none());
         assert!(get(&p).is_some(), "what was kept stays");
         // Freed on a change: room again.
         std::fs::write(&p, b"changed").unwrap();
         assert!(get(&p).is_none());
-        assert!(keep_at(&q, &f, &m, later(), 1000).is_some());
+        assert!(keep_settled(&q, &qf, &qm, 3, 1000));
     }
 }
