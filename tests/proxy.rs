@@ -72,6 +72,21 @@ async fn upstream_connections_are_reused() {
 }
 
 #[tokio::test]
+async fn an_upstream_connection_is_closed_after_keepalive_requests() {
+    let a = fixed("a").await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\nkeepalive_requests = 5\n[[route]]\nupstream = \"app\"\n",
+        a.addr
+    )))
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(&p.url("/")).await.0, 200);
+    }
+    assert_eq!(a.hits(), 20);
+    assert_eq!(a.conns(), 4, "five requests a connection");
+}
+
+#[tokio::test]
 async fn forwarded_headers_replace_spoofed_values() {
     let e = echo().await;
     let p = proxy(&cfg(&format!(

@@ -91,6 +91,9 @@ pub struct RawUpstream {
     pub fail_timeout: Option<String>,
     pub fail_on_status: Option<bool>,
     pub keepalive: Option<usize>,
+    /// Requests one upstream connection carries before it is closed
+    /// (default 1000, nginx's).
+    pub keepalive_requests: Option<u32>,
     /// Idle pooled connections older than this are not reused (default 2s,
     /// gunicorn's own keep-alive timeout).
     pub keepalive_timeout: Option<String>,

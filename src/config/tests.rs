@@ -68,6 +68,7 @@ expect = ["2xx", 301]
     assert_eq!(up.settings.connect_timeout, Duration::from_millis(500));
     assert_eq!(up.settings.retries, 2);
     assert_eq!(up.settings.keepalive, 32);
+    assert_eq!(up.settings.keepalive_requests, 1000, "nginx's default");
     let h = up.settings.health.as_ref().unwrap();
     assert_eq!(h.path, "/healthz");
     assert_eq!(h.expect, vec![(200, 299), (301, 301)]);
@@ -88,6 +89,7 @@ addr = "localhost:80"
 [upstream.app]
 servers = ["127.0.0.1:8001", "127.0.0.1:8001", { addr = "127.0.0.1:8003", weight = 0 }]
 balance = "fastest"
+keepalive_requests = 0
 [[route]]
 path = "api"
 upstream = "app"
@@ -108,6 +110,7 @@ status = 200
         "upstream.app.servers[1]: 127.0.0.1:8001 is listed twice",
         "upstream.app.servers[2].weight: must be between 1 and 1000",
         "upstream.app.balance: \"fastest\" is not one of",
+        "upstream.app.keepalive_requests: must be at least 1",
         "route[0].path: \"api\" must start with /",
         "route[1]: more than one action",
         "route[2].status: a redirect status is one of",

@@ -40,6 +40,8 @@ pub struct Conn {
     read_size: usize,
     /// Bounds the wait for the answer; in the pool's `IdleSet`.
     answer_timer: IdleTimer,
+    /// Requests sent on this connection (`keepalive_requests`).
+    pub requests: u32,
 }
 
 /// What to send after the head.
@@ -109,6 +111,7 @@ impl Conn {
             wbuf: Vec::new(),
             read_size: crate::http::decode::MIN_READ,
             answer_timer,
+            requests: 0,
         }
     }
 
@@ -140,6 +143,7 @@ impl Conn {
         body: &mut SendBody,
         timeout: Duration,
     ) -> Result<Head, Error> {
+        self.requests = self.requests.saturating_add(1);
         let chunked = encode_head(&mut self.wbuf, parts, body);
         let mut inline = false;
         if let SendBody::Full(b) = body {

@@ -63,6 +63,7 @@ pub struct UpstreamSettings {
     pub fail_timeout: Duration,
     pub fail_on_status: bool,
     pub keepalive: usize,
+    pub keepalive_requests: u32,
     pub keepalive_timeout: Duration,
     pub buffer_chunked: bool,
     pub health: Option<HealthSettings>,
@@ -105,7 +106,7 @@ impl Server {
         }
         Server {
             label: addr.to_string(),
-            pool: pool::Pool::new(settings.keepalive),
+            pool: pool::Pool::new(settings.keepalive, settings.keepalive_requests),
             addr,
             health,
             inflight: AtomicUsize::new(0),

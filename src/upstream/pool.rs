@@ -10,7 +10,7 @@ use crate::http::{IdleSet, IdleTimer};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,21 +26,28 @@ pub struct Pool {
     shards: OnceLock<Box<[Idle]>>,
     /// For the whole pool; each worker keeps its share.
     max_idle: AtomicUsize,
+    /// A connection that carried this many requests is closed, not kept.
+    max_requests: AtomicU32,
     /// The deadlines of its connections' waits for an answer.
     waits: Arc<IdleSet>,
 }
 
 impl Pool {
-    pub fn new(max_idle: usize) -> Self {
+    pub fn new(max_idle: usize, max_requests: u32) -> Self {
         Pool {
             shards: OnceLock::new(),
             max_idle: AtomicUsize::new(max_idle),
+            max_requests: AtomicU32::new(max_requests),
             waits: Arc::default(),
         }
     }
 
     pub fn set_max_idle(&self, n: usize) {
         self.max_idle.store(n, Ordering::Relaxed);
+    }
+
+    pub fn set_max_requests(&self, n: u32) {
+        self.max_requests.store(n, Ordering::Relaxed);
     }
 
     pub fn idle_count(&self) -> usize {
@@ -88,7 +95,15 @@ impl Pool {
         }
     }
 
+    /// Keep a connection whose answer has ended, unless it has carried
+    /// `max_requests`: connections made again from time to time spread
+    /// over the server's processes as they accept (a burst of connects at
+    /// start-up can leave most of them on one), as nginx's
+    /// `keepalive_requests` and haproxy's idle-connection purges do.
     pub fn put(&self, conn: Conn) {
+        if conn.requests >= self.max_requests.load(Ordering::Relaxed) {
+            return;
+        }
         let (idle, max) = self.shard();
         if let Ok(mut idle) = idle.lock() {
             if idle.len() < max {

@@ -25,6 +25,7 @@ pub(super) fn settings() -> crate::upstream::UpstreamSettings {
         fail_timeout: std::time::Duration::from_secs(10),
         fail_on_status: false,
         keepalive: 0,
+        keepalive_requests: 1000,
         keepalive_timeout: std::time::Duration::from_secs(2),
         buffer_chunked: true,
         health: None,

@@ -79,6 +79,16 @@ impl Compiler<'_> {
             ),
             fail_on_status: u.fail_on_status.unwrap_or(false),
             keepalive: u.keepalive.unwrap_or(32),
+            keepalive_requests: match u.keepalive_requests {
+                Some(0) => {
+                    self.errs.add(
+                        format!("{place}.keepalive_requests"),
+                        "must be at least 1 (1 closes every connection after its request)",
+                    );
+                    1
+                }
+                n => n.unwrap_or(1000),
+            },
             keepalive_timeout: self.duration(
                 &u.keepalive_timeout,
                 &format!("{place}.keepalive_timeout"),
@@ -121,6 +131,7 @@ impl Compiler<'_> {
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Server::new(addr, &settings)));
             server.pool.set_max_idle(settings.keepalive);
+            server.pool.set_max_requests(settings.keepalive_requests);
             servers.push(server);
             weights.push(weight.clamp(1, 1000));
         }
