@@ -52,20 +52,26 @@ upstream = "app"
     assert!(!seen.contains("uuu"), "not smooth: {seen}");
 }
 
-#[tokio::test]
-async fn upstream_connections_are_reused() {
+/// `requests` requests one after another through a proxy to one upstream
+/// whose settings get `extra`: the connections the upstream accepted.
+async fn upstream_conns_for(requests: usize, extra: &str) -> usize {
     let a = fixed("a").await;
     let p = proxy(&cfg(&format!(
-        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        "[upstream.app]\nservers = [\"{}\"]\n{extra}[[route]]\nupstream = \"app\"\n",
         a.addr
     )))
     .await;
-    for _ in 0..20 {
+    for _ in 0..requests {
         assert_eq!(get(&p.url("/")).await.0, 200);
     }
-    assert_eq!(a.hits(), 20);
+    assert_eq!(a.hits(), requests);
+    a.conns()
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
     assert_eq!(
-        a.conns(),
+        upstream_conns_for(20, "").await,
         1,
         "each request opened a new upstream connection"
     );
@@ -73,17 +79,8 @@ async fn upstream_connections_are_reused() {
 
 #[tokio::test]
 async fn an_upstream_connection_is_closed_after_keepalive_requests() {
-    let a = fixed("a").await;
-    let p = proxy(&cfg(&format!(
-        "[upstream.app]\nservers = [\"{}\"]\nkeepalive_requests = 5\n[[route]]\nupstream = \"app\"\n",
-        a.addr
-    )))
-    .await;
-    for _ in 0..20 {
-        assert_eq!(get(&p.url("/")).await.0, 200);
-    }
-    assert_eq!(a.hits(), 20);
-    assert_eq!(a.conns(), 4, "five requests a connection");
+    let conns = upstream_conns_for(20, "keepalive_requests = 5\n").await;
+    assert_eq!(conns, 4, "five requests a connection");
 }
 
 #[tokio::test]
