@@ -222,9 +222,7 @@ impl IdleTimer {
         self.set.armed(due);
         Poll::Pending
     }
-}
 
-impl IdleTimer {
     /// The wait is over before its deadline: the sweeper will not wake the
     /// task for it. A connection that keeps waiting need not call this (its
     /// next wait moves the deadline), but an upstream connection goes back

@@ -216,15 +216,22 @@ impl Conn {
             ..
         } = self;
         let mut read = pin!(read_head(io, buf, read_size, method));
+        let mut armed = false;
         // The read first: an answer already there never arms the timer.
         let result = poll_fn(|cx| match read.as_mut().poll(cx) {
             Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => answer_timer
-                .poll(since, timeout, cx)
-                .map(|()| Err((ProtoError::Timeout, false))),
+            Poll::Pending => {
+                armed = true;
+                answer_timer
+                    .poll(since, timeout, cx)
+                    .map(|()| Err((ProtoError::Timeout, false)))
+            }
         })
         .await;
-        answer_timer.disarm();
+        // Only a wait that armed its slot leaves a waker there.
+        if armed {
+            answer_timer.disarm();
+        }
         result
     }
 
