@@ -7,20 +7,18 @@ use crate::error::ProxyError;
 use crate::handler::Resp;
 use crate::http::OnUpgrade;
 use crate::service::{ConnInfo, Outcome};
-use crate::state::{canonical_ip, Snapshot};
+use crate::state::Snapshot;
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::h1::{strip_hop_by_hop, Conn, Head, ProtoError, SendBody};
+use crate::upstream::h1::{Conn, Head, ProtoError, SendBody};
 use crate::upstream::pool::{InflightGuard, RequestBody};
 use crate::upstream::{Server, Upstream};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode, Uri, Version};
-use std::net::IpAddr;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
 use std::sync::Arc;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+mod hop;
+
+use hop::{client_ip, prepare};
 
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`
 pub fn forward<'a>(
@@ -226,130 +224,6 @@ async fn join_upgraded(client: OnUpgrade, mut up: Conn, _guard: InflightGuard) {
     }
 }
 
-/// Rewrite the request for the hop to the upstream. Returns the Upgrade
-/// header when this is a protocol upgrade (WebSocket).
-fn prepare(
-    parts: &mut http::request::Parts,
-    snap: &Snapshot,
-    conn: &ConnInfo,
-    upgrade: bool,
-) -> Result<Option<HeaderValue>, ProxyError> {
-    let h = &mut parts.headers;
-    let upgrade = if upgrade {
-        h.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
-    strip_hop_by_hop(h);
-    if let Some(u) = &upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, u.clone());
-    }
-
-    let peer = canonical_ip(conn.peer.ip());
-    let trusted = snap.server.is_trusted(peer);
-    let xff = if trusted && h.contains_key(&X_FORWARDED_FOR) {
-        let mut chain = join_values(h, &X_FORWARDED_FOR);
-        chain.push_str(", ");
-        chain.push_str(&peer.to_string());
-        HeaderValue::try_from(chain).map_err(|_| ProxyError::BadRequest("bad X-Forwarded-For"))?
-    } else {
-        ip_header(peer)
-    };
-    h.insert(X_FORWARDED_FOR.clone(), xff);
-    if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-        let proto = if conn.is_tls() { "https" } else { "http" };
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-
-    // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need Host.
-    if !h.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            let v = HeaderValue::from_str(a.as_str())
-                .map_err(|_| ProxyError::BadRequest("bad authority"))?;
-            h.insert(header::HOST, v);
-        }
-    }
-    if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
-        if let Some(host) = h.get(header::HOST).cloned() {
-            h.insert(X_FORWARDED_HOST.clone(), host);
-        }
-    }
-    // Never let a client claim a certificate it did not present.
-    h.remove(&X_CLIENT_CERT_SUBJECT);
-    if let Some(subject) = conn.client_cert_subject.as_deref() {
-        h.insert(X_CLIENT_CERT_SUBJECT.clone(), subject.clone());
-    }
-
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
-        std::mem::take(&mut parts.uri)
-    } else {
-        Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("bad request target"))?
-    };
-    parts.version = Version::HTTP_11;
-    Ok(upgrade)
-}
-
-/// The address as a header value. A thread's requests mostly come from the
-/// same few clients (keep-alive connections), so the last one is kept rather
-/// than formatted and allocated again for every request.
-fn ip_header(ip: IpAddr) -> HeaderValue {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if let Some((cached, v)) = last.as_ref() {
-            if *cached == ip {
-                return v.clone();
-            }
-        }
-        // An address's text form is always a valid header value.
-        let v =
-            HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value");
-        *last = Some((ip, v.clone()));
-        v
-    })
-}
-
-/// The real client: the peer, or, behind trusted proxies, the right-most
-/// X-Forwarded-For address that is not itself a trusted proxy.
-fn client_ip(h: &HeaderMap, snap: &Snapshot, conn: &ConnInfo) -> IpAddr {
-    let peer = canonical_ip(conn.peer.ip());
-    if snap.server.trusted_proxies.is_empty() || !snap.server.is_trusted(peer) {
-        return peer;
-    }
-    let chain = join_values(h, &X_FORWARDED_FOR);
-    let mut best = peer;
-    for part in chain.rsplit(',') {
-        match part.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                best = canonical_ip(ip);
-                if !snap.server.is_trusted(best) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    best
-}
-
-fn join_values(h: &HeaderMap, name: &HeaderName) -> String {
-    let mut s = String::new();
-    for v in h.get_all(name) {
-        if let Ok(v) = v.to_str() {
-            if !s.is_empty() {
-                s.push_str(", ");
-            }
-            s.push_str(v);
-        }
-    }
-    s
-}
-
 fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -383,45 +257,6 @@ fn client_body_error(e: &crate::body::BoxError) -> ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_connection_tokens_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(
-            header::PROXY_AUTHORIZATION,
-            HeaderValue::from_static("Basic x"),
-        );
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn headers_without_hop_by_hop_ones_are_kept_whole() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("example.com"));
-        h.append("x-multi", HeaderValue::from_static("1"));
-        h.append("x-multi", HeaderValue::from_static("2"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 3);
-        let mut h = HeaderMap::new();
-        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        strip_hop_by_hop(&mut h);
-        assert!(h.is_empty());
-    }
 
     #[test]
     fn idempotent_methods() {
