@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub struct Entry {
     pub time: SystemTime,
@@ -23,6 +23,10 @@ pub struct Entry {
     pub request_id: String,
     pub upstream: Option<String>,
     pub attempts: u32,
+    /// From the first attempt's start to the answering upstream's
+    /// response head (nginx's `$upstream_header_time`): the app's own time
+    /// next to `rt`, the whole request's.
+    pub upstream_head: Option<Duration>,
     /// Why a request was refused (JWT gate), for the log only.
     pub reason: Option<&'static str>,
     /// For a head refused before it could be parsed: its first line as
@@ -120,7 +124,8 @@ fn dash(s: &str) -> &str {
     }
 }
 
-/// nginx's combined format, plus request time, upstream, attempts and id.
+/// nginx's combined format, plus request time, upstream, attempts, id and
+/// the upstream's time to its response head.
 fn combined(out: &mut String, e: &Entry, micros: u64) {
     use std::fmt::Write;
     let request = match &e.raw_line {
@@ -148,6 +153,13 @@ fn combined(out: &mut String, e: &Entry, micros: u64) {
         e.attempts,
         e.request_id,
     );
+    match e.upstream_head {
+        Some(d) => {
+            let ms = d.as_millis();
+            let _ = write!(out, " uht={}.{:03}", ms / 1000, ms % 1000);
+        }
+        None => out.push_str(" uht=-"),
+    }
     if let Some(r) = e.reason {
         let _ = write!(out, " reason={r}");
     }
@@ -168,6 +180,7 @@ fn json(out: &mut String, e: &Entry, micros: u64) {
         "user_agent": e.user_agent,
         "upstream": e.upstream,
         "attempts": e.attempts,
+        "upstream_header_ms": e.upstream_head.map(|d| d.as_micros() as f64 / 1000.0),
         "request_id": e.request_id,
         "reason": e.reason,
     });
@@ -235,7 +248,7 @@ mod tests {
 
     #[test]
     fn combined_line() {
-        let e = Entry {
+        let mut e = Entry {
             time: UNIX_EPOCH + Duration::from_secs(971_186_136),
             start: Instant::now(),
             client: "10.1.2.3".parse().unwrap(),
@@ -250,6 +263,7 @@ mod tests {
             request_id: "abc".into(),
             upstream: Some("127.0.0.1:8001".into()),
             attempts: 1,
+            upstream_head: Some(Duration::from_micros(1_002_900)),
             reason: None,
             raw_line: None,
             logger: Logger::for_settings(
@@ -267,13 +281,24 @@ mod tests {
         combined(&mut s, &e, 1_234_567);
         assert_eq!(
             s,
-            "10.1.2.3 - - [10/Oct/2000:13:55:36 +0000] \"GET /a?b=%22c%22 HTTP/1.1\" 200 42 \"-\" \"curl/8\" rt=1.234 upstream=127.0.0.1:8001 attempts=1 id=abc"
+            "10.1.2.3 - - [10/Oct/2000:13:55:36 +0000] \"GET /a?b=%22c%22 HTTP/1.1\" 200 42 \"-\" \"curl/8\" rt=1.234 upstream=127.0.0.1:8001 attempts=1 id=abc uht=1.002"
         );
         let mut j = String::new();
         json(&mut j, &e, 1000);
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v["status"], 200);
         assert_eq!(v["upstream"], "127.0.0.1:8001");
+        assert_eq!(v["upstream_header_ms"], 1002.9);
         assert_eq!(v["uri"], "/a?b=\"c\"");
+
+        // No upstream answered (a static file, or every attempt failed).
+        e.upstream_head = None;
+        let mut s = String::new();
+        combined(&mut s, &e, 1000);
+        assert!(s.ends_with(" id=abc uht=-"), "{s}");
+        let mut j = String::new();
+        json(&mut j, &e, 1000);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert!(v["upstream_header_ms"].is_null(), "{j}");
     }
 }

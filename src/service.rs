@@ -43,6 +43,10 @@ pub struct Outcome {
     pub upstream: Option<Arc<crate::upstream::Server>>,
     pub attempts: u32,
     pub reason: Option<&'static str>,
+    /// Whether the log wants `upstream_head`: the clock is read for it
+    /// only then.
+    pub timed: bool,
+    pub upstream_head: Option<std::time::Duration>,
 }
 
 /// A plain fn returning an async block, not an async fn: an async fn keeps
@@ -59,7 +63,10 @@ pub fn handle(
     async move {
         let snap = state.load();
         let (parts, body, request_id, entry) = begin(req, &conn, &snap);
-        let mut out = Outcome::default();
+        let mut out = Outcome {
+            timed: entry.is_some(),
+            ..Outcome::default()
+        };
         // The connections box this future: an idle one holds no request state.
         let mut resp = match dispatch(&snap, &state, &conn, parts, body, &mut out).await {
             Ok(r) => r,
@@ -81,6 +88,7 @@ pub fn handle(
             e.status = resp.status().as_u16();
             e.upstream = out.upstream.as_ref().map(|s| s.label.clone());
             e.attempts = out.attempts;
+            e.upstream_head = out.upstream_head;
             e.reason = out.reason;
             resp.body_mut().set_log(e);
         }
@@ -264,6 +272,7 @@ fn entry(
         request_id: String::from_utf8_lossy(id.as_bytes()).into_owned(),
         upstream: None,
         attempts: 0,
+        upstream_head: None,
         reason: None,
         raw_line: None,
         logger,

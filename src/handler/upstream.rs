@@ -58,6 +58,7 @@ pub fn forward<'a>(
         let mut tried: u64 = 0;
         let mut last_err = ProxyError::NoServerAvailable;
         let max_attempts = up.settings.retries.saturating_add(1);
+        let started = out.timed.then(std::time::Instant::now);
 
         while out.attempts < max_attempts {
             // No server left in service (or all tried): fail now, 503 if none
@@ -80,6 +81,7 @@ pub fn forward<'a>(
             });
             match result {
                 Ok((head, c)) => {
+                    out.upstream_head = started.map(|t| t.elapsed());
                     let status = head.status.as_u16();
                     if up.settings.fail_on_status && matches!(status, 502..=504) {
                         up.failed(server, &format_args!("status {status}"));

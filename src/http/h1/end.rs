@@ -123,6 +123,7 @@ async fn reject<T: Io>(
             request_id: "-".into(),
             upstream: None,
             attempts: 0,
+            upstream_head: None,
             reason: Some(text.trim_end()),
             raw_line: Some(line),
             logger,
