@@ -154,7 +154,7 @@ fn run(path: &Path) -> ExitCode {
     init_tracing(&snap.log.level);
     // Connections are served on `threads` worker threads (workers.rs); this
     // runtime only accepts them, handles signals and reloads.
-    if let Err(e) = portcullis::workers::start(snap.server.threads) {
+    if let Err(e) = portcullis::workers::start(snap.server.threads, &snap.server.cpu_affinity) {
         tracing::error!(error = %e, "cannot start the worker threads");
         return ExitCode::FAILURE;
     }

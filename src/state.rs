@@ -18,6 +18,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub threads: usize,
+    pub cpu_affinity: Affinity,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
     pub header_timeout: Duration,
@@ -26,6 +27,17 @@ pub struct ServerSettings {
     pub max_header_size: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub watch: bool,
+}
+
+/// Where the worker threads run (`server.cpu_affinity`); applied once, at
+/// start (workers.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Affinity {
+    /// One worker per CPU the process may use: each bound to its own.
+    Auto,
+    Off,
+    /// Worker i on `cpus[i % len]`.
+    Cpus(Vec<usize>),
 }
 
 impl ServerSettings {

@@ -7,6 +7,12 @@
 //! cores this serves about twice the requests per second of one
 //! multi-threaded runtime (bench/README.md).
 //!
+//! Each worker is bound to a CPU of its own when there is one per CPU
+//! (`server.cpu_affinity`): two workers left to the kernel sometimes share
+//! one CPU for tens of milliseconds while the other runs the app or the
+//! clients, and every connection of both waits (bench/README.md, "A third
+//! machine": plain p99 about 2 ms bound against 3-5 ms unbound).
+//!
 //! Without workers (the integration tests' in-process servers) connections
 //! run on the caller's runtime, as everything else does.
 
@@ -19,6 +25,8 @@ use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::OwnedSemaphorePermit;
+
+use crate::state::Affinity;
 
 struct Worker {
     handle: Handle,
@@ -35,20 +43,38 @@ thread_local! {
 /// Start `n` worker threads (at least one), once per process; later calls
 /// change nothing. The workers run until the process exits: a server's
 /// shutdown drains their connections, not the threads.
-pub fn start(n: usize) -> std::io::Result<()> {
+pub fn start(n: usize, affinity: &Affinity) -> std::io::Result<()> {
     if WORKERS.get().is_some() {
         return Ok(());
     }
+    let n = n.max(1);
+    let cpus = allowed_cpus().and_then(|allowed| plan(affinity, n, &allowed));
+    match &cpus {
+        Some(c) => tracing::info!(workers = n, cpus = %cpu_list(c), "worker threads bound to CPUs"),
+        None => tracing::info!(workers = n, "worker threads not bound to CPUs"),
+    }
+    // Each worker says when it has bound itself, so that the server is not
+    // announced ready with a worker still unbound.
+    let (bound_tx, bound) = std::sync::mpsc::channel::<()>();
     let mut workers = Vec::new();
-    for i in 0..n.max(1) {
+    for i in 0..n {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let handle = rt.handle().clone();
+        let cpu = cpus.as_ref().map(|c| c[i]);
+        let bound_tx = bound_tx.clone();
         std::thread::Builder::new()
             .name(format!("portcullis-worker-{i}"))
             .spawn(move || {
                 INDEX.set(i);
+                if let Some(cpu) = cpu {
+                    if let Err(e) = bind(cpu) {
+                        tracing::warn!(worker = i, cpu, error = %e, "cannot bind the worker to its CPU; it runs unbound");
+                    }
+                }
+                let _ = bound_tx.send(());
+                drop(bound_tx);
                 rt.block_on(std::future::pending::<()>());
             })?;
         workers.push(Worker {
@@ -56,8 +82,85 @@ pub fn start(n: usize) -> std::io::Result<()> {
             conns: AtomicUsize::new(0),
         });
     }
+    drop(bound_tx);
+    // One message per worker; an error only if a worker died before it
+    // could send: nothing left to wait for.
+    for _ in 0..n {
+        if bound.recv().is_err() {
+            break;
+        }
+    }
     let _ = WORKERS.set(workers);
     Ok(())
+}
+
+/// The CPU each of `n` workers is bound to, or `None`: leave them all to
+/// the kernel.
+pub fn plan(affinity: &Affinity, n: usize, allowed: &[usize]) -> Option<Vec<usize>> {
+    match affinity {
+        Affinity::Off => None,
+        // Only one worker per usable CPU costs the process nothing: with
+        // fewer workers, binding would keep them off the other CPUs (and
+        // in a container whose CPU quota is smaller than its CPU set, on
+        // the first ones); with more, two bound to one CPU could never
+        // move apart.
+        Affinity::Auto => (n == allowed.len()).then(|| allowed.to_vec()),
+        Affinity::Cpus(cpus) if cpus.is_empty() => None,
+        Affinity::Cpus(cpus) => Some((0..n).map(|i| cpus[i % cpus.len()]).collect()),
+    }
+}
+
+/// The CPUs this thread may run on (at start: the process's), in order.
+pub fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set,
+    // and the kernel writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return None;
+    }
+    Some(
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect(),
+    )
+}
+
+/// Bind the calling thread to `cpu`.
+fn bind(cpu: usize) -> std::io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    // SAFETY: as in `allowed_cpus`; `cpu` is within the set's size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// CPUs as `taskset` and `/proc` write them: "0-3,6".
+pub fn cpu_list(cpus: &[usize]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&cpus[i].to_string());
+        if j > i {
+            out.push('-');
+            out.push_str(&cpus[j].to_string());
+        }
+        i = j + 1;
+    }
+    out
 }
 
 /// How many workers run; 1 without workers (everything on one runtime).
@@ -190,5 +293,35 @@ struct Done(&'static AtomicUsize);
 impl Drop for Done {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_binds_only_one_worker_per_usable_cpu() {
+        let allowed = [0, 1, 4, 5];
+        assert_eq!(plan(&Affinity::Auto, 4, &allowed), Some(vec![0, 1, 4, 5]));
+        // Fewer workers than CPUs (threads set by hand, or a CPU quota
+        // below the set) and more: left to the kernel.
+        assert_eq!(plan(&Affinity::Auto, 2, &allowed), None);
+        assert_eq!(plan(&Affinity::Auto, 8, &allowed), None);
+        assert_eq!(plan(&Affinity::Off, 4, &allowed), None);
+    }
+
+    #[test]
+    fn a_list_is_used_round_robin() {
+        let cpus = Affinity::Cpus(vec![2, 3]);
+        assert_eq!(plan(&cpus, 1, &[0, 1, 2, 3]), Some(vec![2]));
+        assert_eq!(plan(&cpus, 3, &[0, 1, 2, 3]), Some(vec![2, 3, 2]));
+    }
+
+    #[test]
+    fn cpu_lists_read_as_taskset_writes_them() {
+        assert_eq!(cpu_list(&[0]), "0");
+        assert_eq!(cpu_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3,6,8-9");
+        assert_eq!(cpu_list(&[]), "");
     }
 }

@@ -242,3 +242,60 @@ async fn sigterm_drains_the_request_in_flight_and_refuses_new_ones() {
     assert!(p.exited().await.success(), "{}", p.log());
     assert!(p.log().contains("all connections drained"), "{}", p.log());
 }
+
+/// Each worker thread's CPUs as the kernel has them (`taskset -p` shows the
+/// same), sorted.
+fn worker_cpus(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        // "portcullis-worker-N", cut to 15 bytes by the kernel.
+        if !comm.starts_with("portcullis-work") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("status has Cpus_allowed_list");
+        out.push(cpus.trim().to_string());
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn worker_threads_are_bound_to_cpus_as_configured() {
+    use portcullis::workers::{allowed_cpus, cpu_list};
+    let allowed = allowed_cpus().unwrap();
+    let all = cpu_list(&allowed);
+    let with = |server: &str| {
+        config(&respond("/", "ok")).replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+    };
+
+    // A list: both workers on the one CPU named.
+    let first = allowed[0];
+    let mut p = Portcullis::start(&with(&format!("threads = 2\ncpu_affinity = [{first}]")));
+    assert!(has(&p.next().await, "READY=1"));
+    assert_eq!(worker_cpus(p.child.id()), vec![first.to_string(); 2]);
+    let log = p.log();
+    assert!(log.contains("worker threads bound to CPUs"), "{log}");
+
+    // The default with one worker per CPU: each on a CPU of its own.
+    let mut p = Portcullis::start(&with(&format!("threads = {}", allowed.len())));
+    assert!(has(&p.next().await, "READY=1"));
+    let mut each: Vec<String> = allowed.iter().map(|c| c.to_string()).collect();
+    each.sort();
+    assert_eq!(worker_cpus(p.child.id()), each);
+
+    // "off": every worker may run wherever the process may.
+    let mut p = Portcullis::start(&with("threads = 2\ncpu_affinity = \"off\""));
+    assert!(has(&p.next().await, "READY=1"));
+    assert_eq!(worker_cpus(p.child.id()), vec![all; 2]);
+    assert!(
+        p.log().contains("worker threads not bound to CPUs"),
+        "{}",
+        p.log()
+    );
+}

@@ -29,6 +29,9 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub threads: Option<usize>,
+    /// `"auto"`, `"off"` or a list of CPU numbers: checked by the compiler,
+    /// which can say which.
+    pub cpu_affinity: Option<toml::Value>,
     pub shutdown_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,

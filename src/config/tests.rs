@@ -220,3 +220,41 @@ fn config_hash_is_stable() {
     assert_eq!(a.hash, b.hash);
     assert_ne!(a.hash, ok(&format!("{LISTEN}\n")).hash);
 }
+
+#[test]
+fn cpu_affinity_forms_and_errors() {
+    use crate::state::Affinity;
+    assert_eq!(ok(LISTEN).server.cpu_affinity, Affinity::Auto);
+    let with = |v: &str| format!("[server]\ncpu_affinity = {v}\n{LISTEN}");
+    assert_eq!(ok(&with("\"auto\"")).server.cpu_affinity, Affinity::Auto);
+    assert_eq!(ok(&with("\"off\"")).server.cpu_affinity, Affinity::Off);
+    // A CPU this test may run on: the check is against the process's set.
+    let cpu = crate::workers::allowed_cpus().unwrap()[0];
+    assert_eq!(
+        ok(&with(&format!("[{cpu}]"))).server.cpu_affinity,
+        Affinity::Cpus(vec![cpu])
+    );
+
+    for bad in ["\"on\"", "true", "[]"] {
+        let e = errs(&with(bad));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert!(
+            e[0].starts_with("server.cpu_affinity: must be \"auto\", \"off\" or a list"),
+            "{bad}: {e:?}"
+        );
+    }
+    let e = errs(&with(&format!("[{cpu}, -1, \"x\", 100000]")));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("server.cpu_affinity[1]: must be a CPU number"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("server.cpu_affinity[2]: must be a CPU number"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].starts_with("server.cpu_affinity[3]: CPU 100000 is not one this process may run on ("),
+        "{e:?}"
+    );
+}

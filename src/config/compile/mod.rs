@@ -104,6 +104,7 @@ impl Compiler<'_> {
         }
         ServerSettings {
             threads,
+            cpu_affinity: self.affinity(r.cpu_affinity.as_ref()),
             shutdown_timeout: self.duration(
                 &r.shutdown_timeout,
                 "server.shutdown_timeout",
@@ -125,6 +126,45 @@ impl Compiler<'_> {
             trusted_proxies: trusted,
             watch: r.watch.unwrap_or(true),
         }
+    }
+
+    fn affinity(&mut self, v: Option<&toml::Value>) -> Affinity {
+        const PLACE: &str = "server.cpu_affinity";
+        let list = match v {
+            None => return Affinity::Auto,
+            Some(toml::Value::String(s)) if s == "auto" => return Affinity::Auto,
+            Some(toml::Value::String(s)) if s == "off" => return Affinity::Off,
+            Some(toml::Value::Array(list)) if !list.is_empty() => list,
+            Some(_) => {
+                self.errs.add(
+                    PLACE,
+                    "must be \"auto\", \"off\" or a list of CPU numbers, as [0, 1]",
+                );
+                return Affinity::Auto;
+            }
+        };
+        let allowed = crate::workers::allowed_cpus();
+        let mut cpus = Vec::new();
+        for (i, v) in list.iter().enumerate() {
+            let place = format!("{PLACE}[{i}]");
+            match v.as_integer().and_then(|n| usize::try_from(n).ok()) {
+                None => self.errs.add(place, "must be a CPU number (0, 1, ...)"),
+                Some(cpu) => match &allowed {
+                    Some(a) if !a.contains(&cpu) => self.errs.add(
+                        place,
+                        format!(
+                            "CPU {cpu} is not one this process may run on ({})",
+                            crate::workers::cpu_list(a)
+                        ),
+                    ),
+                    _ => cpus.push(cpu),
+                },
+            }
+        }
+        if cpus.is_empty() {
+            return Affinity::Auto;
+        }
+        Affinity::Cpus(cpus)
     }
 
     fn log(&mut self, r: &RawLog) -> LogSettings {
