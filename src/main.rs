@@ -50,7 +50,15 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd.unwrap_or(Cmd::Run) {
+    let cmd = cli.cmd.unwrap_or(Cmd::Run);
+    if !matches!(cmd, Cmd::Run) {
+        // A report piped into `head` ends quietly, as other tools' do, not
+        // with a panic on EPIPE. The server keeps Rust's ignored SIGPIPE: a
+        // client gone is an error to handle, not a reason to die.
+        // SAFETY: no other thread runs yet; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match cmd {
         Cmd::Run => run(&cli.config),
         Cmd::Check => check(&cli.config),
         Cmd::Cert { names, out, force } => {
@@ -73,6 +81,14 @@ fn check(path: &Path) -> ExitCode {
     match config::load_file(path, None) {
         Ok(snap) => {
             println!("{}: ok (hash {:016x})", path.display(), snap.hash);
+            let s = &snap.server;
+            // What `run` would do here, on this machine's CPUs.
+            match portcullis::workers::allowed_cpus()
+                .and_then(|a| portcullis::workers::plan(&s.cpu_affinity, s.threads, &a))
+            {
+                Some(cpus) => println!("  workers  {}, bound to CPUs {cpus:?}", s.threads),
+                None => println!("  workers  {}, not bound to CPUs", s.threads),
+            }
             for l in &snap.listeners {
                 println!("  listen   {} ({:?})", l.addr, l.kind);
             }

@@ -50,7 +50,7 @@ pub fn start(n: usize, affinity: &Affinity) -> std::io::Result<()> {
     let n = n.max(1);
     let cpus = allowed_cpus().and_then(|allowed| plan(affinity, n, &allowed));
     match &cpus {
-        Some(c) => tracing::info!(workers = n, cpus = %cpu_list(c), "worker threads bound to CPUs"),
+        Some(c) => tracing::info!(workers = n, cpus = ?c, "worker threads bound to CPUs"),
         None => tracing::info!(workers = n, "worker threads not bound to CPUs"),
     }
     // Each worker says when it has bound itself, so that the server is not

@@ -60,6 +60,23 @@ upstream = "app"
         "{out}"
     );
     assert!(out.contains("route[0] */api/ -> upstream app"), "{out}");
+
+    // Where the workers would run: a list is used round robin.
+    let cpu = portcullis::workers::allowed_cpus().unwrap()[0];
+    let (code, out, _) = check(&format!(
+        "[server]\nthreads = 3\ncpu_affinity = [{cpu}]\n[[listen]]\naddr = \"127.0.0.1:8080\"\n\
+         [[route]]\nrespond = {{ body = \"x\" }}\n"
+    ));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("workers  3, bound to CPUs [{cpu}, {cpu}, {cpu}]")),
+        "{out}"
+    );
+    let (_, out, _) = check(
+        "[server]\nthreads = 3\ncpu_affinity = \"off\"\n[[listen]]\naddr = \"127.0.0.1:8080\"\n\
+         [[route]]\nrespond = { body = \"x\" }\n",
+    );
+    assert!(out.contains("workers  3, not bound to CPUs"), "{out}");
 }
 
 #[test]
@@ -87,4 +104,27 @@ fn syntax_error_names_the_line() {
         err.contains("TOML syntax") && err.contains("line 1"),
         "{err}"
     );
+}
+
+#[test]
+fn a_report_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // `portcullis check | head -1`, with head gone before the first line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"),
+        ])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{err}");
 }
