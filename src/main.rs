@@ -83,9 +83,7 @@ fn check(path: &Path) -> ExitCode {
             println!("{}: ok (hash {:016x})", path.display(), snap.hash);
             let s = &snap.server;
             // What `run` would do here, on this machine's CPUs.
-            match portcullis::workers::allowed_cpus()
-                .and_then(|a| portcullis::workers::plan(&s.cpu_affinity, s.threads, &a))
-            {
+            match portcullis::workers::placement(&s.cpu_affinity, s.threads) {
                 Some(cpus) => println!("  workers  {}, bound to CPUs {cpus:?}", s.threads),
                 None => println!("  workers  {}, not bound to CPUs", s.threads),
             }

@@ -48,7 +48,7 @@ pub fn start(n: usize, affinity: &Affinity) -> std::io::Result<()> {
         return Ok(());
     }
     let n = n.max(1);
-    let cpus = allowed_cpus().and_then(|allowed| plan(affinity, n, &allowed));
+    let cpus = placement(affinity, n);
     match &cpus {
         Some(c) => tracing::info!(workers = n, cpus = ?c, "worker threads bound to CPUs"),
         None => tracing::info!(workers = n, "worker threads not bound to CPUs"),
@@ -92,6 +92,12 @@ pub fn start(n: usize, affinity: &Affinity) -> std::io::Result<()> {
     }
     let _ = WORKERS.set(workers);
     Ok(())
+}
+
+/// Where `n` workers started now would be bound, on this process's CPUs:
+/// what `start` does and `portcullis check` reports.
+pub fn placement(affinity: &Affinity, n: usize) -> Option<Vec<usize>> {
+    allowed_cpus().and_then(|allowed| plan(affinity, n, &allowed))
 }
 
 /// The CPU each of `n` workers is bound to, or `None`: leave them all to
@@ -139,28 +145,6 @@ fn bind(cpu: usize) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// CPUs as `taskset` and `/proc` write them: "0-3,6".
-pub fn cpu_list(cpus: &[usize]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
-            j += 1;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(&cpus[i].to_string());
-        if j > i {
-            out.push('-');
-            out.push_str(&cpus[j].to_string());
-        }
-        i = j + 1;
-    }
-    out
 }
 
 /// How many workers run; 1 without workers (everything on one runtime).
@@ -316,12 +300,5 @@ mod tests {
         let cpus = Affinity::Cpus(vec![2, 3]);
         assert_eq!(plan(&cpus, 1, &[0, 1, 2, 3]), Some(vec![2]));
         assert_eq!(plan(&cpus, 3, &[0, 1, 2, 3]), Some(vec![2, 3, 2]));
-    }
-
-    #[test]
-    fn cpu_lists_read_as_taskset_writes_them() {
-        assert_eq!(cpu_list(&[0]), "0");
-        assert_eq!(cpu_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3,6,8-9");
-        assert_eq!(cpu_list(&[]), "");
     }
 }

@@ -254,7 +254,7 @@ fn cpu_affinity_forms_and_errors() {
         "{e:?}"
     );
     assert!(
-        e[2].starts_with("server.cpu_affinity[3]: CPU 100000 is not one this process may run on ("),
+        e[2].starts_with("server.cpu_affinity[3]: CPU 100000 is not one this process may run on ["),
         "{e:?}"
     );
 }

@@ -152,10 +152,7 @@ impl Compiler<'_> {
                 Some(cpu) => match &allowed {
                     Some(a) if !a.contains(&cpu) => self.errs.add(
                         place,
-                        format!(
-                            "CPU {cpu} is not one this process may run on ({})",
-                            crate::workers::cpu_list(a)
-                        ),
+                        format!("CPU {cpu} is not one this process may run on {a:?}"),
                     ),
                     _ => cpus.push(cpu),
                 },
