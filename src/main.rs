@@ -84,9 +84,10 @@ fn check(path: &Path) -> ExitCode {
             let s = &snap.server;
             // What `run` would do here, on this machine's CPUs.
             match portcullis::workers::placement(&s.cpu_affinity, s.threads) {
-                Some(cpus) => println!("  workers  {}, bound to CPUs {cpus:?}", s.threads),
-                None => println!("  workers  {}, not bound to CPUs", s.threads),
+                Some(cpus) => print!("  workers  {}, bound to CPUs {cpus:?}", s.threads),
+                None => print!("  workers  {}, not bound to CPUs", s.threads),
             }
+            println!(", scheduling policy {}", s.scheduling_policy.name());
             for l in &snap.listeners {
                 println!("  listen   {} ({:?})", l.addr, l.kind);
             }
@@ -168,7 +169,8 @@ fn run(path: &Path) -> ExitCode {
     init_tracing(&snap.log.level);
     // Connections are served on `threads` worker threads (workers.rs); this
     // runtime only accepts them, handles signals and reloads.
-    if let Err(e) = portcullis::workers::start(snap.server.threads, &snap.server.cpu_affinity) {
+    let s = &snap.server;
+    if let Err(e) = portcullis::workers::start(s.threads, &s.cpu_affinity, s.scheduling_policy) {
         tracing::error!(error = %e, "cannot start the worker threads");
         return ExitCode::FAILURE;
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 pub struct ServerSettings {
     pub threads: usize,
     pub cpu_affinity: Affinity,
+    pub scheduling_policy: SchedPolicy,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
     pub header_timeout: Duration,
@@ -38,6 +39,26 @@ pub enum Affinity {
     Off,
     /// Worker i on `cpus[i % len]`.
     Cpus(Vec<usize>),
+}
+
+/// The kernel's scheduling policy for the worker threads
+/// (`server.scheduling_policy`); applied once, at start (workers.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedPolicy {
+    /// SCHED_BATCH: a woken worker does not preempt the thread running on
+    /// its CPU; it runs at that thread's next turn, with more work waiting.
+    Batch,
+    /// SCHED_OTHER, the kernel's default.
+    Other,
+}
+
+impl SchedPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedPolicy::Batch => "batch",
+            SchedPolicy::Other => "other",
+        }
+    }
 }
 
 impl ServerSettings {

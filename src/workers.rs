@@ -13,6 +13,13 @@
 //! clients, and every connection of both waits (bench/README.md, "A third
 //! machine": plain p99 about 2 ms bound against 3-5 ms unbound).
 //!
+//! Workers run under SCHED_BATCH by default (`server.scheduling_policy`): a
+//! woken worker then waits for the thread running on its CPU to end its
+//! turn instead of preempting it, and finds tens of requests waiting instead
+//! of one. With the clients on the same CPUs that is about 15 times fewer
+//! context switches and 30 % more static files served, with the same p99
+//! (bench/README.md, "Scheduling policy").
+//!
 //! Without workers (the integration tests' in-process servers) connections
 //! run on the caller's runtime, as everything else does.
 
@@ -26,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::state::Affinity;
+use crate::state::{Affinity, SchedPolicy};
 
 struct Worker {
     handle: Handle,
@@ -43,17 +50,23 @@ thread_local! {
 /// Start `n` worker threads (at least one), once per process; later calls
 /// change nothing. The workers run until the process exits: a server's
 /// shutdown drains their connections, not the threads.
-pub fn start(n: usize, affinity: &Affinity) -> std::io::Result<()> {
+pub fn start(n: usize, affinity: &Affinity, policy: SchedPolicy) -> std::io::Result<()> {
     if WORKERS.get().is_some() {
         return Ok(());
     }
     let n = n.max(1);
     let cpus = placement(affinity, n);
     match &cpus {
-        Some(c) => tracing::info!(workers = n, cpus = ?c, "worker threads bound to CPUs"),
-        None => tracing::info!(workers = n, "worker threads not bound to CPUs"),
+        Some(c) => {
+            tracing::info!(workers = n, cpus = ?c, policy = policy.name(), "worker threads bound to CPUs")
+        }
+        None => tracing::info!(
+            workers = n,
+            policy = policy.name(),
+            "worker threads not bound to CPUs"
+        ),
     }
-    // Each worker says when it has bound itself, so that the server is not
+    // Each worker says when it has bound itself (and set its policy), so that the server is not
     // announced ready with a worker still unbound.
     let (bound_tx, bound) = std::sync::mpsc::channel::<()>();
     let mut workers = Vec::new();
@@ -72,6 +85,9 @@ pub fn start(n: usize, affinity: &Affinity) -> std::io::Result<()> {
                     if let Err(e) = bind(cpu) {
                         tracing::warn!(worker = i, cpu, error = %e, "cannot bind the worker to its CPU; it runs unbound");
                     }
+                }
+                if let Err(e) = set_policy(policy) {
+                    tracing::warn!(worker = i, policy = policy.name(), error = %e, "cannot set the worker's scheduling policy; it keeps the process's");
                 }
                 let _ = bound_tx.send(());
                 drop(bound_tx);
@@ -141,6 +157,22 @@ fn bind(cpu: usize) -> std::io::Result<()> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     unsafe { libc::CPU_SET(cpu, &mut set) };
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set the calling thread's scheduling policy. Between these two, an
+/// unprivileged process may move either way.
+fn set_policy(policy: SchedPolicy) -> std::io::Result<()> {
+    let policy = match policy {
+        SchedPolicy::Batch => libc::SCHED_BATCH,
+        SchedPolicy::Other => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel only reads `param`; pid 0 is the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -69,14 +69,19 @@ upstream = "app"
     ));
     assert_eq!(code, 0);
     assert!(
-        out.contains(&format!("workers  3, bound to CPUs [{cpu}, {cpu}, {cpu}]")),
+        out.contains(&format!(
+            "workers  3, bound to CPUs [{cpu}, {cpu}, {cpu}], scheduling policy batch"
+        )),
         "{out}"
     );
     let (_, out, _) = check(
-        "[server]\nthreads = 3\ncpu_affinity = \"off\"\n[[listen]]\naddr = \"127.0.0.1:8080\"\n\
+        "[server]\nthreads = 3\ncpu_affinity = \"off\"\nscheduling_policy = \"other\"\n[[listen]]\naddr = \"127.0.0.1:8080\"\n\
          [[route]]\nrespond = { body = \"x\" }\n",
     );
-    assert!(out.contains("workers  3, not bound to CPUs"), "{out}");
+    assert!(
+        out.contains("workers  3, not bound to CPUs, scheduling policy other"),
+        "{out}"
+    );
 }
 
 #[test]

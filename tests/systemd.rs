@@ -255,19 +255,34 @@ fn cpus_allowed(dir: &Path) -> String {
         .to_string()
 }
 
-/// Each worker thread's CPUs, sorted.
-fn worker_cpus(pid: u32) -> Vec<String> {
+/// A thread's scheduling policy (SCHED_OTHER 0, SCHED_BATCH 3), the 41st
+/// field of its `stat`; `chrt -p` shows the same.
+fn policy(dir: &Path) -> i32 {
+    let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+    // Fields count from 1 and the name (2nd) may hold spaces: the 3rd is
+    // the first after its closing parenthesis.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+}
+
+/// One value per worker thread, read from its /proc directory, sorted.
+fn each_worker<T: Ord>(pid: u32, read: impl Fn(&Path) -> T) -> Vec<T> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = t.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         // "portcullis-worker-N", cut to 15 bytes by the kernel.
         if comm.starts_with("portcullis-work") {
-            out.push(cpus_allowed(&dir));
+            out.push(read(&dir));
         }
     }
     out.sort();
     out
+}
+
+/// Each worker thread's CPUs, sorted.
+fn worker_cpus(pid: u32) -> Vec<String> {
+    each_worker(pid, cpus_allowed)
 }
 
 #[tokio::test]
@@ -302,5 +317,35 @@ async fn worker_threads_are_bound_to_cpus_as_configured() {
         p.log().contains("worker threads not bound to CPUs"),
         "{}",
         p.log()
+    );
+}
+
+#[tokio::test]
+async fn worker_threads_run_under_the_configured_scheduling_policy() {
+    let with = |server: &str| {
+        config(&respond("/", "ok")).replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+    };
+    // Whatever this test runs under, the child's main thread inherits.
+    let ours = policy(Path::new("/proc/thread-self"));
+
+    // The default: the workers under SCHED_BATCH, the rest as started.
+    let mut p = Portcullis::start(&with("threads = 2"));
+    let ready = p.next().await;
+    assert!(has(&ready, "READY=1"));
+    let pid = p.child.id();
+    assert_eq!(each_worker(pid, policy), vec![libc::SCHED_BATCH; 2]);
+    assert_eq!(policy(Path::new(&format!("/proc/{pid}"))), ours);
+    // The start-up line names it (as `policy="batch"`, maybe coloured).
+    assert!(p.log().contains("\"batch\""), "{}", p.log());
+    // And they serve.
+    let addr = served_addr(&ready);
+    assert_eq!(get(&format!("http://{addr}/")).await.2, "ok");
+
+    // "other": the kernel's default, set even when started under another.
+    let mut p = Portcullis::start(&with("threads = 2\nscheduling_policy = \"other\""));
+    assert!(has(&p.next().await, "READY=1"));
+    assert_eq!(
+        each_worker(p.child.id(), policy),
+        vec![libc::SCHED_OTHER; 2]
     );
 }

@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_on_worker_threads_are_proxied_pooled_and_drained() {
-    portcullis::workers::start(2, &portcullis::state::Affinity::Off).unwrap();
+    portcullis::workers::start(
+        2,
+        &portcullis::state::Affinity::Off,
+        portcullis::state::SchedPolicy::Batch,
+    )
+    .unwrap();
     assert_eq!(portcullis::workers::count(), 2);
     let up = fixed("hello from the app").await;
     let p = proxy(&format!(
@@ -83,7 +88,12 @@ upstream = "app"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_on_workers_are_parked_and_resumed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    portcullis::workers::start(2, &portcullis::state::Affinity::Off).unwrap();
+    portcullis::workers::start(
+        2,
+        &portcullis::state::Affinity::Off,
+        portcullis::state::SchedPolicy::Batch,
+    )
+    .unwrap();
     let up = fixed("hello from the app").await;
     let p = proxy(&format!(
         "[log]\naccess = \"off\"\n[upstream.app]\nservers = [\"{}\"]\n\

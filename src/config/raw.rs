@@ -32,6 +32,7 @@ pub struct RawServer {
     /// `"auto"`, `"off"` or a list of CPU numbers: checked by the compiler,
     /// which can say which.
     pub cpu_affinity: Option<toml::Value>,
+    pub scheduling_policy: Option<String>,
     pub shutdown_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,

@@ -258,3 +258,23 @@ fn cpu_affinity_forms_and_errors() {
         "{e:?}"
     );
 }
+
+#[test]
+fn scheduling_policy_forms_and_errors() {
+    use crate::state::SchedPolicy;
+    assert_eq!(ok(LISTEN).server.scheduling_policy, SchedPolicy::Batch);
+    let with = |v: &str| format!("[server]\nscheduling_policy = {v}\n{LISTEN}");
+    assert_eq!(
+        ok(&with("\"batch\"")).server.scheduling_policy,
+        SchedPolicy::Batch
+    );
+    assert_eq!(
+        ok(&with("\"other\"")).server.scheduling_policy,
+        SchedPolicy::Other
+    );
+    let e = errs(&with("\"fifo\""));
+    assert_eq!(
+        e,
+        vec!["server.scheduling_policy: must be \"batch\" or \"other\"".to_string()]
+    );
+}

@@ -105,6 +105,15 @@ impl Compiler<'_> {
         ServerSettings {
             threads,
             cpu_affinity: self.affinity(r.cpu_affinity.as_ref()),
+            scheduling_policy: match r.scheduling_policy.as_deref() {
+                None | Some("batch") => SchedPolicy::Batch,
+                Some("other") => SchedPolicy::Other,
+                Some(_) => {
+                    self.errs
+                        .add("server.scheduling_policy", "must be \"batch\" or \"other\"");
+                    SchedPolicy::Batch
+                }
+            },
             shutdown_timeout: self.duration(
                 &r.shutdown_timeout,
                 "server.shutdown_timeout",
