@@ -18,7 +18,7 @@
 //! turn instead of preempting it, and finds tens of requests waiting instead
 //! of one. With the clients on the same CPUs that is about 15 times fewer
 //! context switches and 30 % more static files served, with the same p99
-//! (bench/README.md, "Scheduling policy").
+//! (bench/README.md, "Where the time goes": "the scheduling policy").
 //!
 //! Without workers (the integration tests' in-process servers) connections
 //! run on the caller's runtime, as everything else does.
