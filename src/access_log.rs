@@ -78,9 +78,20 @@ impl Logger {
         let format = s.format;
         // The writer ends when the last sender (this Logger and entries
         // still in flight) is gone.
+        // Returns once the writer runs under its policy, so that the server
+        // is not announced ready with it unset (as with the workers).
+        let (set_tx, set) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, out, format))?;
+            .spawn(move || {
+                if let Err(e) = crate::workers::join_policy() {
+                    tracing::debug!(error = %e, "the access log's writer keeps the process's scheduling policy");
+                }
+                let _ = set_tx.send(());
+                writer(rx, out, format)
+            })?;
+        // An error only if the thread died before sending: nothing to wait for.
+        let _ = set.recv();
         Ok(Some(Arc::new(Logger { settings: want, tx })))
     }
 }

@@ -43,6 +43,9 @@ struct Worker {
 
 static WORKERS: OnceLock<Vec<Worker>> = OnceLock::new();
 
+/// The workers' scheduling policy, which the access log's writer takes too.
+static POLICY: OnceLock<SchedPolicy> = OnceLock::new();
+
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
@@ -55,6 +58,7 @@ pub fn start(n: usize, affinity: &Affinity, policy: SchedPolicy) -> std::io::Res
         return Ok(());
     }
     let n = n.max(1);
+    let _ = POLICY.set(policy);
     let cpus = placement(affinity, n);
     match &cpus {
         Some(c) => {
@@ -161,6 +165,16 @@ fn bind(cpu: usize) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Put the calling thread under the workers' policy, if workers run: for
+/// threads that serve them in the background (the access log's writer),
+/// which would otherwise preempt a worker each time they are woken.
+pub fn join_policy() -> std::io::Result<()> {
+    match POLICY.get() {
+        Some(&p) => set_policy(p),
+        None => Ok(()),
+    }
 }
 
 /// Set the calling thread's scheduling policy. Between these two, an

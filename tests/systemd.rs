@@ -341,11 +341,30 @@ async fn worker_threads_run_under_the_configured_scheduling_policy() {
     let addr = served_addr(&ready);
     assert_eq!(get(&format!("http://{addr}/")).await.2, "ok");
 
-    // "other": the kernel's default, set even when started under another.
-    let mut p = Portcullis::start(&with("threads = 2\nscheduling_policy = \"other\""));
+    // The access log's writer, woken for each burst of lines, takes the
+    // workers' policy.
+    let logged = |server: &str| with(server).replacen("access = \"off\"", "access = \"stdout\"", 1);
+    let mut p = Portcullis::start(&logged("threads = 2"));
     assert!(has(&p.next().await, "READY=1"));
-    assert_eq!(
-        each_worker(p.child.id(), policy),
-        vec![libc::SCHED_OTHER; 2]
-    );
+    let pid = p.child.id();
+    assert_eq!(each_worker(pid, policy), vec![libc::SCHED_BATCH; 2]);
+    assert_eq!(log_writer_policy(pid), libc::SCHED_BATCH);
+
+    // "other": the kernel's default, set even when started under another.
+    let mut p = Portcullis::start(&logged("threads = 2\nscheduling_policy = \"other\""));
+    assert!(has(&p.next().await, "READY=1"));
+    let pid = p.child.id();
+    assert_eq!(each_worker(pid, policy), vec![libc::SCHED_OTHER; 2]);
+    assert_eq!(log_writer_policy(pid), libc::SCHED_OTHER);
+}
+
+/// The policy of the access log's writer thread.
+fn log_writer_policy(pid: u32) -> i32 {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        if std::fs::read_to_string(dir.join("comm")).unwrap_or_default() == "access-log\n" {
+            return policy(&dir);
+        }
+    }
+    panic!("no access-log thread in {pid}");
 }
