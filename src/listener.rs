@@ -8,6 +8,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Semaphore};
 
@@ -59,6 +61,14 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 pub fn start(spec: ListenSpec, listener: TcpListener, shared: Arc<Shared>) -> io::Result<Listener> {
     let local_addr = listener.local_addr()?;
+    // Accepted through the std listener, a connection is registered only
+    // with the worker that serves it (tokio's accept would register it
+    // here and deregister it again: two epoll_ctl calls a connection).
+    let listener = listener.into_std()?;
+    // SAFETY: the std listener owns its descriptor until the AsyncFd drops
+    // it, and always returns that one.
+    let listener = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
+        .map_err(io::Error::from)?;
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(accept_loop(listener, spec.kind, shared, stop_rx));
     tracing::info!(addr = %local_addr, kind = ?spec.kind, "listening");
@@ -69,8 +79,27 @@ pub fn start(spec: ListenSpec, listener: TcpListener, shared: Arc<Shared>) -> io
     })
 }
 
+/// One connection, non-blocking and not registered with any runtime.
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        let r = ready.try_io(|l| {
+            socket2::SockRef::from(l.get_ref()).accept4(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+        });
+        if let Ok(r) = r {
+            let (sock, addr) = r?;
+            let peer = addr
+                .as_socket()
+                .ok_or_else(|| io::Error::other("peer is not an IP address"))?;
+            return Ok((sock.into(), peer));
+        }
+    }
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<std::net::TcpListener>,
     kind: ListenKind,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -86,7 +115,7 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
+            r = accept(&listener) => match r {
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.

@@ -204,9 +204,10 @@ pub fn index() -> usize {
 }
 
 /// Serve an accepted connection on the least busy worker, or on the current
-/// runtime when no workers run. `serve` makes the connection's future; it
-/// runs on this thread, with the worker's runtime entered.
-pub fn spawn_conn<F, Fut>(stream: TcpStream, permit: OwnedSemaphorePermit, serve: F)
+/// runtime when no workers run. The socket is registered only there, once.
+/// `serve` makes the connection's future; it runs on this thread, with the
+/// worker's runtime entered.
+pub fn spawn_conn<F, Fut>(stream: std::net::TcpStream, permit: OwnedSemaphorePermit, serve: F)
 where
     F: FnOnce(TcpStream) -> Fut,
     Fut: Future + Send + 'static,
@@ -216,29 +217,25 @@ where
         .get()
         .and_then(|ws| ws.iter().min_by_key(|w| w.conns.load(Ordering::Relaxed)))
     else {
-        tokio::spawn(Conn {
-            fut: serve(stream),
-            hold: Some(Hold {
-                _permit: permit,
-                _done: None,
-            }),
-        });
+        match TcpStream::from_std(stream) {
+            Ok(s) => {
+                tokio::spawn(Conn {
+                    fut: serve(s),
+                    hold: Some(Hold {
+                        _permit: permit,
+                        _done: None,
+                    }),
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot register a connection"),
+        }
         return;
     };
-    // The socket moves to the worker's own I/O driver; registering with it
+    // The socket goes to the worker's own I/O driver; registering with it
     // from this thread is what entering its runtime allows.
-    let std = match stream.into_std() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot hand a connection to a worker");
-            return;
-        }
-    };
-    w.conns.fetch_add(1, Ordering::Relaxed);
-    let done = Done(&w.conns);
     let stream = {
         let _rt = w.handle.enter();
-        match TcpStream::from_std(std) {
+        match TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "worker cannot take a connection");
@@ -246,6 +243,8 @@ where
             }
         }
     };
+    w.conns.fetch_add(1, Ordering::Relaxed);
+    let done = Done(&w.conns);
     w.handle.spawn(Conn {
         fut: serve(stream),
         hold: Some(Hold {
