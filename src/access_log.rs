@@ -77,9 +77,8 @@ impl Logger {
         let (tx, rx) = mpsc::channel::<(Box<Entry>, u64)>();
         let format = s.format;
         // The writer ends when the last sender (this Logger and entries
-        // still in flight) is gone.
-        // Returns once the writer runs under its policy, so that the server
-        // is not announced ready with it unset (as with the workers).
+        // still in flight) is gone. It says when it runs under the workers'
+        // policy, so that the server is not announced ready before.
         let (set_tx, set) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("access-log".into())

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Semaphore};
 
 /// What every accept loop shares.
@@ -46,25 +45,29 @@ impl Listener {
     }
 }
 
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+/// A listening socket, non-blocking. Kept a std listener: connections are
+/// accepted from it without registering them with the accepting runtime
+/// (`accept`), so only the worker that serves one registers it, once.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
     // A restart must be able to bind while old connections sit in TIME_WAIT.
-    sock.set_reuseaddr(true)?;
-    sock.set_nodelay(true)?;
-    sock.bind(addr)?;
-    sock.listen(4096)
+    sock.set_reuse_address(true)?;
+    sock.set_tcp_nodelay(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(sock.into())
 }
 
-pub fn start(spec: ListenSpec, listener: TcpListener, shared: Arc<Shared>) -> io::Result<Listener> {
+pub fn start(
+    spec: ListenSpec,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+) -> io::Result<Listener> {
     let local_addr = listener.local_addr()?;
-    // Accepted through the std listener, a connection is registered only
-    // with the worker that serves it (tokio's accept would register it
-    // here and deregister it again: two epoll_ctl calls a connection).
-    let listener = listener.into_std()?;
     // SAFETY: the std listener owns its descriptor until the AsyncFd drops
     // it, and always returns that one.
     let listener = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }

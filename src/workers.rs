@@ -70,8 +70,8 @@ pub fn start(n: usize, affinity: &Affinity, policy: SchedPolicy) -> std::io::Res
             "worker threads not bound to CPUs"
         ),
     }
-    // Each worker says when it has bound itself (and set its policy), so that the server is not
-    // announced ready with a worker still unbound.
+    // Each worker says when it has bound itself and set its policy, so that
+    // the server is not announced ready with a worker still unbound.
     let (bound_tx, bound) = std::sync::mpsc::channel::<()>();
     let mut workers = Vec::new();
     for i in 0..n {
