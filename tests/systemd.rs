@@ -265,19 +265,24 @@ fn policy(dir: &Path) -> i32 {
     rest.split(' ').nth(41 - 3).unwrap().parse().unwrap()
 }
 
-/// One value per worker thread, read from its /proc directory, sorted.
-fn each_worker<T: Ord>(pid: u32, read: impl Fn(&Path) -> T) -> Vec<T> {
+/// One value per thread whose name starts with `name` (the kernel cuts
+/// names to 15 bytes), read from its /proc directory, sorted.
+fn each_thread<T: Ord>(pid: u32, name: &str, read: impl Fn(&Path) -> T) -> Vec<T> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = t.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        // "portcullis-worker-N", cut to 15 bytes by the kernel.
-        if comm.starts_with("portcullis-work") {
+        if comm.starts_with(name) {
             out.push(read(&dir));
         }
     }
     out.sort();
     out
+}
+
+/// One value per worker thread ("portcullis-worker-N").
+fn each_worker<T: Ord>(pid: u32, read: impl Fn(&Path) -> T) -> Vec<T> {
+    each_thread(pid, "portcullis-work", read)
 }
 
 /// Each worker thread's CPUs, sorted.
@@ -348,23 +353,18 @@ async fn worker_threads_run_under_the_configured_scheduling_policy() {
     assert!(has(&p.next().await, "READY=1"));
     let pid = p.child.id();
     assert_eq!(each_worker(pid, policy), vec![libc::SCHED_BATCH; 2]);
-    assert_eq!(log_writer_policy(pid), libc::SCHED_BATCH);
+    assert_eq!(
+        each_thread(pid, "access-log", policy),
+        vec![libc::SCHED_BATCH]
+    );
 
     // "other": the kernel's default, set even when started under another.
     let mut p = Portcullis::start(&logged("threads = 2\nscheduling_policy = \"other\""));
     assert!(has(&p.next().await, "READY=1"));
     let pid = p.child.id();
     assert_eq!(each_worker(pid, policy), vec![libc::SCHED_OTHER; 2]);
-    assert_eq!(log_writer_policy(pid), libc::SCHED_OTHER);
-}
-
-/// The policy of the access log's writer thread.
-fn log_writer_policy(pid: u32) -> i32 {
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = t.unwrap().path();
-        if std::fs::read_to_string(dir.join("comm")).unwrap_or_default() == "access-log\n" {
-            return policy(&dir);
-        }
-    }
-    panic!("no access-log thread in {pid}");
+    assert_eq!(
+        each_thread(pid, "access-log", policy),
+        vec![libc::SCHED_OTHER]
+    );
 }
