@@ -90,23 +90,7 @@ async fn connections_are_spread_evenly_over_the_workers_and_stay_on_theirs() {
     )
     .unwrap();
     let up = numbering_upstream().await;
-    let p = proxy(&format!(
-        r#"
-[log]
-access = "off"
-
-[upstream.app]
-servers = ["{up}"]
-
-[[listen]]
-addr = "127.0.0.1:0"
-
-[[route]]
-path = "/"
-upstream = "app"
-"#
-    ))
-    .await;
+    let p = proxy(&common::backend::config(&format!("servers = [\"{up}\"]"))).await;
 
     // Each worker keeps its own pool of upstream connections, and requests
     // made one after another need only one: the upstream connection a
