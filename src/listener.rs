@@ -14,7 +14,8 @@ use crate::service::ConnInfo;
 use crate::state::{ListenKind, ListenSpec, State};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -44,6 +45,9 @@ pub struct Listener {
     pub spec: ListenSpec,
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Owned by the accept loop: the socket closes when the loop ends (on
+    /// stop or shutdown), so that new clients are refused, not queued.
+    socket: Weak<AsyncFd<std::net::TcpListener>>,
 }
 
 impl Listener {
@@ -51,12 +55,27 @@ impl Listener {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
+
+    /// Take `spec`'s socket options (a reload that changed only those);
+    /// `spec` must be [`ListenSpec::same_socket`] as the current one.
+    pub fn update(&mut self, spec: &ListenSpec) {
+        if spec.defer_accept != self.spec.defer_accept {
+            if let Some(socket) = self.socket.upgrade() {
+                if let Err(e) = set_defer_accept(socket.get_ref(), spec.defer_accept) {
+                    tracing::warn!(addr = %self.local_addr, error = %e, "cannot change defer_accept");
+                    return;
+                }
+            }
+        }
+        self.spec = spec.clone();
+    }
 }
 
 /// A listening socket, non-blocking. Kept a std listener: connections are
 /// accepted from it without registering them with the accepting runtime
 /// (`accept`), so only the worker that serves one registers it, once.
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
+    let addr = spec.addr;
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM.nonblocking().cloexec(),
@@ -64,10 +83,38 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     )?;
     // A restart must be able to bind while old connections sit in TIME_WAIT.
     sock.set_reuse_address(true)?;
+    // Linux copies it to every accepted socket: no setsockopt per connection.
     sock.set_tcp_nodelay(true)?;
     sock.bind(&addr.into())?;
+    set_defer_accept(&sock, spec.defer_accept)?;
     sock.listen(4096)?;
     Ok(sock.into())
+}
+
+/// `TCP_DEFER_ACCEPT` on or off. On, a connection is accepted once data
+/// has come, or once the kernel's first resent SYN-ACK (after a second)
+/// is acknowledged: a silent client then meets `header_timeout` or
+/// `handshake_timeout` as before, a second later. In between it holds no
+/// permit and costs no wake-up. nginx's `deferred` and haproxy's
+/// `defer-accept` set the same option with the same second.
+fn set_defer_accept(sock: &impl AsRawFd, on: bool) -> io::Result<()> {
+    let secs: libc::c_int = if on { 1 } else { 0 };
+    // SAFETY: a valid descriptor (borrowed from `sock`) and a c_int option
+    // value whose size is passed with it.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 pub fn start(
@@ -80,13 +127,16 @@ pub fn start(
     // it, and always returns that one.
     let listener = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
         .map_err(io::Error::from)?;
+    let listener = Arc::new(listener);
+    let socket = Arc::downgrade(&listener);
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(accept_loop(listener, spec.kind, shared, stop_rx));
-    tracing::info!(addr = %local_addr, kind = ?spec.kind, "listening");
+    tracing::info!(addr = %local_addr, kind = ?spec.kind, defer_accept = spec.defer_accept, "listening");
     Ok(Listener {
         spec,
         local_addr,
         stop,
+        socket,
     })
 }
 
@@ -110,12 +160,20 @@ async fn accept(
 }
 
 async fn accept_loop(
-    listener: AsyncFd<std::net::TcpListener>,
+    listener: Arc<AsyncFd<std::net::TcpListener>>,
     kind: ListenKind,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut shutdown = shared.shutdown.subscribe();
+    // A listener on one address accepts every connection on that address,
+    // so the kernel need not be asked (`getsockname`) for each; on a
+    // wildcard address each connection's own is asked for.
+    let fixed_local = listener
+        .get_ref()
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let permit = tokio::select! {
             p = shared.limit.clone().acquire_owned() => match p {
@@ -138,8 +196,10 @@ async fn accept_loop(
             _ = stop.changed() => return,
             _ = shutdown.changed() => return,
         };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
+        let local = match fixed_local {
+            Some(a) => a,
+            None => stream.local_addr().unwrap_or(peer),
+        };
         let state = shared.state.clone();
         let conn_shutdown = shared.shutdown.subscribe();
         // The connection's task is the serving future itself, made here:

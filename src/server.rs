@@ -72,7 +72,7 @@ impl Server {
         // Bind all before serving any, so a port conflict fails the start whole.
         let mut bound = Vec::new();
         for spec in specs {
-            let l = listener::bind(spec.addr).map_err(|e| {
+            let l = listener::bind(&spec).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.addr))
             })?;
             bound.push((spec, l));
@@ -215,7 +215,7 @@ impl Server {
         };
         let mut kept = Vec::new();
         for l in current.drain(..) {
-            if specs.contains(&l.spec) {
+            if specs.iter().any(|s| s.same_socket(&l.spec)) {
                 kept.push(l);
             } else {
                 tracing::info!(addr = %l.local_addr, "listener removed; draining");
@@ -224,11 +224,13 @@ impl Server {
         }
         let mut next = Vec::new();
         for spec in specs {
-            if let Some(pos) = kept.iter().position(|l| &l.spec == spec) {
-                next.push(kept.remove(pos));
+            if let Some(pos) = kept.iter().position(|l| l.spec.same_socket(spec)) {
+                let mut l = kept.remove(pos);
+                l.update(spec);
+                next.push(l);
                 continue;
             }
-            match listener::bind(spec.addr)
+            match listener::bind(spec)
                 .and_then(|l| listener::start(spec.clone(), l, self.shared.clone()))
             {
                 Ok(l) => next.push(l),

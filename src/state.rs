@@ -107,6 +107,18 @@ pub enum ListenKind {
 pub struct ListenSpec {
     pub addr: SocketAddr,
     pub kind: ListenKind,
+    /// `TCP_DEFER_ACCEPT`: the kernel hands over a connection once its
+    /// client has sent something (or after about a second), so a silent
+    /// client holds no slot and the first read finds the request.
+    pub defer_accept: bool,
+}
+
+impl ListenSpec {
+    /// Whether a running listener for `self` can serve `other` as it is:
+    /// the socket options (`defer_accept`) can change on a live socket.
+    pub fn same_socket(&self, other: &ListenSpec) -> bool {
+        self.addr == other.addr && self.kind == other.kind
+    }
 }
 
 pub struct Snapshot {

@@ -80,6 +80,65 @@ async fn listeners_keep_move_and_drain_across_a_reload() {
     );
 }
 
+/// `TCP_DEFER_ACCEPT` as the kernel holds it for the socket listening on
+/// `addr` in this process, in seconds (0: off).
+fn defer_accept_of(addr: std::net::SocketAddr) -> libc::c_int {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: only borrowed for the calls below; a descriptor closed
+        // meanwhile makes them fail, which skips it.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let ours = sock.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr);
+        if !(ours && sock.is_listener().unwrap_or(false)) {
+            continue;
+        }
+        let mut secs: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a c_int out-value and its size.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&mut secs as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        return secs;
+    }
+    panic!("no socket listens on {addr}");
+}
+
+#[tokio::test]
+async fn defer_accept_is_on_by_default_and_a_reload_turns_it_off_on_the_same_socket() {
+    let app = fixed("app").await;
+    let text = config(false, "v0", &app.addr, "app");
+    let p = proxy(&text).await;
+    let addr = p.addrs[0];
+    assert!(defer_accept_of(addr) > 0, "defer_accept off by default");
+
+    let off = text.replace(
+        "addr = \"127.0.0.1:0\"\n",
+        "addr = \"127.0.0.1:0\"\ndefer_accept = false\n",
+    );
+    assert_ne!(off, text);
+    write_by_rename(&p.config_path, &off);
+    p.server.reload().await.unwrap();
+    assert_eq!(p.server.local_addrs(), vec![addr], "the socket was rebound");
+    assert_eq!(defer_accept_of(addr), 0);
+    assert_eq!(get(&format!("http://{addr}/version")).await.2, "v0");
+
+    write_by_rename(&p.config_path, &text);
+    p.server.reload().await.unwrap();
+    assert!(defer_accept_of(addr) > 0);
+    assert_eq!(get(&format!("http://{addr}/")).await.2, "app");
+}
+
 #[tokio::test]
 async fn an_untouched_upstream_keeps_its_pool_and_health() {
     // An upstream that counts TCP connections: a reused pooled connection

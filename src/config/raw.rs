@@ -58,6 +58,7 @@ pub struct RawListen {
     pub addr: String,
     pub tls: Option<bool>,
     pub redirect_https: Option<bool>,
+    pub defer_accept: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

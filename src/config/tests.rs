@@ -41,6 +41,25 @@ fn defaults_match_the_contract() {
     assert_eq!(s.log.level, "info");
     assert_eq!(s.log.access, AccessTarget::Stdout);
     assert_eq!(s.listeners[0].kind, ListenKind::Plain);
+    assert!(s.listeners[0].defer_accept);
+}
+
+#[test]
+fn defer_accept_can_be_turned_off_per_listener() {
+    let s = ok("[[listen]]\naddr = \"127.0.0.1:80\"\ndefer_accept = false\n[[listen]]\naddr = \"127.0.0.1:81\"\n");
+    assert_eq!(
+        s.listeners
+            .iter()
+            .map(|l| l.defer_accept)
+            .collect::<Vec<_>>(),
+        [false, true]
+    );
+    let e = errs("[[listen]]\naddr = \"127.0.0.1:80\"\ndefer_accept = \"no\"\n");
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("listen[0]") && l.contains("expected a boolean")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -263,7 +263,11 @@ impl Compiler<'_> {
                     .add(format!("{place}.addr"), format!("{addr} is listed twice"));
                 continue;
             }
-            out.push(ListenSpec { addr, kind });
+            out.push(ListenSpec {
+                addr,
+                kind,
+                defer_accept: l.defer_accept.unwrap_or(true),
+            });
         }
         out
     }
