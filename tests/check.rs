@@ -37,7 +37,10 @@ colour = "blue"
         err.contains("route[0].upstream: no upstream named \"ap\""),
         "{err}"
     );
-    assert!(err.contains("route[1]: unknown field `colour`"), "{err}");
+    assert!(
+        err.contains("route[1].colour: unknown field `colour`"),
+        "{err}"
+    );
 }
 
 #[test]

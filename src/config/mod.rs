@@ -126,6 +126,18 @@ pub struct Broken {
     pub tls: bool,
 }
 
+/// 1-based line and column (in characters) of byte `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    // The parser's spans fall on character boundaries; the whole text
+    // stands in for one that would not.
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
 fn hash(text: &str) -> u64 {
     // FNV-1a: stable across runs, so the reload log line can be compared
     // with `portcullis check` output.
@@ -142,7 +154,16 @@ pub fn parse(text: &str) -> Result<(RawConfig, Broken, Errors), Errors> {
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
-            errs.add("", format!("TOML syntax: {}", e.to_string().trim_end()));
+            // Not `e.to_string()`: it draws the offending line, which may
+            // hold a secret (`secret = { value = ... }`).
+            let (line, col) = line_col(text, e.span().map_or(0, |s| s.start));
+            errs.add(
+                "",
+                format!(
+                    "TOML syntax at line {line}, column {col}: {}",
+                    e.message().trim_end()
+                ),
+            );
             return Err(errs);
         }
     };
@@ -175,9 +196,9 @@ fn section<T: DeserializeOwned>(
     errs: &mut Errors,
     put: impl FnOnce(T),
 ) {
-    match v.try_into::<T>() {
+    match from_value::<T>(v, place) {
         Ok(t) => put(t),
-        Err(e) => errs.add(place, clean(e)),
+        Err((at, msg)) => errs.add(at, msg),
     }
 }
 
@@ -195,10 +216,10 @@ fn list<T: DeserializeOwned + Default>(
     };
     let mut broken = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        match item.try_into::<T>() {
+        match from_value::<T>(item, &format!("{place}[{i}]")) {
             Ok(t) => out.push(t),
-            Err(e) => {
-                errs.add(format!("{place}[{i}]"), clean(e));
+            Err((at, msg)) => {
+                errs.add(at, msg);
                 out.push(T::default());
                 broken.push(i);
             }
@@ -222,17 +243,32 @@ fn named<T: DeserializeOwned>(
     };
     let mut broken = Vec::new();
     for (name, item) in items {
-        match item.try_into::<T>() {
+        match from_value::<T>(item, &format!("{place}.{name}")) {
             Ok(t) => {
                 out.insert(name, t);
             }
-            Err(e) => {
-                errs.add(format!("{place}.{name}"), clean(e));
+            Err((at, msg)) => {
+                errs.add(at, msg);
                 broken.push(name);
             }
         }
     }
     broken
+}
+
+/// Deserialize the table at `place`; an error is placed at the key inside
+/// it that failed (`server.threads`, `upstream.app.servers[1]`), not just
+/// at the table.
+fn from_value<T: DeserializeOwned>(v: toml::Value, place: &str) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            place.to_string()
+        } else {
+            format!("{place}.{path}")
+        };
+        (at, clean(e.into_inner()))
+    })
 }
 
 fn clean(e: toml::de::Error) -> String {

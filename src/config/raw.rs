@@ -110,7 +110,10 @@ pub struct RawUpstream {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected an address (\"127.0.0.1:8001\", \"unix:/path/app.sock\") or { addr = \"...\", weight = N }"
+)]
 pub enum RawServerEntry {
     Addr(String),
     Detailed(RawServerDetailed),
@@ -164,16 +167,55 @@ pub struct RawJwt {
 }
 
 /// `{ env = "NAME" }`, `{ file = "path" }` or `{ value = "..." }`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Deserialized by hand: serde's own errors quote the value they did not
+/// expect, and a secret written as `secret = "..."` would then be printed
+/// by `check` and logged by a failed reload.
+#[derive(Default)]
 pub struct RawSecret {
     pub env: Option<String>,
     pub file: Option<String>,
     pub value: Option<String>,
 }
 
+impl std::fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSecret")
+            .field("env", &self.env)
+            .field("file", &self.file)
+            .field("value", &self.value.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        const SHAPE: &str =
+            "expected { env = \"NAME\" }, { file = \"path\" } or { value = \"...\" } (the value given is not shown)";
+        let toml::Value::Table(table) = toml::Value::deserialize(d)? else {
+            return Err(D::Error::custom(SHAPE));
+        };
+        let mut out = RawSecret::default();
+        for (key, v) in table {
+            let slot = match key.as_str() {
+                "env" => &mut out.env,
+                "file" => &mut out.file,
+                "value" => &mut out.value,
+                _ => return Err(D::Error::custom(format!("unknown key `{key}`; {SHAPE}"))),
+            };
+            let toml::Value::String(s) = v else {
+                return Err(D::Error::custom(format!(
+                    "{key} must be a string (the value given is not shown)"
+                )));
+            };
+            *slot = Some(s);
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or a list of strings")]
 pub enum StringOrList {
     One(String),
     Many(Vec<String>),
@@ -204,7 +246,10 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a directory (\"/srv/static\") or { root = \"...\", index, precompressed, fallback, follow_symlinks }"
+)]
 pub enum RawStatic {
     Root(String),
     Detailed(RawStaticDetailed),

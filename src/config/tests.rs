@@ -55,10 +55,9 @@ fn defer_accept_can_be_turned_off_per_listener() {
         [false, true]
     );
     let e = errs("[[listen]]\naddr = \"127.0.0.1:80\"\ndefer_accept = \"no\"\n");
-    assert!(
-        e.iter()
-            .any(|l| l.starts_with("listen[0]") && l.contains("expected a boolean")),
-        "{e:?}"
+    assert_eq!(
+        e,
+        ["listen[0].defer_accept: invalid type: string \"no\", expected a boolean"]
     );
 }
 
@@ -158,11 +157,68 @@ upstream = "missing"
 "#
     ));
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].starts_with("upstream.app: invalid type"), "{e:?}");
+    assert!(
+        e[0].starts_with("upstream.app.keepalive: invalid type"),
+        "{e:?}"
+    );
     assert!(
         e[1].starts_with("route[1].upstream: no upstream named \"missing\""),
         "{e:?}"
     );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_placed_at_its_key() {
+    let mut e = errs(&format!(
+        r#"{LISTEN}[server]
+threads = "two"
+[upstream.app]
+servers = ["127.0.0.1:8001", {{ addr = "127.0.0.1:8002", weight = "x" }}]
+[[route]]
+respond = {{ status = "x" }}
+[[route]]
+static = {{ root = "/srv", index = "index.html" }}
+"#
+    ));
+    e.sort();
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(
+        e[0].starts_with("route[0].respond.status: invalid type: string \"x\", expected u16"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("route[1].static: expected a directory"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].starts_with("server.threads: invalid type: string \"two\""),
+        "{e:?}"
+    );
+    assert!(
+        e[3].starts_with("upstream.app.servers[1]: expected an address"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_secret_written_the_wrong_way_is_never_repeated_in_an_error() {
+    const S: &str = "hunter2-topsecret";
+    let policy =
+        |secret: &str| format!("{LISTEN}[jwt.api]\nalgorithms = [\"HS256\"]\nsecret = {secret}\n");
+    for (secret, expected) in [
+        (format!("\"{S}\""), "jwt.api.secret: expected { env = \"NAME\" }, { file = \"path\" } or { value = \"...\" }"),
+        (format!("{{ value = [\"{S}\"] }}"), "jwt.api.secret: value must be a string"),
+        ("{ value = 8675309 }".to_string(), "jwt.api.secret: value must be a string"),
+        (format!("{{ valu = \"{S}\" }}"), "jwt.api.secret: unknown key `valu`"),
+        (format!("{{ value = \"{S}\" x }}"), "TOML syntax at line 5, column "),
+    ] {
+        let e = errs(&policy(&secret));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].trim_start().starts_with(expected), "{e:?}");
+        assert!(!e[0].contains(S) && !e[0].contains("8675309"), "{e:?}");
+    }
+    let snap = ok(&policy(&format!("{{ value = \"{S}\" }}")));
+    assert!(snap.policies.contains_key("api"));
 }
 
 #[test]
@@ -176,7 +232,7 @@ fn unknown_keys_and_sections_are_errors() {
     );
     assert!(
         e.iter()
-            .any(|l| l.starts_with("route[0]: unknown field `color`")),
+            .any(|l| l.starts_with("route[0].color: unknown field `color`")),
         "{e:?}"
     );
 }

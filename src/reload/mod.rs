@@ -66,8 +66,8 @@ pub(crate) fn finished(
     }
 }
 
-/// An error on one line (TOML syntax errors come with a drawing of the
-/// place over several), so each reload is one log line.
+/// An error on one line (a parser's message may span several), so each
+/// reload is one log line.
 fn one_line(e: &ConfigError) -> String {
     let text = e.to_string();
     let parts: Vec<&str> = text
