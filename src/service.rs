@@ -43,10 +43,11 @@ pub struct Outcome {
     pub upstream: Option<Arc<crate::upstream::Server>>,
     pub attempts: u32,
     pub reason: Option<&'static str>,
-    /// Whether the log wants `upstream_head`: the clock is read for it
-    /// only then.
-    pub timed: bool,
     pub upstream_head: Option<std::time::Duration>,
+    /// The request's access-log entry when the log is on; the fields above
+    /// go into it once the answer is known. The clock is read for
+    /// `upstream_head` only when there is one.
+    pub log: Option<Box<Entry>>,
 }
 
 /// A plain fn returning an async block, not an async fn: an async fn keeps
@@ -64,7 +65,7 @@ pub fn handle(
         let snap = state.load();
         let (parts, body, request_id, entry) = begin(req, &conn, &snap);
         let mut out = Outcome {
-            timed: entry.is_some(),
+            log: entry,
             ..Outcome::default()
         };
         // The connections box this future: an idle one holds no request state.
@@ -84,7 +85,7 @@ pub fn handle(
             }
         }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        if let Some(mut e) = entry {
+        if let Some(mut e) = out.log.take() {
             e.status = resp.status().as_u16();
             e.upstream = out.upstream.as_ref().map(|s| s.label.clone());
             e.attempts = out.attempts;
@@ -143,6 +144,12 @@ fn dispatch<'a>(
                 .ok_or(ProxyError::NoRoute)?
         };
         if let Some(policy) = &route.jwt {
+            // Before the check: a refused token is not logged either.
+            if let Some(e) = out.log.as_mut().filter(|_| policy.reads_query()) {
+                if let Some(uri) = policy.log_uri(&e.uri) {
+                    e.uri = uri;
+                }
+            }
             if let Err(rej) = policy.check(&mut parts).await {
                 return Ok(refused(route, policy, rej, out));
             }

@@ -390,6 +390,50 @@ async fn cookie_token_stripped_before_forwarding() {
     assert_eq!(json(&body)["headers"]["cookie"], "csrftoken=abc");
 }
 
+#[tokio::test]
+async fn a_token_in_the_query_string_is_redacted_in_the_access_log() {
+    let up = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cfg = format!(
+        "[log]\naccess = \"{}\"\n{}\n[jwt.api]\nalgorithms = [\"HS256\"]\n\
+         secret = {{ value = \"query-secret-query-secret\" }}\nfrom = [\"header\", \"query:access_token\"]\n",
+        log.display(),
+        listen_and_route("api", &up.addr)
+    );
+    let p = proxy(&cfg).await;
+    let t = sign(
+        Algorithm::HS256,
+        None,
+        &json!({"exp": now() + 60}),
+        &EncodingKey::from_secret(b"query-secret-query-secret"),
+    );
+    // Accepted: the upstream still gets the query as sent.
+    let (st, headers, body) = get(&p.url(&format!("/api/x?a=1&access_token={t}&b=2"))).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        json(&body)["uri"],
+        format!("/api/x?a=1&access_token={t}&b=2")
+    );
+    let line = log_line(&log, &headers).await;
+    assert!(
+        line.contains("\"GET /api/x?a=1&access_token=REDACTED&b=2 HTTP/1.1\" 200"),
+        "{line}"
+    );
+    assert!(!line.contains(&t), "{line}");
+    // Refused (a forged signature): redacted as well.
+    let forged = format!("{}x", &t[..t.len() - 1]);
+    let (st, headers, _) = get(&p.url(&format!("/api/x?access_token={forged}"))).await;
+    assert_eq!(st, 401);
+    let line = log_line(&log, &headers).await;
+    assert!(line.contains("/api/x?access_token=REDACTED "), "{line}");
+    // A route without the policy logs its query as it came.
+    let (_, headers, _) = get(&p.url("/open?access_token=abc")).await;
+    assert!(log_line(&log, &headers)
+        .await
+        .contains("/open?access_token=abc "));
+}
+
 /// Poll `cond` until it holds, for at most 15s.
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);

@@ -520,21 +520,6 @@ async fn access_log_separates_the_upstreams_time() {
     assert!(v["upstream_header_ms"].is_null(), "{v}");
 }
 
-/// The access log's line for the response that carried `headers`. It is
-/// written off the request path: poll for it.
-async fn log_line(log: &std::path::Path, headers: &http::HeaderMap) -> String {
-    let id = headers["x-request-id"].to_str().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains(id)) {
-            return l.to_string();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no access log line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn http2_cleartext_with_prior_knowledge_is_proxied() {
     let e = echo().await;

@@ -144,6 +144,19 @@ impl Policy {
         Ok(verified)
     }
 
+    /// Whether a token may come in the query string, which the access log
+    /// then must not show (`log_uri`).
+    pub fn reads_query(&self) -> bool {
+        self.from
+            .iter()
+            .any(|s| matches!(s, token::Source::Query(_)))
+    }
+
+    /// The request's path and query as the access log may show it.
+    pub fn log_uri(&self, uri: &str) -> Option<String> {
+        token::redact_query(uri, &self.from)
+    }
+
     /// Every rule of the policy on one token, with the cache in front.
     pub async fn verify(&self, token: &[u8]) -> Result<Arc<Verified>, Rejection> {
         // Before any parsing, so that a huge token costs nothing.

@@ -58,7 +58,7 @@ pub fn forward<'a>(
         let mut tried: u64 = 0;
         let mut last_err = ProxyError::NoServerAvailable;
         let max_attempts = up.settings.retries.saturating_add(1);
-        let started = out.timed.then(std::time::Instant::now);
+        let started = out.log.is_some().then(std::time::Instant::now);
 
         while out.attempts < max_attempts {
             // No server left in service (or all tried): fail now, 503 if none

@@ -300,3 +300,18 @@ pub async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
         .await
         .is_ok()
 }
+
+/// The access log's line for the response that carried `headers`. It is
+/// written off the request path: poll for it.
+pub async fn log_line(log: &std::path::Path, headers: &http::HeaderMap) -> String {
+    let id = headers["x-request-id"].to_str().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(id)) {
+            return l.to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
