@@ -27,6 +27,16 @@ fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) ->
     jsonwebtoken::encode(&h, claims, key).unwrap()
 }
 
+/// An HS256 token signed with `secret`, valid for a minute.
+fn hs256(secret: &[u8]) -> String {
+    sign(
+        Algorithm::HS256,
+        None,
+        &json!({"exp": now() + 60}),
+        &EncodingKey::from_secret(secret),
+    )
+}
+
 async fn with_token(url: &str, token: &str) -> (u16, http::HeaderMap, String) {
     send(
         Request::get(url)
@@ -375,12 +385,7 @@ async fn cookie_token_stripped_before_forwarding() {
         listen_and_route("api", &up.addr)
     );
     let p = proxy(&cfg).await;
-    let t = sign(
-        Algorithm::HS256,
-        None,
-        &json!({"exp": now() + 60}),
-        &EncodingKey::from_secret(b"cookie-secret-cookie-secret"),
-    );
+    let t = hs256(b"cookie-secret-cookie-secret");
     let req = Request::get(p.url("/api/x"))
         .header("cookie", format!("csrftoken=abc; access_token={t}"))
         .body(Body::default())
@@ -402,12 +407,7 @@ async fn a_token_in_the_query_string_is_redacted_in_the_access_log() {
         listen_and_route("api", &up.addr)
     );
     let p = proxy(&cfg).await;
-    let t = sign(
-        Algorithm::HS256,
-        None,
-        &json!({"exp": now() + 60}),
-        &EncodingKey::from_secret(b"query-secret-query-secret"),
-    );
+    let t = hs256(b"query-secret-query-secret");
     // Accepted: the upstream still gets the query as sent.
     let (st, headers, body) = get(&p.url(&format!("/api/x?a=1&access_token={t}&b=2"))).await;
     assert_eq!(st, 200);
@@ -567,17 +567,9 @@ async fn reload_with_a_new_secret_refuses_old_tokens_and_a_broken_key_keeps_the_
     )
     .unwrap();
     let p = proxy_in(dir, &cfg("old.key")).await;
-    let tok = |s: &[u8]| {
-        sign(
-            Algorithm::HS256,
-            None,
-            &json!({"exp": now() + 60}),
-            &EncodingKey::from_secret(s),
-        )
-    };
     let (old, new) = (
-        tok(b"old-secret-old-secret-old-secret"),
-        tok(b"new-secret-new-secret-new-secret"),
+        hs256(b"old-secret-old-secret-old-secret"),
+        hs256(b"new-secret-new-secret-new-secret"),
     );
     assert_eq!(with_token(&p.url("/api/"), &old).await.0, 200);
 
