@@ -9,6 +9,10 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::sync::Arc;
 
+mod path;
+
+pub use path::normalize;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
     Any,
@@ -87,10 +91,10 @@ pub struct Route {
 }
 
 impl Route {
-    /// The request path minus the route prefix, always starting with `/`.
+    /// The request path minus the route prefix: `/` when nothing is left,
+    /// else what follows the prefix (a `/`, or the `%2F` that matched one).
     pub fn rest<'a>(&self, path: &'a str) -> &'a str {
-        let p = self.prefix.trim_end_matches('/');
-        let rest = path.get(p.len()..).unwrap_or("");
+        let rest = prefix_len(&self.prefix, path).map_or("", |n| &path[n..]);
         if rest.is_empty() {
             "/"
         } else {
@@ -102,14 +106,35 @@ impl Route {
 /// Does `prefix` match `path`? Matching is on whole path segments: "/api"
 /// matches "/api" and "/api/x" but not "/apix"; "/api/" also matches "/api".
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    let p = prefix.trim_end_matches('/');
-    if p.is_empty() {
-        return true;
-    }
-    match path.strip_prefix(p) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
+    prefix_len(prefix, path).is_some()
+}
+
+/// How much of the normal-form `path` the prefix matched. A `%2F` in the
+/// path matches a `/` of the prefix: a backend that decodes it (gunicorn
+/// does) sees a slash there, so `/api%2Fx` is under `/api/`, policy and all.
+fn prefix_len(prefix: &str, path: &str) -> Option<usize> {
+    let p = prefix.trim_end_matches('/').as_bytes();
+    let s = path.as_bytes();
+    let at = if s.starts_with(p) {
+        p.len()
+    } else if s.contains(&b'%') {
+        let (mut i, mut j) = (0, 0);
+        while i < p.len() {
+            if s.get(j) == Some(&p[i]) {
+                j += 1;
+            } else if p[i] == b'/' && s[j..].starts_with(b"%2F") {
+                j += 3;
+            } else {
+                return None;
+            }
+            i += 1;
+        }
+        j
+    } else {
+        return None;
+    };
+    let rest = &s[at..];
+    (p.is_empty() || rest.is_empty() || rest[0] == b'/' || rest.starts_with(b"%2F")).then_some(at)
 }
 
 pub struct Router {
@@ -234,6 +259,18 @@ mod tests {
         assert!(!prefix_matches("/api/", "/apiv1"));
         assert!(prefix_matches("/", "/anything"));
         assert!(prefix_matches("", "/anything"));
+    }
+
+    #[test]
+    fn an_encoded_slash_matches_as_a_slash() {
+        assert!(prefix_matches("/api", "/api%2Fv1"));
+        assert!(prefix_matches("/api/v1/", "/api%2Fv1/x"));
+        assert!(prefix_matches("/api/v1", "/api%2Fv1%2Fx"));
+        assert!(!prefix_matches("/api", "/api%2"));
+        assert!(!prefix_matches("/api", "/api%20"));
+        let r = route(0, "", "/api/v1/");
+        assert_eq!(r.rest("/api%2Fv1/a.css"), "/a.css");
+        assert_eq!(r.rest("/api/v1%2Fa.css"), "%2Fa.css");
     }
 
     #[test]

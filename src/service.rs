@@ -137,6 +137,10 @@ fn dispatch<'a>(
         if content_length(&parts).is_some_and(|n| n > snap.server.max_body) {
             return Err(ProxyError::BodyTooLarge);
         }
+        if let Err(why) = normalize_path(&mut parts) {
+            out.reason = Some(why);
+            return Err(ProxyError::BadRequest(why));
+        }
         let route = {
             let host = crate::router::request_host(&parts);
             snap.router
@@ -200,6 +204,29 @@ fn refused(
         r.headers_mut().insert(WWW_AUTHENTICATE, v);
     }
     r
+}
+
+/// Put the request's path in its normal form (`router::normalize`) for the
+/// route, the policy, the handler and the upstream alike.
+fn normalize_path(parts: &mut http::request::Parts) -> Result<(), &'static str> {
+    let path = parts.uri.path();
+    if path == "*" && parts.method == Method::OPTIONS {
+        return Ok(());
+    }
+    let normal = match crate::router::normalize(path)? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(n) => n,
+    };
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut up = std::mem::take(&mut parts.uri).into_parts();
+    // The normal form only drops characters of a valid path and decodes
+    // escapes of unreserved ones: still a valid path.
+    up.path_and_query = Some(pq.parse().map_err(|_| "bad request target")?);
+    parts.uri = http::Uri::from_parts(up).map_err(|_| "bad request target")?;
+    Ok(())
 }
 
 fn content_length(parts: &http::request::Parts) -> Option<u64> {

@@ -143,6 +143,33 @@ status = 200
 }
 
 #[test]
+fn route_prefixes_must_be_written_as_requests_are_matched() {
+    let route =
+        |path: &str| format!("{LISTEN}[[route]]\npath = {path:?}\nrespond = {{ body = \"x\" }}\n");
+    for good in ["/", "/api/", "/api", "/caf%C3%A9/", "/a%2Fb/"] {
+        ok(&route(good));
+    }
+    let cases = [
+        ("/api//v1/", "write \"/api/v1/\""),
+        ("/static/../api/", "write \"/api/\""),
+        ("/%61pi/", "write \"/api/\""),
+        ("/caf%c3%a9/", "write \"/caf%C3%A9/\""),
+        ("/café/", "'é' cannot be in a path prefix"),
+        ("/a b/", "' ' cannot be in a path prefix"),
+        ("/api?x=1", "'?' cannot be in a path prefix"),
+        ("/../", "goes above the root"),
+    ];
+    for (path, want) in cases {
+        let e = errs(&route(path));
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("route[0].path: ") && l.contains(want)),
+            "{path}: missing {want:?} in {e:?}"
+        );
+    }
+}
+
+#[test]
 fn a_broken_entry_does_not_hide_other_errors_or_cause_follow_ups() {
     let e = errs(&format!(
         r#"{LISTEN}

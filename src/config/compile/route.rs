@@ -55,6 +55,8 @@ impl Compiler<'_> {
                 format!("{place}.path"),
                 format!("{prefix:?} must start with /"),
             );
+        } else if let Some(e) = prefix_problem(&prefix) {
+            self.errs.add(format!("{place}.path"), e);
         }
         let actions = [
             r.upstream.is_some(),
@@ -198,5 +200,26 @@ impl Compiler<'_> {
             jwt,
             headers,
         })
+    }
+}
+
+/// Requests are matched in their normal form (`router::normalize`): a
+/// prefix in any other form would never match, so it is refused with the
+/// form to write instead.
+fn prefix_problem(prefix: &str) -> Option<String> {
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '?' | '#'))
+    {
+        return Some(format!(
+            "{prefix:?}: {c:?} cannot be in a path prefix; write it percent-encoded, as clients send it"
+        ));
+    }
+    match crate::router::normalize(prefix) {
+        Ok(n) if n == prefix => None,
+        Ok(n) => Some(format!(
+            "{prefix:?} is matched in its normal form: write {n:?}"
+        )),
+        Err(e) => Some(format!("{prefix:?}: {e}")),
     }
 }
