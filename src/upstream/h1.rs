@@ -368,4 +368,4 @@ mod parse;
 mod tests;
 
 use parse::parse_head;
-pub use parse::{is_hop_by_hop, strip_hop_by_hop};
+pub use parse::{is_hop_by_hop, strip_fixed_hop_by_hop, strip_hop_by_hop};

@@ -7,6 +7,8 @@
 use crate::error::ProxyError;
 use crate::service::ConnInfo;
 use crate::state::{canonical_ip, Snapshot};
+use crate::upstream::h1::strip_fixed_hop_by_hop;
+#[cfg(test)]
 use crate::upstream::h1::strip_hop_by_hop;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
@@ -31,7 +33,7 @@ pub(super) fn prepare(
     } else {
         None
     };
-    strip_hop_by_hop(h);
+    strip_fixed_hop_by_hop(h);
     if let Some(u) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, u.clone());
@@ -53,15 +55,24 @@ pub(super) fn prepare(
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
 
-    // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need Host.
-    if !h.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            let v = HeaderValue::from_str(a.as_str())
-                .map_err(|_| ProxyError::BadRequest("bad authority"))?;
-            h.insert(header::HOST, v);
-        }
+    // The host the route was chosen for is the host the upstream is told:
+    // an absolute-form target (HTTP/1) or :authority (HTTP/2) names it, and
+    // a Host field beside it is replaced (RFC 9112 §3.2.2, RFC 9113
+    // §8.3.1). Otherwise the client's Host goes on; an HTTP/1.0 request
+    // without one gets the address it came to, since HTTP/1.1 upstreams
+    // need a Host.
+    if let Some(a) = parts.uri.authority() {
+        // The HTTP/1 server refuses userinfo in a target; HTTP/2's
+        // :authority has none by definition, checked here all the same.
+        let host = a.as_str().rsplit('@').next().unwrap_or_default();
+        let v = HeaderValue::from_str(host).map_err(|_| ProxyError::BadRequest("bad authority"))?;
+        h.insert(header::HOST, v);
+    } else if !h.contains_key(header::HOST) {
+        h.insert(header::HOST, ip_port_header(conn.local));
     }
     if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
+        // Host is always there by now: a client's own X-Forwarded-Host is
+        // replaced, never passed on from an untrusted peer.
         if let Some(host) = h.get(header::HOST).cloned() {
             h.insert(X_FORWARDED_HOST.clone(), host);
         }
@@ -80,6 +91,12 @@ pub(super) fn prepare(
     };
     parts.version = Version::HTTP_11;
     Ok(upgrade)
+}
+
+fn ip_port_header(addr: std::net::SocketAddr) -> HeaderValue {
+    let addr = std::net::SocketAddr::new(canonical_ip(addr.ip()), addr.port());
+    // An address's text form is always a valid header value.
+    HeaderValue::try_from(addr.to_string()).expect("an address is a valid header value")
 }
 
 /// The address as a header value. A thread's requests mostly come from the

@@ -70,10 +70,16 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
     }
     // Room for what the proxy adds (X-Forwarded-*, X-Request-Id).
     let mut hosts = 0;
+    let mut host_ok = true;
+    let mut lengths = 0;
     let mut expect_continue = false;
     let f = fields(req.headers, buf, len, 6, |name, value| {
         if name == header::HOST {
             hosts += 1;
+            host_ok &= valid_host(value);
+        } else if name == header::CONTENT_LENGTH {
+            // Two fields, or one holding a list: both count.
+            lengths += 1 + value.iter().filter(|&&b| b == b',').count();
         } else if name == header::EXPECT {
             expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
@@ -83,8 +89,9 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
     let target = req.path.unwrap_or_default();
     let uri = Uri::from_maybe_shared(f.share(target.as_bytes()))
         .map_err(|_| bad("bad request target\n"))?;
+    target_form(&uri)?;
     let Fields {
-        headers,
+        mut headers,
         framing: HeadFraming {
             conn,
             length,
@@ -96,6 +103,9 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
     // RFC 9112 §3.2: one Host, and HTTP/1.1 must send it (nginx agrees).
     if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
         return Err(bad("missing or duplicate Host header\n"));
+    }
+    if !host_ok {
+        return Err(bad("bad Host header\n"));
     }
     let body = match (chunked, length) {
         // Both framings at once is how requests are smuggled past proxies.
@@ -112,10 +122,21 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
                 "transfer coding not implemented\n",
             ))
         }
-        (None, Length::Is(n)) => Decoder::length(n),
+        (None, Length::Is(n)) => {
+            if lengths > 1 {
+                // `5, 5` or two fields of 5 agree, so they are allowed
+                // (RFC 9112 §6.3); one value goes on, and the limits
+                // read that one.
+                headers.insert(header::CONTENT_LENGTH, n.into());
+            }
+            Decoder::length(n)
+        }
         (None, Length::Bad) => return Err(bad("bad Content-Length\n")),
         (None, Length::Absent) => Decoder::done(),
     };
+    if conn.others {
+        drop_connection_listed(&mut headers);
+    }
     let keep_alive = match version {
         Version::HTTP_10 => conn.keep_alive && !conn.close,
         _ => !conn.close,
@@ -136,4 +157,69 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
         keep_alive,
         upgrade,
     }))
+}
+
+/// Origin-form (`/path`) is what a client sends to a server; absolute-form
+/// (`http://host/path`) is allowed too (RFC 9112 §3.2.2), its host then
+/// counts instead of Host's. Authority-form is CONNECT's only, and CONNECT
+/// is refused. A target with userinfo (`http://user@host/`) is refused:
+/// it would have to be dropped or passed on, and either can surprise.
+fn target_form(uri: &Uri) -> Result<(), Reject> {
+    match (uri.scheme_str(), uri.authority()) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(bad("authority-form target without CONNECT\n")),
+        (Some(s), Some(a))
+            if (s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+                && !a.as_str().contains('@')
+                && valid_host(a.as_str().as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(bad("bad request target\n")),
+    }
+}
+
+/// A Host value is `host[:port]`: a name, an IPv4 address or a bracketed
+/// IPv6 one. No userinfo, path or blank: nginx refuses those too, and a
+/// Host that is not a host name routes nowhere sensible.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        match v.iter().position(|&b| b == b']') {
+            Some(i) => (&v[1..i], &v[i + 1..]),
+            None => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &[][..]),
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    !host.is_empty()
+        && port_ok
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%".contains(&b))
+}
+
+/// The fields that Connection names concern this hop only (RFC 9110
+/// §7.6.1) and are dropped here, before the proxy adds fields of its own
+/// that a client must not be able to name away. Host, Content-Length and
+/// Upgrade stay: a client cannot make those hop-by-hop, and dropping one
+/// would take away the upstream's Host or the body's length.
+fn drop_connection_listed(h: &mut http::HeaderMap) {
+    let listed: Vec<http::HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| http::HeaderName::from_bytes(t.trim_ascii()).ok())
+        .filter(|n| ![header::HOST, header::CONTENT_LENGTH, header::UPGRADE].contains(n))
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
 }

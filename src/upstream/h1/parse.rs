@@ -135,6 +135,18 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Remove the fixed set of hop-by-hop headers only: for a request, whose
+/// Connection-named fields the HTTP/1 server took out as it read the head
+/// (`http::h1::request`), before the proxy added its own.
+pub fn strip_fixed_hop_by_hop(h: &mut HeaderMap) {
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
 /// Fields that concern one connection only, never passed on.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",

@@ -54,10 +54,19 @@ fn body_framing_follows_the_rfc_and_refuses_smuggling() {
         .unwrap()
         .unwrap();
     assert_eq!(h.body.remaining(), Some(5));
-    let h = head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n")
-        .unwrap()
-        .unwrap();
-    assert_eq!(h.body.remaining(), Some(5));
+    // Agreeing lengths are allowed and go on as one value, the one the
+    // body limits read.
+    for agreeing in [
+        "Content-Length: 5, 5",
+        "Content-Length: 5\r\nContent-Length: 5",
+    ] {
+        let h = head(&format!("POST / HTTP/1.1\r\nHost: x\r\n{agreeing}\r\n\r\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body.remaining(), Some(5));
+        let cl: Vec<_> = h.parts.headers.get_all("content-length").iter().collect();
+        assert_eq!(cl, ["5"], "{agreeing}");
+    }
     let h = head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
         .unwrap()
         .unwrap();
@@ -102,6 +111,69 @@ fn host_rules() {
     assert_eq!(refused("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
     // HTTP/1.0 predates Host.
     assert!(head("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    for good in [
+        "example.com",
+        "EXAMPLE.com:8080",
+        "127.0.0.1:80",
+        "[::1]:8443",
+        "[::1]",
+        "a-b.c_d",
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+        assert!(head(&raw).unwrap().is_some(), "{good}");
+    }
+    for bad in [
+        "",
+        " ",
+        "a b",
+        "user@example.com",
+        "example.com/x",
+        "a:b:c",
+        "a:http",
+        "[::1",
+        "[::1]x",
+        "a\\b",
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+        assert_eq!(refused(&raw), 400, "{bad:?}");
+    }
+}
+
+#[test]
+fn request_target_forms() {
+    let h = |raw: &str| head(raw).unwrap().unwrap();
+    // Absolute-form is allowed; its host is the request's (see router).
+    let abs = h("GET http://example.com/a?b HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_eq!(abs.parts.uri.host(), Some("example.com"));
+    assert_eq!(abs.parts.uri.path(), "/a");
+    // Authority-form belongs to CONNECT; a scheme other than http(s) or
+    // userinfo has no place in a request to a reverse proxy.
+    for bad in [
+        "GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET ftp://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET http://user:pw@example.com/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        assert_eq!(refused(bad), 400, "{bad:?}");
+    }
+}
+
+#[test]
+fn fields_named_by_connection_go_but_host_length_and_upgrade_stay() {
+    let h = head(
+        "POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 1\r\n\
+         Connection: x-a, Host, content-length, keep-alive\r\n\r\n",
+    )
+    .unwrap()
+    .unwrap();
+    let hs = &h.parts.headers;
+    assert!(!hs.contains_key("x-a"));
+    assert_eq!(hs["x-b"], "2");
+    assert_eq!(hs["host"], "x");
+    assert_eq!(hs["content-length"], "1");
+    let ws = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let h = head(ws).unwrap().unwrap();
+    assert!(h.upgrade);
+    assert_eq!(h.parts.headers["upgrade"], "websocket");
 }
 
 #[test]

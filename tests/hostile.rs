@@ -1,0 +1,209 @@
+//! Requests written to get past the proxy's rules: another spelling of a
+//! gated path, a host in the target that differs from Host, forged or
+//! named-away forwarding fields, a Content-Length in list form. Sent as raw
+//! bytes, since a real client library would tidy most of them up first.
+
+mod common;
+
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "s3cret-s3cret-s3cret-s3cret-s3cret";
+
+fn token(sub: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": sub, "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// `/api/` needs a token (its `sub` forwarded as X-User); `open.example`
+/// and every other path are open. All of it goes to `upstream`.
+fn config(upstream: &str, extra_server: &str) -> String {
+    format!(
+        "[server]\n{extra_server}\n[[listen]]\naddr = \"127.0.0.1:0\"\n\n\
+         [upstream.app]\nservers = [\"{upstream}\"]\n\n\
+         [jwt.api]\nalgorithms = [\"HS256\"]\nsecret = {{ value = \"{SECRET}\" }}\n\
+         forward_claims = {{ sub = \"X-User\" }}\n\n\
+         [[route]]\npath = \"/api/\"\nupstream = \"app\"\njwt = \"api\"\n\n\
+         [[route]]\nhost = \"open.example\"\npath = \"/\"\nupstream = \"app\"\n\n\
+         [[route]]\npath = \"/\"\nupstream = \"app\"\n"
+    )
+}
+
+/// One request (its head's lines, then a body) on its own connection: the
+/// status and the body of the answer.
+async fn ask_with(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
+    let resp = raw(
+        addr,
+        format!("{head}Connection: close\r\n\r\n{body}").as_bytes(),
+    )
+    .await;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {resp:?}"));
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+async fn ask(addr: SocketAddr, head: &str) -> (u16, String) {
+    ask_with(addr, head, "").await
+}
+
+async fn get(addr: SocketAddr, target: &str, fields: &str) -> (u16, String) {
+    ask(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: x\r\n{fields}"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_gated_path_cannot_be_reached_by_spelling_it_another_way() {
+    let up = echo().await;
+    let p = proxy(&config(&up.addr, "")).await;
+    let a = p.addrs[0];
+    let spellings = [
+        ("/api/x", "/api/x"),
+        ("/%61pi/x", "/api/x"),
+        ("/%61%70%69/x", "/api/x"),
+        ("//api/x", "/api/x"),
+        ("/./api/x", "/api/x"),
+        ("/z/../api/x", "/api/x"),
+        ("/z/%2e%2e/api/x", "/api/x"),
+        ("/api%2fx", "/api%2Fx"),
+        ("/api%2Fx?q=1", "/api%2Fx?q=1"),
+    ];
+    for (path, _) in spellings {
+        assert_eq!(get(a, path, "").await.0, 401, "{path} got past the policy");
+    }
+    assert_eq!(up.hits(), 0);
+    // With a token each goes through, and the upstream is sent the path
+    // the route was chosen on.
+    let auth = format!("Authorization: Bearer {}\r\n", token("alice"));
+    for (path, forwarded) in spellings {
+        let (st, body) = get(a, path, &auth).await;
+        assert_eq!(st, 200, "{path}");
+        assert_eq!(json(&body)["uri"], forwarded, "{path}");
+        assert_eq!(json(&body)["headers"]["x-user"], "alice");
+    }
+    let hits = up.hits();
+    // Paths a backend could read another way than the router are refused.
+    for path in [
+        "/../api/x",
+        "/public/..%2Fapi/x",
+        "/%2Fapi/x",
+        "/a%zz",
+        "/a%00",
+        "*",
+    ] {
+        assert_eq!(get(a, path, "").await.0, 400, "{path}");
+    }
+    assert_eq!(up.hits(), hits, "a refused path reached the upstream");
+}
+
+#[tokio::test]
+async fn the_upstream_is_told_the_host_the_route_was_chosen_for() {
+    let up = echo().await;
+    let p = proxy(&config(&up.addr, "")).await;
+    let a = p.addrs[0];
+    // The target's host chose the open route; the upstream must not be
+    // told another host, which it could serve gated content for.
+    let (st, body) = ask(
+        a,
+        "GET http://open.example/x HTTP/1.1\r\nHost: gated.example\r\n",
+    )
+    .await;
+    assert_eq!(st, 200);
+    let h = &json(&body)["headers"];
+    assert_eq!(h["host"], "open.example");
+    assert_eq!(h["x-forwarded-host"], "open.example");
+    assert_eq!(json(&body)["uri"], "/x");
+    let hits = up.hits();
+    for head in [
+        "GET open.example:80 HTTP/1.1\r\nHost: open.example\r\n",
+        "GET http://u:p@open.example/ HTTP/1.1\r\nHost: open.example\r\n",
+        "GET / HTTP/1.1\r\nHost: \r\n",
+        "GET / HTTP/1.1\r\nHost: a@open.example\r\n",
+        "GET / HTTP/1.1\r\nHost: open.example/api\r\n",
+    ] {
+        assert_eq!(ask(a, head).await.0, 400, "{head:?}");
+    }
+    assert_eq!(up.hits(), hits);
+}
+
+#[tokio::test]
+async fn forwarding_fields_cannot_be_forged_or_named_away() {
+    let up = echo().await;
+    let p = proxy(&config(&up.addr, "")).await;
+    let a = p.addrs[0];
+
+    // HTTP/1.0 without Host: the upstream still gets a Host, and the
+    // client's X-Forwarded-Host is not passed on.
+    let (st, body) = ask(a, "GET /x HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n").await;
+    assert_eq!(st, 200);
+    let h = &json(&body)["headers"];
+    assert_eq!(h["host"], a.to_string());
+    assert_eq!(h["x-forwarded-host"], a.to_string());
+
+    // Connection may name the client's own fields away, not Host, the
+    // request id or what the proxy sets.
+    let (st, body) = get(
+        a,
+        "/api/x",
+        &format!(
+            "Authorization: Bearer {}\r\nX-Secret: 1\r\nX-Request-Id: client-id-1\r\n\
+             Connection: Host, X-Forwarded-Host, X-Forwarded-For, X-Request-Id, X-User, X-Secret\r\n",
+            token("bob")
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let h = &json(&body)["headers"];
+    assert_eq!(h["host"], "x");
+    assert_eq!(h["x-forwarded-host"], "x");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-user"], "bob");
+    assert!(h["x-request-id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(
+        h.get("x-secret").is_none(),
+        "a field Connection names went on"
+    );
+}
+
+#[tokio::test]
+async fn agreeing_content_lengths_go_on_as_one_and_count_against_max_body() {
+    let up = echo().await;
+    let p = proxy(&config(&up.addr, "max_body = \"8B\"")).await;
+    let a = p.addrs[0];
+    let (st, body) = ask_with(
+        a,
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n",
+        "abc",
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(json(&body)["headers"]["content-length"], "3");
+    assert_eq!(json(&body)["body_len"], 3);
+    let hits = up.hits();
+    let (st, _) = ask_with(
+        a,
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 20, 20\r\n",
+        "01234567890123456789",
+    )
+    .await;
+    assert_eq!(st, 413);
+    assert_eq!(up.hits(), hits, "a body over max_body reached the upstream");
+}
