@@ -2,6 +2,7 @@
 //! buffered writer, so a request only pays for handing over its entry.
 
 use crate::state::{AccessFormat, AccessTarget, LogSettings};
+use std::borrow::Cow;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::mpsc;
@@ -32,6 +33,10 @@ pub struct Entry {
     /// For a head refused before it could be parsed: its first line as
     /// received (escaped), logged in place of method, target and protocol.
     pub raw_line: Option<String>,
+    /// Query parameters whose values the log must not show: the names a
+    /// JWT policy reads tokens from (`query:NAME`), on every line, whatever
+    /// the route, since a token is a credential wherever it was sent.
+    pub hidden: Option<Arc<[String]>>,
     pub logger: Arc<Logger>,
 }
 
@@ -100,7 +105,10 @@ fn writer(rx: mpsc::Receiver<(Box<Entry>, u64)>, out: Box<dyn Write + Send>, for
     let mut line = String::with_capacity(512);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        while let Some((e, micros)) = next {
+        while let Some((mut e, micros)) = next {
+            if let Some(hidden) = e.hidden.take() {
+                hide(&mut e, &hidden);
+            }
             line.clear();
             match format {
                 AccessFormat::Combined => combined(&mut line, &e, micros),
@@ -114,6 +122,60 @@ fn writer(rx: mpsc::Receiver<(Box<Entry>, u64)>, out: Box<dyn Write + Send>, for
         // without a syscall per request under load.
         let _ = out.flush();
     }
+}
+
+/// Redact the entry's texts that can carry a query: the target, the
+/// Referer (a page's URL, token and all) and a refused head's first line.
+fn hide(e: &mut Entry, hidden: &[String]) {
+    for text in [&mut e.uri, &mut e.referer] {
+        if let Cow::Owned(r) = redact(text, hidden) {
+            *text = r;
+        }
+    }
+    if let Some(line) = e.raw_line.as_mut() {
+        if let Cow::Owned(r) = redact(line, hidden) {
+            *line = r;
+        }
+    }
+}
+
+/// `text` with the value of each query parameter named in `hidden`
+/// replaced by `REDACTED`. A parameter starts after the first `?` or an
+/// `&`; its value ends at `&`, `#`, a space (in a request line) or the end.
+pub fn redact<'a>(text: &'a str, hidden: &[String]) -> Cow<'a, str> {
+    let Some(q) = text.find('?') else {
+        return Cow::Borrowed(text);
+    };
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let mut done = 0;
+    let mut i = q;
+    while i < b.len() {
+        if b[i] == b'?' || b[i] == b'&' {
+            // After an ASCII byte: a char boundary.
+            let at = &text[i + 1..];
+            let named = hidden
+                .iter()
+                .find(|n| at.starts_with(n.as_str()) && at.as_bytes().get(n.len()) == Some(&b'='));
+            if let Some(n) = named {
+                let value = i + 1 + n.len() + 1;
+                let end = text[value..]
+                    .find(['&', '#', ' '])
+                    .map_or(b.len(), |e| value + e);
+                out.push_str(&text[done..value]);
+                out.push_str("REDACTED");
+                done = end;
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if done == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[done..]);
+    Cow::Owned(out)
 }
 
 fn version(v: http::Version) -> &'static str {
@@ -248,6 +310,37 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn token_parameters_are_redacted_and_only_those() {
+        let hidden: Vec<String> = vec!["access_token".into(), "jwt".into()];
+        for (text, logged) in [
+            ("/x?access_token=abc", "/x?access_token=REDACTED"),
+            (
+                "/x?a=1&jwt=abc&access_token=&jwt=def",
+                "/x?a=1&jwt=REDACTED&access_token=REDACTED&jwt=REDACTED",
+            ),
+            (
+                "https://app.example/page?jwt=abc#top",
+                "https://app.example/page?jwt=REDACTED#top",
+            ),
+            (
+                "GET /x?jwt=abc&b=2 HTTP/1.1",
+                "GET /x?jwt=REDACTED&b=2 HTTP/1.1",
+            ),
+            // Neither a name without a value, nor one that only begins like
+            // a token parameter, nor the path, nor a lone word.
+            (
+                "/x?access_token&access_token_x=abc&t=abc",
+                "/x?access_token&access_token_x=abc&t=abc",
+            ),
+            ("/access_token=abc", "/access_token=abc"),
+            ("/x", "/x"),
+        ] {
+            assert_eq!(redact(text, &hidden), logged, "{text}");
+        }
+        assert!(matches!(redact("/x?a=1", &hidden), Cow::Borrowed(_)));
+    }
+
+    #[test]
     fn clf_time_format() {
         let t = UNIX_EPOCH + Duration::from_secs(971_186_136);
         assert_eq!(clf_time(t), "10/Oct/2000:13:55:36 +0000");
@@ -276,6 +369,7 @@ mod tests {
             upstream_head: Some(Duration::from_micros(1_002_900)),
             reason: None,
             raw_line: None,
+            hidden: None,
             logger: Logger::for_settings(
                 &LogSettings {
                     level: "info".into(),

@@ -114,7 +114,11 @@ fn begin(
         .access_log
         .as_ref()
         // The clock is read only for the log's duration.
-        .map(|l| entry(&parts, conn, &request_id, Instant::now(), l.clone()));
+        .map(|l| {
+            let mut e = entry(&parts, conn, &request_id, Instant::now(), l.clone());
+            e.hidden = snap.log_hidden.clone();
+            e
+        });
     (parts, body, request_id, entry)
 }
 
@@ -148,12 +152,6 @@ fn dispatch<'a>(
                 .ok_or(ProxyError::NoRoute)?
         };
         if let Some(policy) = &route.jwt {
-            // Before the check: a refused token is not logged either.
-            if let Some(e) = out.log.as_mut().filter(|_| policy.reads_query()) {
-                if let Some(uri) = policy.log_uri(&e.uri) {
-                    e.uri = uri;
-                }
-            }
             if let Err(rej) = policy.check(&mut parts).await {
                 return Ok(refused(route, policy, rej, out));
             }
@@ -309,6 +307,7 @@ fn entry(
         upstream_head: None,
         reason: None,
         raw_line: None,
+        hidden: None,
         logger,
     })
 }

@@ -137,6 +137,9 @@ pub struct Snapshot {
     /// The access log writer; set by the server when it takes the snapshot
     /// into service (compiling alone, as `check` does, starts no thread).
     pub access_log: Option<Arc<crate::access_log::Logger>>,
+    /// The query parameters any JWT policy reads tokens from: the access
+    /// log shows their values as `REDACTED` (`access_log::Entry::hidden`).
+    pub log_hidden: Option<Arc<[String]>>,
 }
 
 pub struct State {

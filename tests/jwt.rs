@@ -427,11 +427,38 @@ async fn a_token_in_the_query_string_is_redacted_in_the_access_log() {
     assert_eq!(st, 401);
     let line = log_line(&log, &headers).await;
     assert!(line.contains("/api/x?access_token=REDACTED "), "{line}");
-    // A route without the policy logs its query as it came.
-    let (_, headers, _) = get(&p.url("/open?access_token=abc")).await;
-    assert!(log_line(&log, &headers)
-        .await
-        .contains("/open?access_token=abc "));
+    // Whatever the route or the answer, and in the Referer too: a token
+    // is a credential wherever the client put it.
+    let req = Request::get(p.url("/open?access_token=abc&x=1"))
+        .header("referer", format!("https://app.example/p?access_token={t}"))
+        .body(Body::default())
+        .unwrap();
+    let (_, headers, _) = send(req).await;
+    let line = log_line(&log, &headers).await;
+    assert!(line.contains("/open?access_token=REDACTED&x=1 "), "{line}");
+    assert!(
+        line.contains("\"https://app.example/p?access_token=REDACTED\""),
+        "{line}"
+    );
+    assert!(!line.contains(&t), "{line}");
+    // A head refused before routing (400) is logged with its first line.
+    let resp = raw(
+        p.addrs[0],
+        b"GET /x?access_token=abcdef HTTP/1.1\r\nHost: \r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    eventually_contains(&log, "access_token=REDACTED HTTP/1.1\" 400").await;
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("abcdef"));
+}
+
+/// Wait until the log file holds `needle` (lines are written by another
+/// thread); gives up after 15s.
+async fn eventually_contains(log: &std::path::Path, needle: &str) {
+    eventually(needle, || {
+        std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle))
+    })
+    .await;
 }
 
 /// Poll `cond` until it holds, for at most 15s.

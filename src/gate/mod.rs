@@ -144,17 +144,13 @@ impl Policy {
         Ok(verified)
     }
 
-    /// Whether a token may come in the query string, which the access log
-    /// then must not show (`log_uri`).
-    pub fn reads_query(&self) -> bool {
-        self.from
-            .iter()
-            .any(|s| matches!(s, token::Source::Query(_)))
-    }
-
-    /// The request's path and query as the access log may show it.
-    pub fn log_uri(&self, uri: &str) -> Option<String> {
-        token::redact_query(uri, &self.from)
+    /// The query parameters tokens are read from (`query:NAME`), whose
+    /// values the access log hides.
+    pub fn query_names(&self) -> impl Iterator<Item = &str> {
+        self.from.iter().filter_map(|s| match s {
+            token::Source::Query(n) => Some(n.as_str()),
+            _ => None,
+        })
     }
 
     /// Every rule of the policy on one token, with the cache in front.

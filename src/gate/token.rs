@@ -111,38 +111,6 @@ fn cookies(parts: &http::request::Parts) -> impl Iterator<Item = (&str, &str)> {
         })
 }
 
-/// `uri` (a path and query, as logged) with the value of every query
-/// parameter that `from` reads a token from replaced by `REDACTED`; None
-/// when there is none. A bearer token is a credential: the access log
-/// must not hand it to whoever can read the log.
-pub fn redact_query(uri: &str, from: &[Source]) -> Option<String> {
-    let (path, q) = uri.split_once('?')?;
-    let hidden = |k: &str| {
-        from.iter()
-            .any(|s| matches!(s, Source::Query(n) if n.as_str() == k))
-    };
-    let has_value = |p: &str| p.split_once('=').is_some_and(|(k, _)| hidden(k));
-    if !q.split('&').any(has_value) {
-        return None;
-    }
-    let mut out = String::with_capacity(uri.len());
-    out.push_str(path);
-    out.push('?');
-    for (i, p) in q.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        match p.split_once('=') {
-            Some((k, _)) if hidden(k) => {
-                out.push_str(k);
-                out.push_str("=REDACTED");
-            }
-            _ => out.push_str(p),
-        }
-    }
-    Some(out)
-}
-
 fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
     q.split('&')
         .filter(|p| !p.is_empty())

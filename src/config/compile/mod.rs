@@ -32,6 +32,13 @@ pub fn compile(
     let upstreams = c.upstreams(raw.upstream, prev);
     let policies = crate::gate::compile::policies(raw.jwt, &mut c.errs, src, &mut c.files, prev);
     let routes = c.routes(raw.route, broken, &upstreams, &policies);
+    let mut hidden: Vec<String> = policies
+        .values()
+        .flat_map(|p| p.query_names())
+        .map(str::to_string)
+        .collect();
+    hidden.sort();
+    hidden.dedup();
     if c.errs.is_empty() {
         Ok(Snapshot {
             server,
@@ -44,6 +51,7 @@ pub fn compile(
             files: c.files,
             hash,
             access_log: None,
+            log_hidden: (!hidden.is_empty()).then(|| hidden.into()),
         })
     } else {
         Err(c.errs)

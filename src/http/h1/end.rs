@@ -104,7 +104,8 @@ async fn reject<T: Io>(
         "request head refused"
     );
     let (parts, mut body) = crate::handler::text(status, text).into_parts();
-    if let Some(logger) = state.load().access_log.clone() {
+    let snap = state.load();
+    if let Some(logger) = snap.access_log.clone() {
         // Like nginx, a refused head is logged too, with its first line as
         // it came (a probe or an attack is worth seeing).
         let line = first_line(&lock(shared).rbuf);
@@ -126,6 +127,7 @@ async fn reject<T: Io>(
             upstream_head: None,
             reason: Some(text.trim_end()),
             raw_line: Some(line),
+            hidden: snap.log_hidden.clone(),
             logger,
         }));
     }
