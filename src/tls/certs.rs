@@ -55,7 +55,7 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+        .map_err(|e| format!("{}: bad PEM: {}", path.display(), pem_problem(&e)))?;
     if certs.is_empty() {
         return Err(format!(
             "{}: no \"BEGIN CERTIFICATE\" block found",
@@ -68,14 +68,36 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// A PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM key.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = read(path)?;
-    // The PEM error names a section or a base64 problem, never the content.
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => format!(
             "{}: no private key found (expected a PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\" block)",
             path.display()
         ),
-        e => format!("{}: bad PEM key: {e}", path.display()),
+        e => format!("{}: bad PEM key: {}", path.display(), pem_problem(&e)),
     })
+}
+
+/// Fixed wording for a PEM error, never its Display: `MissingSectionEnd`
+/// and `IllegalSectionStart` carry bytes of the file, and when a file's
+/// line breaks were lost those bytes are its body, a private key's
+/// included (the whole body is taken for the BEGIN line's label). A
+/// certificate file may hold the key too, so chains get the same wording.
+fn pem_problem(e: &rustls::pki_types::pem::Error) -> &'static str {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => {
+            "a BEGIN line has no matching END line (were the line breaks lost?)"
+        }
+        Error::IllegalSectionStart { .. } => {
+            "a BEGIN line is malformed (were the line breaks lost?)"
+        }
+        Error::Base64Decode(_) => "the body of a block is not valid base64",
+        Error::SectionTooLarge => "a block is larger than 256 MB",
+        Error::NoItemsFound => "no block of the expected type",
+        // Io cannot come from a slice; a variant added later may carry
+        // bytes too.
+        _ => "unreadable",
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -259,5 +281,54 @@ mod tests {
         let s = subject(cert.der()).unwrap();
         assert_eq!(s, "CN=José Müller");
         assert!(http::HeaderValue::from_bytes(s.as_bytes()).is_ok());
+    }
+
+    /// True when `msg` shows 8 characters in a row of `body`, as text or as
+    /// the list of byte values that a `Vec<u8>`'s Debug writes.
+    fn shows(msg: &str, body: &str) -> bool {
+        body.as_bytes().windows(8).any(|w| {
+            let list = format!("{w:?}");
+            msg.contains(std::str::from_utf8(w).unwrap()) || msg.contains(&list[1..list.len() - 1])
+        })
+    }
+
+    #[test]
+    fn a_key_file_that_lost_its_line_breaks_is_reported_without_its_content() {
+        let dev = self_signed(&["localhost".into()]).unwrap();
+        let body: String = dev
+            .key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, &dev.cert_pem).unwrap();
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let (begin, rest) = dev.key_pem.split_once('\n').unwrap();
+        let mut bad_base64 = dev.key_pem.clone();
+        bad_base64.insert(begin.len() + 10, '*');
+        for (damaged, expected) in [
+            (dev.key_pem.replace('\n', ""), "no matching END line"),
+            (format!("{begin}{rest}"), "BEGIN line is malformed"),
+            (bad_base64, "not valid base64"),
+        ] {
+            std::fs::write(&key, &damaged).unwrap();
+            let Err(PairError::Key(e)) = load_pair(&cert, &key, &provider) else {
+                panic!("a damaged key was accepted ({expected})");
+            };
+            assert!(!shows(&e, &body), "{e}");
+            assert!(e.contains(expected), "{e}");
+        }
+
+        // A certificate file that holds the key as well.
+        let both = dir.path().join("both.pem");
+        std::fs::write(
+            &both,
+            format!("{}{}", dev.cert_pem, dev.key_pem.replace('\n', "")),
+        )
+        .unwrap();
+        let e = read_chain(&both).unwrap_err();
+        assert!(!shows(&e, &body), "{e}");
+        assert!(e.contains("no matching END line"), "{e}");
     }
 }
