@@ -38,6 +38,8 @@ const MAX_BODY: usize = 1 << 20;
 pub struct Remote {
     policy: String,
     url: Uri,
+    /// `url` as log lines show it (see `shown`).
+    shown: String,
     algorithms: Vec<Algorithm>,
     refresh: Duration,
     keys: ArcSwap<KeySet>,
@@ -57,6 +59,7 @@ impl Remote {
     pub fn new(policy: &str, url: Uri, algorithms: Vec<Algorithm>, refresh: Duration) -> Arc<Self> {
         Arc::new(Remote {
             policy: policy.to_string(),
+            shown: shown(&url),
             url,
             algorithms,
             refresh,
@@ -145,7 +148,7 @@ impl Remote {
         let body = match fetch(&self.url).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(policy = %self.policy, url = %self.url, error = %e,
+                tracing::warn!(policy = %self.policy, url = %self.shown, error = %e,
                     "jwks_url fetch failed; keeping the last good key set");
                 return false;
             }
@@ -165,7 +168,7 @@ impl Remote {
                 true
             }
             Err(e) => {
-                tracing::warn!(policy = %self.policy, url = %self.url, error = %e,
+                tracing::warn!(policy = %self.policy, url = %self.shown, error = %e,
                     "jwks_url fetch failed; keeping the last good key set");
                 false
             }
@@ -194,18 +197,53 @@ async fn refresher(me: Weak<Remote>, mut first: Option<OwnedMutexGuard<()>>) {
     }
 }
 
-/// Compile-time check of a `jwks_url`.
+/// Compile-time check of a `jwks_url`. A message never quotes the string
+/// as written: it may carry a password (`user:pass@`) or an API key in
+/// its query, and `check` prints these messages and a failed reload logs
+/// them.
 pub fn check_url(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
-    let host = uri.host().ok_or_else(|| format!("{s:?} has no host"))?;
+    let uri: Uri = s
+        .parse()
+        .map_err(|_| "not a valid URL (the value is not shown)".to_string())?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(
+            "a user name or password in the URL is not supported (the URL is not shown)".into(),
+        );
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{:?} has no host", shown(&uri)))?;
     match uri.scheme_str() {
         Some("https") => Ok(uri),
         Some("http") if is_loopback(host) => Ok(uri),
         Some("http") => Err(format!(
-            "{s:?}: plain http is only allowed to loopback addresses; use https"
+            "{:?}: plain http is only allowed to loopback addresses; use https",
+            shown(&uri)
         )),
-        _ => Err(format!("{s:?}: the URL must start with https://")),
+        _ => Err(format!(
+            "{:?}: the URL must start with https://",
+            shown(&uri)
+        )),
     }
+}
+
+/// `scheme://host[:port]/path`: a URL as messages and log lines show it.
+/// Without userinfo and query, either of which may carry a credential.
+pub fn shown(uri: &Uri) -> String {
+    let mut s = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        s.push_str(scheme);
+        s.push_str("://");
+    }
+    if let Some(host) = uri.host() {
+        s.push_str(host);
+    }
+    if let Some(port) = uri.port() {
+        s.push(':');
+        s.push_str(port.as_str());
+    }
+    s.push_str(uri.path());
+    s
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -234,7 +272,12 @@ async fn fetch_inner(url: &Uri) -> Result<Vec<u8>, String> {
             return Err("plain http to a non-loopback address".into());
         }
     }
-    let authority = url.authority().map_or(host, |a| a.as_str());
+    // From host and port, not the authority as written, which may carry
+    // userinfo (check_url refuses it; this does not depend on that).
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{}", p.as_str()),
+        None => host.to_string(),
+    };
     let req = Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
         .header(HOST, authority)
         .header(ACCEPT, "application/json")
@@ -300,4 +343,120 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
             tokio_rustls::TlsConnector::from(Arc::new(config))
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Log lines written on this thread while it is held.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// Answers one request with `body`; hands back the request head.
+    async fn one_answer(body: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request head cut short");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(resp.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (port, task)
+    }
+
+    #[test]
+    fn a_url_is_shown_without_userinfo_or_query() {
+        let u: Uri = "https://user:pw@idp.example.com:8443/keys/jwks.json?api_key=k3y"
+            .parse()
+            .unwrap();
+        assert_eq!(shown(&u), "https://idp.example.com:8443/keys/jwks.json");
+        let u: Uri = "http://[::1]/jwks".parse().unwrap();
+        assert_eq!(shown(&u), "http://[::1]/jwks");
+    }
+
+    #[tokio::test]
+    async fn the_host_header_is_built_from_host_and_port_only() {
+        let (port, head) = one_answer("{\"keys\": []}").await;
+        let url: Uri = format!("http://user:pw@127.0.0.1:{port}/jwks?api_key=k3y")
+            .parse()
+            .unwrap();
+        fetch(&url).await.unwrap();
+        let head = head.await.unwrap().to_ascii_lowercase();
+        assert!(
+            head.starts_with("get /jwks?api_key=k3y http/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")),
+            "{head}"
+        );
+        assert!(!head.contains("user:") && !head.contains("pw@"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_logs_the_url_without_its_query() {
+        let log = Captured::default();
+        let _g = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer({
+                    let log = log.clone();
+                    move || log.clone()
+                })
+                .finish(),
+        );
+        // Nothing listens on a port that was just free; then a body that
+        // is not a key set.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (port, _head) = one_answer("not json").await;
+        for port in [dead, port] {
+            let url = format!("http://127.0.0.1:{port}/jwks?api_key=k3y");
+            let r = Remote::new("p", url.parse().unwrap(), vec![Algorithm::RS256], RETRY);
+            assert!(!r.fetch_now().await);
+        }
+        let text = log.text();
+        assert_eq!(text.matches("jwks_url fetch failed").count(), 2, "{text}");
+        assert!(
+            text.contains(&format!("url=http://127.0.0.1:{dead}/jwks ")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("url=http://127.0.0.1:{port}/jwks ")),
+            "{text}"
+        );
+        assert!(!text.contains("k3y"), "{text}");
+    }
 }

@@ -358,6 +358,51 @@ fn config_errors_have_their_place() {
 }
 
 #[test]
+fn a_jwks_url_is_never_quoted_with_its_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = |url: &str| {
+        compile_policy(
+            dir.path(),
+            &format!("algorithms = [\"RS256\"]\njwks_url = \"{url}\""),
+        )
+        .err()
+        .unwrap_or_default()
+    };
+    for (url, expected) in [
+        (
+            "https://alice:hunter2@idp.example.com/jwks",
+            "jwt.p.jwks_url: a user name or password in the URL",
+        ),
+        (
+            "http://alice:hunter2@127.0.0.1:8080/jwks",
+            "jwt.p.jwks_url: a user name or password in the URL",
+        ),
+        (
+            "https://hunter2@idp.example.com/jwks?api_key=k3y",
+            "jwt.p.jwks_url: a user name or password in the URL",
+        ),
+        (
+            "http://idp.example.com/jwks?api_key=k3y",
+            "jwt.p.jwks_url: \"http://idp.example.com/jwks\": plain http is only allowed",
+        ),
+        (
+            "ftp://idp.example.com:21/jwks?api_key=k3y",
+            "jwt.p.jwks_url: \"ftp://idp.example.com:21/jwks\": the URL must start with https://",
+        ),
+        (
+            "https://idp example.com/jwks?api_key=k3y",
+            "jwt.p.jwks_url: not a valid URL",
+        ),
+    ] {
+        let msg = e(url);
+        assert!(msg.contains(expected), "{url}: {msg}");
+        for secret in ["alice", "hunter2", "k3y", "@"] {
+            assert!(!msg.contains(secret), "{url}: {msg}");
+        }
+    }
+}
+
+#[test]
 fn secret_from_file_drops_the_trailing_newline_and_is_watched() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("s"), format!("{SECRET}\n")).unwrap();
