@@ -196,6 +196,10 @@ fn section<T: DeserializeOwned>(
     errs: &mut Errors,
     put: impl FnOnce(T),
 ) {
+    if !v.is_table() {
+        errs.add(place, format!("must be a table: [{place}]"));
+        return;
+    }
     match from_value::<T>(v, place) {
         Ok(t) => put(t),
         Err((at, msg)) => errs.add(at, msg),
@@ -216,6 +220,15 @@ fn list<T: DeserializeOwned + Default>(
     };
     let mut broken = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
+        if !item.is_table() {
+            errs.add(
+                format!("{place}[{i}]"),
+                format!("must be a table: [[{place}]] (the value given is not shown)"),
+            );
+            out.push(T::default());
+            broken.push(i);
+            continue;
+        }
         match from_value::<T>(item, &format!("{place}[{i}]")) {
             Ok(t) => out.push(t),
             Err((at, msg)) => {
@@ -243,6 +256,19 @@ fn named<T: DeserializeOwned>(
     };
     let mut broken = Vec::new();
     for (name, item) in items {
+        // `[jwt]` then `secret = "..."` makes an entry named "secret" whose
+        // value is the secret: serde's "invalid type" message would quote it.
+        if !item.is_table() {
+            errs.add(
+                format!("{place}.{name}"),
+                format!(
+                    "must be a table: each entry of [{place}] is a [{place}.NAME] table, \
+                     with its settings under that header (the value given is not shown)"
+                ),
+            );
+            broken.push(name);
+            continue;
+        }
         match from_value::<T>(item, &format!("{place}.{name}")) {
             Ok(t) => {
                 out.insert(name, t);

@@ -242,6 +242,32 @@ fn a_secret_written_the_wrong_way_is_never_repeated_in_an_error() {
 }
 
 #[test]
+fn a_value_where_a_table_belongs_is_never_repeated() {
+    const S: &str = "hunter2-topsecret";
+    for (body, expected) in [
+        (
+            format!("[jwt]\nsecret = \"{S}\"\n"),
+            "jwt.secret: must be a table: each entry of [jwt] is a [jwt.NAME] table",
+        ),
+        (
+            format!("[jwt]\nalgorithms = [\"HS256\"]\nsecret = {{ value = \"{S}\" }}\n"),
+            "jwt.algorithms: must be a table",
+        ),
+        (format!("jwt = {{ api = [\"{S}\"] }}\n"), "jwt.api: must be a table"),
+        (
+            format!("[upstream]\nservers = [\"http://u:{S}@app:8000\"]\n"),
+            "upstream.servers: must be a table: each entry of [upstream] is a [upstream.NAME] table",
+        ),
+        (format!("route = [\"{S}\"]\n"), "route[0]: must be a table: [[route]]"),
+        (format!("tls = \"{S}\"\n"), "tls: must be a table: [tls]"),
+    ] {
+        let e = errs(&format!("{body}{LISTEN}"));
+        assert!(e.iter().any(|l| l.starts_with(expected)), "{e:?}");
+        assert!(!e.iter().any(|l| l.contains(S)), "{e:?}");
+    }
+}
+
+#[test]
 fn unknown_keys_and_sections_are_errors() {
     let e = errs(&format!(
         "{LISTEN}[serverz]\nthreads = 1\n[[route]]\nrespond = {{ body = \"x\" }}\ncolor = 1\n"
