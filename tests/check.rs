@@ -44,6 +44,29 @@ colour = "blue"
 }
 
 #[test]
+fn a_server_with_a_password_is_refused_and_not_printed() {
+    let (code, out, err) = check(
+        r#"
+[[listen]]
+addr = "127.0.0.1:8080"
+[upstream.app]
+servers = ["http://django:hunter2@127.0.0.1:8000"]
+[[route]]
+upstream = "app"
+"#,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("upstream.app.servers[0]: a user name or password in a server address"),
+        "{err}"
+    );
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}{err}"
+    );
+}
+
+#[test]
 fn good_config_prints_a_summary() {
     let (code, out, _) = check(
         r#"

@@ -86,7 +86,7 @@ pub struct RawCert {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "server_list")]
     pub servers: Vec<RawServerEntry>,
     pub balance: Option<String>,
     pub connect_timeout: Option<String>,
@@ -117,6 +117,36 @@ pub struct RawUpstream {
 pub enum RawServerEntry {
     Addr(String),
     Detailed(RawServerDetailed),
+}
+
+/// `servers = [...]`, by hand for one case: `servers = "http://u:p@app"`
+/// (one address, not in a list) would be quoted by serde's "invalid type"
+/// message, password and all. A list is read element by element, so an
+/// error keeps its place (`servers[1]`).
+fn server_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RawServerEntry>, D::Error> {
+    struct Servers;
+    impl<'de> serde::de::Visitor<'de> for Servers {
+        type Value = Vec<RawServerEntry>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of servers")
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(E::custom(
+                "expected a list of servers: [\"127.0.0.1:8001\", ...] (the value given is not shown)",
+            ))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Servers)
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,6 +94,42 @@ expect = ["2xx", 301]
 }
 
 #[test]
+fn a_server_address_with_credentials_is_refused_without_repeating_it() {
+    const S: &str = "hunter2-topsecret";
+    let up = |servers: &str| format!("{LISTEN}[upstream.app]\nservers = {servers}\n");
+    for (toml, expected) in [
+        (up(&format!("[\"http://u:{S}@app:8000\"]")), "upstream.app.servers[0]: a user name or password in a server address is not supported"),
+        (up(&format!("[\"u:{S}@app:8000\"]")), "upstream.app.servers[0]: a user name or password"),
+        (up(&format!("[\"127.0.0.1:8001\", {{ addr = \"u:{S}@app:8000\", weight = 2 }}]")), "upstream.app.servers[1]: a user name or password"),
+        (up(&format!("\"http://u:{S}@app:8000\"")), "upstream.app.servers: expected a list of servers"),
+        (
+            format!("{LISTEN}[upstream.app]\nservers = [\"127.0.0.1:8001\"]\n[[route]]\nupstream = \"http://u:{S}@app:8000\"\n"),
+            "route[0].upstream: names an [upstream.NAME], not an address",
+        ),
+    ] {
+        let e = errs(&toml);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with(expected), "{e:?}");
+        assert!(!e[0].contains(S) && !e[0].contains('@'), "{e:?}");
+    }
+    // A scheme is refused, not taken as part of the host name.
+    let e = errs(&up("[\"http://app:8000/\", \"https://app:8443\"]"));
+    assert_eq!(
+        e,
+        [
+            "upstream.app.servers[0]: write \"app:8000\", without http:// (servers are spoken to in plain HTTP)",
+            "upstream.app.servers[1]: write \"app:8443\", without https:// (servers are spoken to in plain HTTP)",
+        ]
+    );
+    // A Unix socket path may hold '@' (systemd template instances).
+    let s = ok(&up("[\"unix:/run/gunicorn@app.sock\"]"));
+    assert_eq!(
+        s.upstreams["app"].servers[0].addr,
+        ServerAddr::Unix("/run/gunicorn@app.sock".into())
+    );
+}
+
+#[test]
 fn every_error_is_reported_with_its_place() {
     let e = errs(
         r#"

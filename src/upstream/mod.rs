@@ -27,12 +27,34 @@ pub enum ServerAddr {
 }
 
 impl ServerAddr {
+    /// `host:port` or `unix:/path`. The address is what `check` prints and
+    /// what logs name the server by, so it must not be able to carry a
+    /// credential.
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(format!("{s:?}: empty Unix socket path"));
             }
+            // A path may hold '@' (systemd instances: /run/app@1.sock);
+            // nothing in it is sent anywhere.
             return Ok(ServerAddr::Unix(PathBuf::from(path)));
+        }
+        if s.contains('@') {
+            // `http://user:pass@host:8000`: the message must not repeat it.
+            return Err(
+                "a user name or password in a server address is not supported; write host:port \
+                 (the address given is not shown)"
+                    .into(),
+            );
+        }
+        if let Some((scheme, rest)) = s.split_once("://") {
+            // Rejected rather than stripped: upstreams are spoken to in
+            // plain HTTP/1.1, and taking "https://" as plain would be a
+            // silent downgrade.
+            let bare = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+            return Err(format!(
+                "write {bare:?}, without {scheme}:// (servers are spoken to in plain HTTP)"
+            ));
         }
         let Some((host, port)) = s.rsplit_once(':') else {
             return Err(format!("{s:?} is not host:port or unix:/path"));

@@ -88,13 +88,15 @@ impl Compiler<'_> {
                 None => {
                     if !broken.upstream.contains(name) {
                         let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
-                        self.errs.add(
-                            format!("{place}.upstream"),
-                            format!(
-                                "no upstream named {name:?} (defined: {})",
-                                list_or_none(&known)
-                            ),
-                        );
+                        let defined = list_or_none(&known);
+                        // An address written here (`http://u:p@app:8000`)
+                        // may carry a password: not repeated.
+                        let msg = if name.contains('@') || name.contains("://") {
+                            format!("names an [upstream.NAME], not an address; addresses go in its servers (the value given is not shown; defined: {defined})")
+                        } else {
+                            format!("no upstream named {name:?} (defined: {defined})")
+                        };
+                        self.errs.add(format!("{place}.upstream"), msg);
                     }
                     None
                 }
