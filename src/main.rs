@@ -140,9 +140,47 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn init_tracing(level: &str) {
+/// Libraries that log what a client sent as it came: at debug, h2 writes
+/// a malformed request's `:path` and `:authority` (a token in the query
+/// string, a password in the authority). hyper logs nothing as built here
+/// (its tracing is an unstable opt-in); it is held too should that change.
+const QUIET: &[&str] = &["h2", "hyper"];
+
+/// `spec` (RUST_LOG or the config's level) with `QUIET` crates held at info
+/// when it turns on debug or trace for everything, unless it names them:
+/// `debug` alone means debug for everything else, `debug,h2=debug` still
+/// gets h2's debug lines (and `debug,h2::proto=debug` that module's: the
+/// more specific directive wins).
+fn filter_spec(spec: &str) -> String {
+    let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let global_verbose = directives
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("debug") || d.eq_ignore_ascii_case("trace"));
+    let mut out = spec.to_string();
+    if !global_verbose {
+        return out;
+    }
+    for name in QUIET {
+        let named = directives.iter().any(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or("");
+            target == *name
+        });
+        if !named {
+            out.push_str(&format!(",{name}=info"));
+        }
+    }
+    out
+}
+
+fn log_filter(level: &str, rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    rust_log
+        .and_then(|s| EnvFilter::try_new(filter_spec(s)).ok())
+        .unwrap_or_else(|| EnvFilter::new(filter_spec(level)))
+}
+
+fn init_tracing(level: &str) {
+    let filter = log_filter(level, std::env::var("RUST_LOG").ok().as_deref());
     // Under systemd, journald adds its own timestamps and shows no colours.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
@@ -198,4 +236,68 @@ fn run(path: &Path) -> ExitCode {
             .map_err(|e| tracing::error!(error = %e, "cannot watch the config file; SIGHUP still reloads"));
         portcullis::server::run_until_signalled(server).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Which of a set of events `level` and `rust_log` let through.
+    fn logged(level: &str, rust_log: Option<&str>) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(log_filter(level, rust_log))
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "h2::server", "h2-debug");
+            tracing::info!(target: "h2::server", "h2-info");
+            tracing::debug!(target: "hyper::proto", "hyper-debug");
+            tracing::debug!(target: "portcullis::gate", "ours-debug");
+        });
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let mut seen: Vec<&str> = ["h2-debug", "h2-info", "hyper-debug", "ours-debug"]
+            .into_iter()
+            .filter(|m| text.contains(m))
+            .collect();
+        seen.sort();
+        seen.join(" ")
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn debug_for_everything_keeps_h2_and_hyper_at_info_unless_named() {
+        assert_eq!(logged("debug", None), "h2-info ours-debug");
+        assert_eq!(logged("trace", None), "h2-info ours-debug");
+        assert_eq!(logged("info", Some("debug")), "h2-info ours-debug");
+        assert_eq!(
+            logged("info", Some("debug,h2=debug")),
+            "h2-debug h2-info ours-debug"
+        );
+        assert_eq!(logged("info", Some("h2=debug")), "h2-debug h2-info");
+        assert_eq!(
+            logged("info", Some("debug,h2::server=debug,hyper=trace")),
+            "h2-debug h2-info hyper-debug ours-debug"
+        );
+        // A quieter level is not raised to info for them.
+        assert_eq!(logged("warn", None), "");
+        assert_eq!(logged("info", None), "h2-info");
+        // An unusable RUST_LOG falls back to the config's level, as before.
+        assert_eq!(logged("debug", Some("h2=loud")), "h2-info ours-debug");
+    }
 }
