@@ -44,10 +44,28 @@ impl Source {
 }
 
 /// A token and where it was found (for strip_token).
-#[derive(Debug)]
 pub struct Found {
     pub token: String,
     pub source: Source,
+}
+
+/// A bearer token is a credential: a `{:?}` in a log line or a panic
+/// message must not hand it out. Its length is harmless and helps.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "REDACTED ({} bytes)", self.0)
+    }
+}
+
+impl std::fmt::Debug for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Found")
+            .field("token", &Redacted(self.token.len()))
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// The first token found in the policy's sources, in order. A request with
@@ -181,7 +199,6 @@ pub fn strip(parts: &mut http::request::Parts, found: &Found) {
 }
 
 /// A token whose shape and header passed, signature not yet checked.
-#[derive(Debug)]
 pub struct Parsed<'a> {
     pub alg: Algorithm,
     pub kid: Option<String>,
@@ -189,6 +206,20 @@ pub struct Parsed<'a> {
     /// `header.payload`, the signed bytes.
     pub message: &'a [u8],
     pub signature: &'a str,
+}
+
+/// The claims are what the token says, not the token: they print. The
+/// signed bytes and the signature together are the token: they do not.
+impl std::fmt::Debug for Parsed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("claims", &self.claims)
+            .field("message", &Redacted(self.message.len()))
+            .field("signature", &Redacted(self.signature.len()))
+            .finish()
+    }
 }
 
 /// Longest `kid` looked up: real ones are short; a long one is an attack.

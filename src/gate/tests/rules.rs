@@ -487,3 +487,27 @@ fn query_names_are_the_ones_the_access_log_hides() {
     assert_eq!(p.query_names().collect::<Vec<_>>(), ["access_token", "jwt"]);
     assert_eq!(hs_policy("").query_names().count(), 0);
 }
+
+#[test]
+fn a_token_in_debug_output_is_redacted() {
+    let t = hs(good());
+    let found = token::find(&req(&t), &[token::Source::Header])
+        .unwrap()
+        .unwrap();
+    let parsed = token::parse(t.as_bytes(), &[Algorithm::HS256]).unwrap();
+    // The signature as text; the signed bytes as `&[u8]`'s Debug writes them.
+    let sig = t.rsplit('.').next().unwrap();
+    let head = format!("{:?}", &t.as_bytes()[..8]);
+    let head = &head[1..head.len() - 1];
+    for shown in [
+        format!("{found:?}"),
+        format!("{found:#?}"),
+        format!("{parsed:?}"),
+    ] {
+        assert!(shown.contains("REDACTED ("), "{shown}");
+        assert!(!shown.contains(sig) && !shown.contains(head), "{shown}");
+    }
+    assert!(format!("{found:?}").contains(&format!("REDACTED ({} bytes)", t.len())));
+    // What the token says still prints.
+    assert!(format!("{parsed:?}").contains("alice"));
+}
