@@ -304,6 +304,25 @@ fn a_value_where_a_table_belongs_is_never_repeated() {
 }
 
 #[test]
+fn a_pem_key_pasted_where_its_path_goes_is_not_repeated() {
+    const BODY: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg";
+    // A certificate that reads, so that the key is what fails.
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("site.crt");
+    let dev = crate::tls::certs::self_signed(&["localhost".into()]).unwrap();
+    std::fs::write(&cert, dev.cert_pem).unwrap();
+    let e = errs(&format!(
+        "{LISTEN}[[tls.cert]]\ncert = {cert:?}\n\
+         key = \"\"\"\n-----BEGIN PRIVATE KEY-----\n{BODY}\n-----END PRIVATE KEY-----\n\"\"\"\n"
+    ));
+    assert!(!e.iter().any(|l| l.contains(BODY)), "{e:?}");
+    assert_eq!(
+        e,
+        ["tls.cert[0].key: the path of a PEM file goes here, not its content (the value given is not shown)"]
+    );
+}
+
+#[test]
 fn unknown_keys_and_sections_are_errors() {
     let e = errs(&format!(
         "{LISTEN}[serverz]\nthreads = 1\n[[route]]\nrespond = {{ body = \"x\" }}\ncolor = 1\n"

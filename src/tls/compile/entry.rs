@@ -56,6 +56,21 @@ pub(super) fn cert(cx: &mut Ctx<'_>, i: usize, c: &RawCert) -> Option<Entry> {
             );
             return None;
         };
+        // The PEM itself pasted where its path goes: "cannot read <path>"
+        // would print it, private key and all.
+        let mut pasted = false;
+        for (key, value) in [("cert", cert_file), ("key", key_file)] {
+            if value.contains("-----BEGIN") || value.contains('\n') {
+                cx.errs.add(
+                    format!("{place}.{key}"),
+                    "the path of a PEM file goes here, not its content (the value given is not shown)",
+                );
+                pasted = true;
+            }
+        }
+        if pasted {
+            return None;
+        }
         let cert_path = cx.src.resolve(cert_file);
         let key_path = cx.src.resolve(key_file);
         cx.watch(&cert_path);
