@@ -266,6 +266,7 @@ fn a_secret_written_the_wrong_way_is_never_repeated_in_an_error() {
         (format!("{{ value = [\"{S}\"] }}"), "jwt.api.secret: value must be a string"),
         ("{ value = 8675309 }".to_string(), "jwt.api.secret: value must be a string"),
         (format!("{{ valu = \"{S}\" }}"), "jwt.api.secret: unknown key `valu`"),
+        (format!("{{ env = \"{S}\" }}"), "jwt.api.secret.env: the environment variable named here is not set"),
         (format!("{{ value = \"{S}\" x }}"), "TOML syntax at line 5, column "),
     ] {
         let e = errs(&policy(&secret));

@@ -324,10 +324,14 @@ impl PolicyCompiler<'_> {
             match std::env::var_os(var) {
                 Some(v) => v.into_encoded_bytes(),
                 None => {
-                    self.err(
-                        "secret.env",
-                        format!("environment variable {var} is not set"),
-                    );
+                    // `env = "<the secret>"` is an easy slip: only a name
+                    // that looks like one is repeated.
+                    let msg = if looks_like_a_variable_name(var) {
+                        format!("environment variable {var} is not set")
+                    } else {
+                        "the environment variable named here is not set (the name is not shown: it does not look like one; env takes a variable's name, value the secret)".to_string()
+                    };
+                    self.err("secret.env", msg);
                     return None;
                 }
             }
@@ -392,4 +396,12 @@ impl PolicyCompiler<'_> {
             }),
         }
     }
+}
+
+/// `SOME_NAME`: upper case by convention. A secret is rarely all capitals,
+/// digits and underscores, beginning with a letter or `_`.
+fn looks_like_a_variable_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
