@@ -108,9 +108,11 @@ async fn static_requests_never_reach_the_upstream() {
 
     // A miss is a 404 from the proxy, not the app's answer, and a year-long
     // Cache-Control is not put on it.
-    let (s, h, body) = get(&p.url("/static/missing.css")).await;
-    assert_eq!((s, body.contains("from app")), (404, false));
-    assert!(h.get("cache-control").is_none());
+    for path in ["/static/missing.css", "/static/css/app.css/"] {
+        let (s, h, body) = get(&p.url(path)).await;
+        assert_eq!((s, body.contains("from app")), (404, false), "{path}");
+        assert!(h.get("cache-control").is_none(), "{path}");
+    }
     assert_eq!(app.hits(), 0, "a static request reached the upstream");
 
     // A `..` leaves the static route the way it leaves any directory: the

@@ -52,6 +52,12 @@ pub fn find(site: &Site, rel: RelPath, accept: [Option<Coding>; 2]) -> io::Resul
         return Ok(Found::Missing);
     };
     if !meta.is_dir() {
+        // `a.css/` names a directory; the file system would say ENOTDIR,
+        // and nginx answers 404. Serving the file would give one file
+        // many URLs, and relative links in it a wrong base.
+        if rel.trailing_slash {
+            return Ok(Found::Missing);
+        }
         return file_found(site, path, file, meta, accept);
     }
     if !rel.trailing_slash {
