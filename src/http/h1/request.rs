@@ -40,10 +40,19 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
     let parsed = httparse::ParserConfig::default()
         .allow_multiple_spaces_in_request_line_delimiters(false)
         .parse_request_with_uninit_headers(&mut req, buf, &mut slots);
+    // Over the limit with the request line itself unfinished: the target
+    // is what is too long (414, as nginx answers), not the fields.
+    let too_large = |buf: &[u8]| {
+        if buf.contains(&b'\n') {
+            TOO_LARGE
+        } else {
+            Reject(StatusCode::URI_TOO_LONG, "request URI too long\n")
+        }
+    };
     let len = match parsed {
         Ok(httparse::Status::Complete(n)) if n <= max => n,
-        Ok(httparse::Status::Complete(_)) => return Err(TOO_LARGE),
-        Ok(httparse::Status::Partial) if buf.len() > max => return Err(TOO_LARGE),
+        Ok(httparse::Status::Complete(_)) => return Err(too_large(&buf[..max])),
+        Ok(httparse::Status::Partial) if buf.len() > max => return Err(too_large(&buf[..max])),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(TOO_LARGE),
         Err(httparse::Error::Version) => {

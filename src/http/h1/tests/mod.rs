@@ -207,6 +207,18 @@ fn malformed_or_oversized_heads_are_refused() {
         parse(&mut buf, 64).err().map(|r| r.0),
         Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
     );
+    // The request line alone past the limit: its target is too long.
+    for raw in [
+        format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100)),
+        format!("GET /{}", "a".repeat(100)),
+    ] {
+        let mut buf = BytesMut::from(raw.as_str());
+        assert_eq!(
+            parse(&mut buf, 64).err().map(|r| r.0),
+            Some(StatusCode::URI_TOO_LONG),
+            "{raw}"
+        );
+    }
 }
 
 #[test]
