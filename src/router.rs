@@ -109,32 +109,49 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix_len(prefix, path).is_some()
 }
 
-/// How much of the normal-form `path` the prefix matched. A `%2F` in the
-/// path matches a `/` of the prefix: a backend that decodes it (gunicorn
-/// does) sees a slash there, so `/api%2Fx` is under `/api/`, policy and all.
+/// How much of the normal-form `path` the prefix matched. Two things a
+/// backend may read as a segment boundary count as one here, so that no
+/// spelling puts a path out of its route's reach (and its policy's):
+/// - `%2F` matches a `/` of the prefix: gunicorn, among others, decodes it,
+///   so `/api%2Fx` is under `/api/`;
+/// - a `;` parameter ends a segment: Java servlet containers drop it, so
+///   `/api;x/secret` is under `/api/` (and `/a;x/b` under `/a/b`).
 fn prefix_len(prefix: &str, path: &str) -> Option<usize> {
     let p = prefix.trim_end_matches('/').as_bytes();
     let s = path.as_bytes();
     let at = if s.starts_with(p) {
         p.len()
-    } else if s.contains(&b'%') {
+    } else if s.iter().any(|&b| b == b'%' || b == b';') {
         let (mut i, mut j) = (0, 0);
         while i < p.len() {
             if s.get(j) == Some(&p[i]) {
+                i += 1;
                 j += 1;
             } else if p[i] == b'/' && s[j..].starts_with(b"%2F") {
+                i += 1;
                 j += 3;
+            } else if p[i] == b'/' && s.get(j) == Some(&b';') {
+                // Skip the parameter; the `/` after it matches next.
+                j = segment_end(s, j);
             } else {
                 return None;
             }
-            i += 1;
         }
         j
     } else {
         return None;
     };
     let rest = &s[at..];
-    (p.is_empty() || rest.is_empty() || rest[0] == b'/' || rest.starts_with(b"%2F")).then_some(at)
+    let boundary =
+        rest.is_empty() || rest[0] == b'/' || rest[0] == b';' || rest.starts_with(b"%2F");
+    (p.is_empty() || boundary).then_some(at)
+}
+
+/// Where the segment holding `s[j]` ends: at the next `/` or `%2F`.
+fn segment_end(s: &[u8], j: usize) -> usize {
+    (j..s.len())
+        .find(|&k| s[k] == b'/' || s[k..].starts_with(b"%2F"))
+        .unwrap_or(s.len())
 }
 
 pub struct Router {
@@ -271,6 +288,20 @@ mod tests {
         let r = route(0, "", "/api/v1/");
         assert_eq!(r.rest("/api%2Fv1/a.css"), "/a.css");
         assert_eq!(r.rest("/api/v1%2Fa.css"), "%2Fa.css");
+    }
+
+    #[test]
+    fn a_segment_parameter_ends_the_segment() {
+        assert!(prefix_matches("/api", "/api;jsessionid=1"));
+        assert!(prefix_matches("/api", "/api;x/secret"));
+        assert!(prefix_matches("/api/v1/", "/api;x/v1/secret"));
+        assert!(prefix_matches("/api/v1/", "/api;x%2Fv1/secret"));
+        assert!(prefix_matches("/a/b/c", "/a;1/b;2/c;3"));
+        assert!(!prefix_matches("/api/v1", "/api;x"));
+        assert!(!prefix_matches("/api", "/ap;i/x"));
+        let r = Router::new(vec![route(0, "", "/"), route(1, "", "/api/")]);
+        assert_eq!(find(&r, "h", "/api;x/secret"), Some(1));
+        assert_eq!(find(&r, "h", "/apix;/secret"), Some(0));
     }
 
     #[test]

@@ -85,6 +85,8 @@ async fn a_gated_path_cannot_be_reached_by_spelling_it_another_way() {
         ("/z/%2e%2e/api/x", "/api/x"),
         ("/api%2fx", "/api%2Fx"),
         ("/api%2Fx?q=1", "/api%2Fx?q=1"),
+        // A servlet container drops `;x`: under /api/ for it, so here too.
+        ("/api;x/x", "/api;x/x"),
     ];
     for (path, _) in spellings {
         assert_eq!(get(a, path, "").await.0, 401, "{path} got past the policy");
