@@ -209,7 +209,36 @@ pub fn request_host(parts: &http::request::Parts) -> &str {
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("");
-    strip_port(raw)
+    let host = strip_port(raw);
+    // `example.com.` is `example.com` to DNS, nginx and Django alike.
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// A Host value is `host[:port]`: a name, an IPv4 address or a bracketed
+/// IPv6 one. No userinfo, path or blank: nginx refuses those too, and a
+/// Host that is not a host name routes nowhere sensible.
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        match v.iter().position(|&b| b == b']') {
+            Some(i) => (&v[1..i], &v[i + 1..]),
+            None => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &[][..]),
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    !host.is_empty()
+        && port_ok
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%".contains(&b))
 }
 
 pub fn strip_port(host: &str) -> &str {
@@ -364,6 +393,22 @@ mod tests {
         assert_eq!(r.rest("/static"), "/");
         let r = route(0, "", "/");
         assert_eq!(r.rest("/a/b"), "/a/b");
+    }
+
+    #[test]
+    fn the_request_host_drops_its_port_and_a_trailing_dot() {
+        let host = |uri: &str, h: &str| {
+            let (p, ()) = http::Request::get(uri)
+                .header("host", h)
+                .body(())
+                .unwrap()
+                .into_parts();
+            request_host(&p).to_string()
+        };
+        assert_eq!(host("/", "admin.example."), "admin.example");
+        assert_eq!(host("/", "admin.example.:8080"), "admin.example");
+        assert_eq!(host("http://a.example./x", "other"), "a.example");
+        assert_eq!(host("/", "[::1]:80"), "[::1]");
     }
 
     #[test]

@@ -141,9 +141,18 @@ fn dispatch<'a>(
         if content_length(&parts).is_some_and(|n| n > snap.server.max_body) {
             return Err(ProxyError::BodyTooLarge);
         }
+        if parts.version == http::Version::HTTP_2 {
+            if let Err(why) = h2_fields(&mut parts) {
+                out.reason = Some(why);
+                return Err(ProxyError::BadRequest(why));
+            }
+        }
         if let Err(why) = normalize_path(&mut parts) {
             out.reason = Some(why);
             return Err(ProxyError::BadRequest(why));
+        }
+        for h in &snap.claim_headers {
+            parts.headers.remove(h);
         }
         let route = {
             let host = crate::router::request_host(&parts);
@@ -202,6 +211,35 @@ fn refused(
         r.headers_mut().insert(WWW_AUTHENTICATE, v);
     }
     r
+}
+
+/// What the HTTP/1 server checks as it reads a head, for HTTP/2: one valid
+/// host, in :authority or a single Host field, and one Content-Length.
+/// h2 checks framing and field syntax, not these.
+fn h2_fields(parts: &mut http::request::Parts) -> Result<(), &'static str> {
+    use http::header::HOST;
+    match parts.uri.authority() {
+        Some(a) => {
+            if a.as_str().contains('@') || !crate::router::valid_host(a.as_str().as_bytes()) {
+                return Err("bad :authority");
+            }
+        }
+        None => {
+            let mut hosts = parts.headers.get_all(HOST).iter();
+            let one = hosts.next();
+            if hosts.next().is_some()
+                || one.is_some_and(|h| !crate::router::valid_host(h.as_bytes()))
+            {
+                return Err("missing, duplicate or bad Host header");
+            }
+        }
+    }
+    // h2 has made sure that several agree; one goes on.
+    let mut lengths = parts.headers.get_all(CONTENT_LENGTH).iter();
+    if let (Some(n), Some(_)) = (lengths.next().cloned(), lengths.next()) {
+        parts.headers.insert(CONTENT_LENGTH, n);
+    }
+    Ok(())
 }
 
 /// Put the request's path in its normal form (`router::normalize`) for the

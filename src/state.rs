@@ -140,6 +140,10 @@ pub struct Snapshot {
     /// The query parameters any JWT policy reads tokens from: the access
     /// log shows their values as `REDACTED` (`access_log::Entry::hidden`).
     pub log_hidden: Option<Arc<[String]>>,
+    /// Every policy's `forward_claims` headers: taken out of every request,
+    /// whatever its route, since an app behind an open route trusts them
+    /// as much as one behind a gated route.
+    pub claim_headers: Vec<http::HeaderName>,
 }
 
 pub struct State {

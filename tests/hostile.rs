@@ -27,8 +27,9 @@ fn token(sub: &str) -> String {
     .unwrap()
 }
 
-/// `/api/` needs a token (its `sub` forwarded as X-User); `open.example`
-/// and every other path are open. All of it goes to `upstream`.
+/// `/api/` and the host `admin.example` need a token (its `sub` forwarded
+/// as X-User); `open.example` and every other path are open. All of it
+/// goes to `upstream`.
 fn config(upstream: &str, extra_server: &str) -> String {
     format!(
         "[server]\n{extra_server}\n[[listen]]\naddr = \"127.0.0.1:0\"\n\n\
@@ -37,6 +38,7 @@ fn config(upstream: &str, extra_server: &str) -> String {
          forward_claims = {{ sub = \"X-User\" }}\n\n\
          [[route]]\npath = \"/api/\"\nupstream = \"app\"\njwt = \"api\"\n\n\
          [[route]]\nhost = \"open.example\"\npath = \"/\"\nupstream = \"app\"\n\n\
+         [[route]]\nhost = \"admin.example\"\npath = \"/\"\nupstream = \"app\"\njwt = \"api\"\n\n\
          [[route]]\npath = \"/\"\nupstream = \"app\"\n"
     )
 }
@@ -110,6 +112,8 @@ async fn a_gated_path_cannot_be_reached_by_spelling_it_another_way() {
         "/a%zz",
         "/a%00",
         "*",
+        "/api\\x",
+        "/z\\..\\api/x",
     ] {
         assert_eq!(get(a, path, "").await.0, 400, "{path}");
     }
@@ -133,6 +137,9 @@ async fn the_upstream_is_told_the_host_the_route_was_chosen_for() {
     assert_eq!(h["host"], "open.example");
     assert_eq!(h["x-forwarded-host"], "open.example");
     assert_eq!(json(&body)["uri"], "/x");
+    // A trailing dot names the same host (DNS, nginx and Django agree).
+    let (st, _) = ask(a, "GET /x HTTP/1.1\r\nHost: admin.example.\r\n").await;
+    assert_eq!(st, 401, "admin.example. got past admin.example's policy");
     let hits = up.hits();
     for head in [
         "GET open.example:80 HTTP/1.1\r\nHost: open.example\r\n",
@@ -183,6 +190,86 @@ async fn forwarding_fields_cannot_be_forged_or_named_away() {
         h.get("x-secret").is_none(),
         "a field Connection names went on"
     );
+
+    // A claim header is the proxy's to set, on open routes too: the app
+    // behind them trusts it as much.
+    let (st, body) = get(a, "/open", "X-User: admin\r\n").await;
+    assert_eq!(st, 200);
+    assert!(json(&body)["headers"].get("x-user").is_none(), "{body}");
+
+    // Only WebSocket is joined end to end: an h2c upgrade would be a
+    // tunnel past routes and policies. It goes on as a plain request.
+    let (st, body) = get(
+        a,
+        "/open",
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n",
+    )
+    .await;
+    assert_eq!(st, 200);
+    let h = &json(&body)["headers"];
+    assert!(
+        h.get("upgrade").is_none() && h.get("http2-settings").is_none(),
+        "{body}"
+    );
+}
+
+/// One HTTP/2 request (prior knowledge) on its own connection.
+async fn h2(
+    addr: SocketAddr,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn http2_requests_meet_the_same_host_and_field_rules() {
+    let up = echo().await;
+    let p = proxy(&config(&up.addr, "")).await;
+    let a = p.addrs[0];
+    let req = |uri: &str, fields: &[(&str, &str)]| {
+        let mut b = http::Request::get(uri);
+        for (k, v) in fields {
+            b = b.header(*k, *v);
+        }
+        b.body(http_body_util::Empty::new()).unwrap()
+    };
+    // Without :authority the Host field is the host, checked as over
+    // HTTP/1: exactly one, a real host name.
+    let (st, _) = h2(a, req("/x", &[("host", "admin.example")])).await;
+    assert_eq!(st, 401);
+    let hits = up.hits();
+    for fields in [
+        &[("host", "admin.example\t")][..],
+        &[("host", " admin.example")],
+        &[("host", "a@admin.example")],
+        &[("host", "other.example"), ("host", "admin.example")],
+    ] {
+        assert_eq!(h2(a, req("/x", fields)).await.0, 400, "{fields:?}");
+    }
+    assert_eq!(up.hits(), hits);
+    // Cookies split into fields go on as one Cookie line.
+    let (st, body) = h2(
+        a,
+        req(
+            &format!("http://open.example:{}/x", a.port()),
+            &[("cookie", "a=1"), ("cookie", "b=2")],
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(json(&body)["headers"]["cookie"], "a=1; b=2");
 }
 
 #[tokio::test]

@@ -144,6 +144,11 @@ impl Policy {
         Ok(verified)
     }
 
+    /// The headers this policy's `forward_claims` set.
+    pub fn claim_headers(&self) -> impl Iterator<Item = &HeaderName> {
+        self.forward.iter().map(|(_, h)| h)
+    }
+
     /// The query parameters tokens are read from (`query:NAME`), whose
     /// values the access log hides.
     pub fn query_names(&self) -> impl Iterator<Item = &str> {

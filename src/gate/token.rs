@@ -69,18 +69,22 @@ impl std::fmt::Debug for Found {
 }
 
 /// The first token found in the policy's sources, in order. A request with
-/// two Authorization headers is refused outright (400): which one a later
-/// hop would read is anyone's guess.
+/// two Authorization headers, two token cookies or two token parameters is
+/// refused outright (400): the gate would check one, and which one a later
+/// hop reads is anyone's guess (Django takes the last).
 pub fn find(parts: &http::request::Parts, from: &[Source]) -> Result<Option<Found>, Rejection> {
     for src in from {
         let token = match src {
             Source::Header => from_header(parts)?,
-            Source::Cookie(name) => cookies(parts)
-                .find(|(k, _)| *k == name.as_str())
-                .map(|(_, v)| v.to_string()),
-            Source::Query(name) => query_pairs(parts.uri.query().unwrap_or(""))
-                .find(|(k, _)| *k == name.as_str())
-                .map(|(_, v)| percent_decode(v)),
+            Source::Cookie(name) => {
+                only_one(cookies(parts), name, "the token cookie twice")?.map(str::to_string)
+            }
+            Source::Query(name) => only_one(
+                query_pairs(parts.uri.query().unwrap_or("")),
+                name,
+                "the token parameter twice",
+            )?
+            .map(percent_decode),
         };
         if let Some(token) = token.filter(|t| !t.is_empty()) {
             return Ok(Some(Found {
@@ -90,6 +94,20 @@ pub fn find(parts: &http::request::Parts, from: &[Source]) -> Result<Option<Foun
         }
     }
     Ok(None)
+}
+
+fn only_one<'a>(
+    mut pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    name: &str,
+    twice: &'static str,
+) -> Result<Option<&'a str>, Rejection> {
+    let Some((_, v)) = pairs.find(|(k, _)| *k == name) else {
+        return Ok(None);
+    };
+    if pairs.any(|(k, _)| k == name) {
+        return Err(Rejection::bad_request(twice));
+    }
+    Ok(Some(v))
 }
 
 fn from_header(parts: &http::request::Parts) -> Result<Option<String>, Rejection> {

@@ -18,7 +18,7 @@
 //!   (gunicorn does) must not find a `..` or an empty segment that was
 //!   hidden from the router. Routes match `%2F` as a `/` (`Router::find`).
 //!
-//! Invalid escapes and an encoded NUL are refused.
+//! Invalid escapes, an encoded NUL and a backslash are refused.
 
 use std::borrow::Cow;
 
@@ -31,6 +31,11 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, &'static str> {
     }
     if !path.starts_with('/') {
         return Err("the request path must start with /");
+    }
+    // A separator to Windows servers and to URL parsers that follow the
+    // WHATWG rules (`/z\..\api` is `/api` to Node); no client sends one.
+    if path.contains('\\') {
+        return Err("a backslash in the path");
     }
     let decoded = decode_unreserved(path)?;
     let mut segments: Vec<&str> = Vec::new();
@@ -71,7 +76,7 @@ fn is_normal(p: &[u8]) -> bool {
     }
     for (i, &b) in p.iter().enumerate() {
         match b {
-            b'%' => return false,
+            b'%' | b'\\' => return false,
             b'/' => {
                 let next = &p[i + 1..];
                 let seg = next.split(|&c| c == b'/').next().unwrap_or_default();
@@ -181,6 +186,8 @@ mod tests {
             "/a%2",
             "/a%zz",
             "/a%00b",
+            "/api\\x",
+            "/z\\..\\api/x",
             "api/x",
         ] {
             assert!(n(p).is_err(), "{p} was accepted as {:?}", n(p));

@@ -39,6 +39,12 @@ pub fn compile(
         .collect();
     hidden.sort();
     hidden.dedup();
+    let mut claim_headers: Vec<http::HeaderName> = policies
+        .values()
+        .flat_map(|p| p.claim_headers().cloned())
+        .collect();
+    claim_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    claim_headers.dedup();
     if c.errs.is_empty() {
         Ok(Snapshot {
             server,
@@ -52,6 +58,7 @@ pub fn compile(
             hash,
             access_log: None,
             log_hidden: (!hidden.is_empty()).then(|| hidden.into()),
+            claim_headers,
         })
     } else {
         Err(c.errs)

@@ -258,6 +258,43 @@ async fn token_sources_in_order_and_strip_token() {
 }
 
 #[tokio::test]
+async fn a_token_cookie_or_parameter_given_twice_is_refused() {
+    let p = hs_policy("from = [\"cookie:access\", \"query:token\"]");
+    let t = hs(good());
+    let twice = |uri: String, cookies: &[String]| {
+        let mut b = http::Request::get(uri);
+        for c in cookies {
+            b = b.header("cookie", c);
+        }
+        b.body(()).unwrap().into_parts().0
+    };
+    for (parts, why) in [
+        (
+            twice("/x".into(), &[format!("access={t}; access=forged")]),
+            "the token cookie twice",
+        ),
+        // HTTP/2 sends each cookie as a field of its own.
+        (
+            twice(
+                "/x".into(),
+                &[format!("access={t}"), "access=forged".into()],
+            ),
+            "the token cookie twice",
+        ),
+        (
+            twice(format!("/x?token={t}&token=forged"), &[]),
+            "the token parameter twice",
+        ),
+    ] {
+        let r = run(&p, parts).await.err().unwrap();
+        assert_eq!((r.status, r.reason), (StatusCode::BAD_REQUEST, why));
+    }
+    // Other names may repeat; the token once is fine.
+    let ok = twice(format!("/x?a=1&a=2&token={t}"), &["a=1; a=2".into()]);
+    assert!(run(&p, ok).await.is_ok());
+}
+
+#[tokio::test]
 async fn cache_serves_repeats_and_never_past_exp() {
     let p = rs_policy("");
     let t = rs(good());

@@ -27,7 +27,11 @@ pub(super) fn prepare(
     conn: &ConnInfo,
     upgrade: bool,
 ) -> Result<Option<HeaderValue>, ProxyError> {
+    let from_h2 = parts.version == Version::HTTP_2;
     let h = &mut parts.headers;
+    if from_h2 {
+        join_cookies(h);
+    }
     let upgrade = if upgrade {
         h.get(header::UPGRADE).cloned()
     } else {
@@ -91,6 +95,24 @@ pub(super) fn prepare(
     };
     parts.version = Version::HTTP_11;
     Ok(upgrade)
+}
+
+/// HTTP/2 may send each cookie as a field of its own; HTTP/1.1 allows one
+/// Cookie field, so they are joined with "; " (RFC 9113 §8.2.3).
+fn join_cookies(h: &mut HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in h.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Valid header values joined by "; " make a valid header value.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
 }
 
 fn ip_port_header(addr: std::net::SocketAddr) -> HeaderValue {

@@ -85,7 +85,7 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
     let f = fields(req.headers, buf, len, 6, |name, value| {
         if name == header::HOST {
             hosts += 1;
-            host_ok &= valid_host(value);
+            host_ok &= crate::router::valid_host(value);
         } else if name == header::CONTENT_LENGTH {
             // Two fields, or one holding a list: both count.
             lengths += 1 + value.iter().filter(|&&b| b == b',').count();
@@ -150,8 +150,16 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Reject> {
         Version::HTTP_10 => conn.keep_alive && !conn.close,
         _ => !conn.close,
     };
-    let upgrade =
-        version == Version::HTTP_11 && conn.upgrade && headers.contains_key(header::UPGRADE);
+    // Only WebSocket is joined end to end: an `h2c` upgrade would open an
+    // HTTP/2 connection to the upstream that routes and policies never see.
+    // Any other Upgrade goes on as a plain request, the field dropped.
+    let upgrade = version == Version::HTTP_11
+        && conn.upgrade
+        && headers.get(header::UPGRADE).is_some_and(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        });
     // Consumed only when accepted: a refused head stays for the log line.
     buf.advance(len);
     let (mut parts, ()) = http::Request::new(()).into_parts();
@@ -180,39 +188,12 @@ fn target_form(uri: &Uri) -> Result<(), Reject> {
         (Some(s), Some(a))
             if (s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
                 && !a.as_str().contains('@')
-                && valid_host(a.as_str().as_bytes()) =>
+                && crate::router::valid_host(a.as_str().as_bytes()) =>
         {
             Ok(())
         }
         _ => Err(bad("bad request target\n")),
     }
-}
-
-/// A Host value is `host[:port]`: a name, an IPv4 address or a bracketed
-/// IPv6 one. No userinfo, path or blank: nginx refuses those too, and a
-/// Host that is not a host name routes nowhere sensible.
-fn valid_host(v: &[u8]) -> bool {
-    let (host, port) = if v.first() == Some(&b'[') {
-        match v.iter().position(|&b| b == b']') {
-            Some(i) => (&v[1..i], &v[i + 1..]),
-            None => return false,
-        }
-    } else {
-        match v.iter().position(|&b| b == b':') {
-            Some(i) => (&v[..i], &v[i..]),
-            None => (v, &[][..]),
-        }
-    };
-    let port_ok = match port.split_first() {
-        None => true,
-        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
-        Some(_) => false,
-    };
-    !host.is_empty()
-        && port_ok
-        && host
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%".contains(&b))
 }
 
 /// The fields that Connection names concern this hop only (RFC 9110

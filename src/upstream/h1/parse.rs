@@ -148,8 +148,10 @@ pub fn strip_fixed_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Fields that concern one connection only, never passed on.
-const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
+    // An h2c upgrade's settings (RFC 7540 §3.2.1): for this hop only.
+    "http2-settings",
     "keep-alive",
     "te",
     "trailer",

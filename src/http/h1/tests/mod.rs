@@ -243,6 +243,12 @@ fn connection_reuse_expect_and_upgrade() {
     assert!(!h("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n").upgrade);
     assert!(!h("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n").upgrade);
     assert!(!h("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade);
+    // Only WebSocket is an upgrade here; h2c is not joined end to end.
+    let h2c = "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AA\r\n\r\n";
+    assert!(!h(h2c).upgrade);
+    assert!(
+        h("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n").upgrade
+    );
 }
 
 fn encoded(
