@@ -296,3 +296,43 @@ async fn agreeing_content_lengths_go_on_as_one_and_count_against_max_body() {
     assert_eq!(st, 413);
     assert_eq!(up.hits(), hits, "a body over max_body reached the upstream");
 }
+
+#[tokio::test]
+async fn an_http2_client_that_takes_no_data_is_cut_off() {
+    // An answer far larger than any window: the proxy can send the first
+    // 64 KiB and then only waits on the client.
+    let big = bytes::Bytes::from(vec![b'x'; 8 << 20]);
+    let up = upstream(move |_req| {
+        let big = big.clone();
+        async move { hyper::Response::new(http_body_util::Full::new(big)) }
+    })
+    .await;
+    let p = proxy(&config(&up.addr, "idle_timeout = \"1s\"")).await;
+    let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    // PINGs every 100 ms keep the socket busy: they must not keep the
+    // connection.
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(std::time::Duration::from_millis(100))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://open.example:{}/big", p.addrs[0].port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The body is never read, so its window never opens again: the proxy
+    // ends the connection. The guard only stops a hang.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+    assert!(
+        ended.is_ok(),
+        "a client that takes nothing was kept for ever"
+    );
+    drop(resp);
+    // The proxy itself is fine.
+    assert_eq!(get(p.addrs[0], "/x", "").await.0, 200);
+}

@@ -8,7 +8,7 @@ use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -128,6 +128,75 @@ impl http_body::Body for H2Body {
     }
 }
 
+/// Whether the client takes the answers it asked for. A response body that
+/// handed hyper a frame hyper has not come back for is waiting on the
+/// client's flow-control window. A client that opens none would hold the
+/// stream, and the upstream connection behind it, for ever, its PINGs
+/// keeping the socket busy meanwhile; HTTP/1's idle rule cuts such a
+/// client off, and this is the same rule for HTTP/2: no response data
+/// taken for `idle_timeout` while some waits, and the connection goes.
+#[derive(Default)]
+struct Uptake {
+    /// Streams whose last frame hyper has not yet sent on.
+    waiting: AtomicUsize,
+    /// When a frame was last handed over or taken.
+    last_ms: AtomicU64,
+}
+
+impl Uptake {
+    fn moved(&self) {
+        self.last_ms
+            .store(crate::upstream::now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// A response body that reports to its connection's `Uptake`.
+struct Tracked<B> {
+    inner: B,
+    uptake: Arc<Uptake>,
+    handed: bool,
+}
+
+impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Tracked<B> {
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if std::mem::take(&mut this.handed) {
+            // Polled again: the last frame went on.
+            this.uptake.waiting.fetch_sub(1, Ordering::Relaxed);
+            this.uptake.moved();
+        }
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(&r, Poll::Ready(Some(Ok(f))) if f.is_data()) {
+            this.handed = true;
+            this.uptake.waiting.fetch_add(1, Ordering::Relaxed);
+            this.uptake.moved();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.handed {
+            self.uptake.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 pub async fn serve<IO>(
     io: IO,
     info: Arc<ConnInfo>,
@@ -150,7 +219,11 @@ pub async fn serve<IO>(
         .timer(TokioTimer::new())
         .max_header_list_size(max_header as u32)
         .max_concurrent_streams(256);
+    let uptake = Arc::new(Uptake::default());
+    uptake.moved();
+    let conn_uptake = uptake.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let uptake = conn_uptake.clone();
         let handled = service::handle(
             req.map(|b| ReqBody::H2(H2Body::new(b, idle))),
             info.clone(),
@@ -164,7 +237,11 @@ pub async fn serve<IO>(
                 let set = std::mem::take(resp.headers_mut());
                 *resp.headers_mut() = raw.into_map(set);
             }
-            Ok::<_, std::convert::Infallible>(resp)
+            Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
+                inner,
+                uptake,
+                handed: false,
+            }))
         })
     });
     let conn = builder.serve_connection(io, svc);
@@ -173,6 +250,8 @@ pub async fn serve<IO>(
     // The same idle rule as HTTP/1's loop: one timer, moved when it fires.
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
+    let uptake_timer = tokio::time::sleep(idle);
+    tokio::pin!(uptake_timer);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -189,6 +268,15 @@ pub async fn serve<IO>(
                 // flight are answered.
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+            }
+            _ = std::future::poll_fn(|cx| {
+                super::poll_stalled(uptake_timer.as_mut(), uptake.last_ms.load(Ordering::Relaxed), idle, cx)
+            }) => {
+                if uptake.waiting.load(Ordering::Relaxed) > 0 {
+                    tracing::debug!("the client took no response data for idle_timeout; closing");
+                    return;
+                }
+                uptake.moved();
             }
             _ = shutdown.changed(), if !closing => {
                 conn.as_mut().graceful_shutdown();
