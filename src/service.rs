@@ -50,6 +50,30 @@ pub struct Outcome {
     pub log: Option<Box<Entry>>,
 }
 
+/// A request whose future is dropped before its answer (the client reset
+/// the stream or went away) is logged all the same, as nginx does, with
+/// its 499: otherwise a client could drive the upstream unseen.
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.log.take() {
+            e.status = 499;
+            self.fill(&mut e);
+            e.reason.get_or_insert("client closed request");
+            e.emit();
+        }
+    }
+}
+
+impl Outcome {
+    /// What the handlers learned, into the log entry.
+    fn fill(&self, e: &mut Entry) {
+        e.upstream = self.upstream.as_ref().map(|s| s.label.clone());
+        e.attempts = self.attempts;
+        e.upstream_head = self.upstream_head;
+        e.reason = self.reason;
+    }
+}
+
 /// A plain fn returning an async block, not an async fn: an async fn keeps
 /// each argument twice in its future (as passed and as its own local), and
 /// this future is moved into its box once per request. The same holds for
@@ -64,10 +88,8 @@ pub fn handle(
     async move {
         let snap = state.load();
         let (parts, body, request_id, entry) = begin(req, &conn, &snap);
-        let mut out = Outcome {
-            log: entry,
-            ..Outcome::default()
-        };
+        let mut out = Outcome::default();
+        out.log = entry;
         // The connections box this future: an idle one holds no request state.
         let mut resp = match dispatch(&snap, &state, &conn, parts, body, &mut out).await {
             Ok(r) => r,
@@ -87,10 +109,7 @@ pub fn handle(
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         if let Some(mut e) = out.log.take() {
             e.status = resp.status().as_u16();
-            e.upstream = out.upstream.as_ref().map(|s| s.label.clone());
-            e.attempts = out.attempts;
-            e.upstream_head = out.upstream_head;
-            e.reason = out.reason;
+            out.fill(&mut e);
             resp.body_mut().set_log(e);
         }
         Ok(resp)

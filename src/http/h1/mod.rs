@@ -181,7 +181,17 @@ enum After {
 fn exchange<'a, T: Io>(c: Ctx<'a, T>, head: Head) -> impl Future<Output = After> + Send + 'a {
     async move {
         let (req, upgrade, keep_alive, head_request, version) = begin(&c, head);
-        let Ok(resp) = service::handle(req, c.info.clone(), c.state.clone()).await;
+        let handled = service::handle(req, c.info.clone(), c.state.clone());
+        let resp = tokio::select! {
+            biased;
+            Ok(resp) = handled => resp,
+            _ = poll_fn(|cx| poll_gone(c.shared, cx)) => {
+                // Dropping the service's future cancels the upstream
+                // request and logs the 499.
+                tracing::debug!(peer = %c.info.peer, "client closed the connection before its answer");
+                return After::Abort;
+            }
+        };
         let (out, body, wire, keep_alive, unread, upgrading) = encode(
             &c,
             resp,
@@ -208,6 +218,23 @@ fn exchange<'a, T: Io>(c: Ctx<'a, T>, head: Head) -> impl Future<Output = After>
                 After::Abort
             }
         }
+    }
+}
+
+/// Ready when the client has closed its side while its request waits for
+/// the answer: nginx then cancels the upstream request and logs 499, and so
+/// does this (a client could otherwise drive the upstream unseen). Watched
+/// only once the request's body is read (until then reading is the body's
+/// job), and only until a byte of a next request arrives, kept for later.
+fn poll_gone<T: Io>(shared: &Mutex<Shared<T>>, cx: &mut Context<'_>) -> Poll<()> {
+    let mut s = lock(shared);
+    if !s.body.is_done() || !s.rbuf.is_empty() {
+        // Polled again whenever the service's future wakes this task.
+        return Poll::Pending;
+    }
+    match s.poll_fill(cx) {
+        Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
+        _ => Poll::Pending,
     }
 }
 
