@@ -160,6 +160,12 @@ fn dispatch<'a>(
         if content_length(&parts).is_some_and(|n| n > snap.server.max_body) {
             return Err(ProxyError::BodyTooLarge);
         }
+        // CONNECT: no tunnels (the HTTP/1 server refuses it as it reads the
+        // head). TRACE would echo the request, cookies and all, back to a
+        // script that could not read them (nginx answers 405 too).
+        if parts.method == Method::TRACE || parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
         if parts.version == http::Version::HTTP_2 {
             if let Err(why) = h2_fields(&mut parts) {
                 out.reason = Some(why);

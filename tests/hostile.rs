@@ -259,6 +259,17 @@ async fn http2_requests_meet_the_same_host_and_field_rules() {
         assert_eq!(h2(a, req("/x", fields)).await.0, 400, "{fields:?}");
     }
     assert_eq!(up.hits(), hits);
+    // No tunnel and no echo, over either protocol.
+    let trace = http::Request::builder()
+        .method("TRACE")
+        .uri(format!("http://open.example:{}/x", a.port()))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    assert_eq!(h2(a, trace).await.0, 405);
+    assert_eq!(get(a, "/x", "").await.0, 200);
+    let (st, _) = ask(a, "TRACE /x HTTP/1.1\r\nHost: x\r\n").await;
+    assert_eq!(st, 405);
+    assert_eq!(up.hits(), hits + 1);
     // Cookies split into fields go on as one Cookie line.
     let (st, body) = h2(
         a,

@@ -229,7 +229,7 @@ async fn join_upgraded(client: OnUpgrade, mut up: Conn, _guard: InflightGuard) {
 fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
     )
 }
 
