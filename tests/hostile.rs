@@ -408,3 +408,48 @@ async fn a_request_the_client_gives_up_on_is_logged_with_499() {
     let line = log_line(&log, &ids).await;
     assert!(line.contains("\"GET /slow1 HTTP/1.1\" 499 "), "{line}");
 }
+
+#[tokio::test]
+async fn bodies_read_whole_share_one_memory_budget() {
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let up = {
+        let release = release.clone();
+        upstream(move |req| {
+            let (arrived_tx, release) = (arrived_tx.clone(), release.clone());
+            async move {
+                if req.uri().path() == "/held" {
+                    let _ = arrived_tx.send(());
+                    release.notified().await;
+                }
+                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+            }
+        })
+        .await
+    };
+    let p = proxy(&config(
+        &up.addr,
+        "max_body = \"1KiB\"\nmax_buffered = \"1KiB\"",
+    ))
+    .await;
+    let a = p.addrs[0];
+    let chunked = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             320\r\n{}\r\n0\r\n\r\n",
+            "b".repeat(800)
+        )
+    };
+    // 800 bytes read whole and held while their upstream thinks...
+    let first = chunked("/held");
+    let held = tokio::spawn(async move { raw(a, first.as_bytes()).await });
+    arrived.recv().await.unwrap();
+    // ...leave no room for 800 more: 503, not memory without end.
+    let resp = raw(a, chunked("/second").as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    // Once the first exchange is over its share is given back.
+    release.notify_one();
+    assert!(held.await.unwrap().starts_with("HTTP/1.1 200"));
+    let resp = raw(a, chunked("/third").as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}

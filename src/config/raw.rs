@@ -38,6 +38,8 @@ pub struct RawServer {
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_body: Option<String>,
+    /// All request bodies held in memory at once (`buffer_chunked`).
+    pub max_buffered: Option<String>,
     /// Largest request head (request line + headers) accepted; larger: 431.
     pub max_header_size: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,

@@ -135,6 +135,7 @@ fn every_error_is_reported_with_its_place() {
         r#"
 [server]
 max_body = "lots"
+max_buffered = "1MiB"
 trusted_proxies = ["10.0.0.0/8", "not-an-ip"]
 [log]
 format = "xml"
@@ -166,6 +167,7 @@ status = 200
         "upstream.app.balance: \"fastest\" is not one of",
         "upstream.app.keepalive_requests: must be at least 1",
         "route[0].path: \"api\" must start with /",
+        "server.max_buffered: must be at least max_body",
         "route[1]: more than one action",
         "route[2].status: a redirect status is one of",
     ];

@@ -14,6 +14,7 @@ use crate::upstream::pool::{InflightGuard, RequestBody};
 use crate::upstream::{Server, Upstream};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod hop;
@@ -42,7 +43,7 @@ pub fn forward<'a>(
             && upgrade.is_none()
             && !parts.headers.contains_key(header::CONTENT_LENGTH)
         {
-            let whole = read_whole(body, snap.server.max_body).await?;
+            let whole = read_whole(body, snap.server.max_body, snap.server.max_buffered).await?;
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
@@ -236,16 +237,67 @@ fn is_idempotent(m: &Method) -> bool {
 /// Read a body that came without a Content-Length whole, up to `max`: WSGI
 /// servers (gunicorn) hand a chunked body to the app as empty, so like
 /// nginx's request buffering the upstream gets it with a length.
-async fn read_whole(body: ReqBody, max: u64) -> Result<bytes::Bytes, ProxyError> {
-    use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, max as usize)
-        .collect()
-        .await
-    {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge),
-        Err(e) => Err(client_body_error(&e)),
+/// Bytes of request bodies read whole and not yet done with, in the whole
+/// process: `server.max_buffered` bounds it, whatever the number of
+/// connections and streams.
+static BUFFERED: AtomicU64 = AtomicU64::new(0);
+
+/// A request's share of `BUFFERED`, given back when it is dropped.
+struct Buffered(u64);
+
+/// A body read whole, owning its share: the share goes back when the last
+/// copy of the bytes (a retry keeps one) is dropped.
+struct Held(bytes::Bytes, #[allow(dead_code)] Buffered); // kept for its Drop
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
+}
+
+impl Buffered {
+    fn grow(&mut self, n: u64, limit: u64) -> bool {
+        if BUFFERED.fetch_add(n, Ordering::Relaxed) + n > limit {
+            BUFFERED.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        self.0 += n;
+        true
+    }
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        BUFFERED.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// The whole body, up to `max` (else 413), while all bodies held so far
+/// leave room under `limit` (else 503); it counts against `limit` until
+/// the bytes are dropped.
+async fn read_whole(mut body: ReqBody, max: u64, limit: u64) -> Result<bytes::Bytes, ProxyError> {
+    use http_body_util::BodyExt;
+    let mut held = Buffered(0);
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| client_body_error(&e))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: not forwarded
+        };
+        let n = data.len() as u64;
+        if whole.len() as u64 + n > max {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        if !held.grow(n, limit) {
+            tracing::warn!(
+                max_buffered = limit,
+                "request bodies in memory at max_buffered; refusing with 503"
+            );
+            return Err(ProxyError::Busy);
+        }
+        whole.extend_from_slice(&data);
+    }
+    Ok(bytes::Bytes::from_owner(Held(whole.freeze(), held)))
 }
 
 fn client_body_error(e: &crate::body::BoxError) -> ProxyError {

@@ -96,6 +96,14 @@ impl Compiler<'_> {
     }
 
     fn server(&mut self, r: &RawServer) -> ServerSettings {
+        let max_body = self.size(&r.max_body, "server.max_body", 10 << 20);
+        let max_buffered = self.size(&r.max_buffered, "server.max_buffered", 256 << 20);
+        if max_buffered < max_body {
+            self.errs.add(
+                "server.max_buffered",
+                "must be at least max_body: a body of max_body could never be buffered",
+            );
+        }
         let threads = match r.threads {
             None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(n) => n,
@@ -145,7 +153,8 @@ impl Compiler<'_> {
                 "server.idle_timeout",
                 Duration::from_secs(60),
             ),
-            max_body: self.size(&r.max_body, "server.max_body", 10 << 20),
+            max_body,
+            max_buffered,
             max_header_size: max_header_size.min(16 << 20) as usize,
             trusted_proxies: trusted,
             watch: r.watch.unwrap_or(true),
