@@ -213,20 +213,27 @@ async fn forwarding_fields_cannot_be_forged_or_named_away() {
     );
 }
 
+type H2Send = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/2 connection (prior knowledge), its task running.
+async fn h2_connect(addr: SocketAddr) -> (H2Send, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (send, tokio::spawn(conn))
+}
+
 /// One HTTP/2 request (prior knowledge) on its own connection.
 async fn h2(
     addr: SocketAddr,
     req: http::Request<http_body_util::Empty<bytes::Bytes>>,
 ) -> (u16, String) {
     use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _conn) = h2_connect(addr).await;
     let resp = send.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -369,14 +376,7 @@ async fn a_request_the_client_gives_up_on_is_logged_with_499() {
         config(&up.addr, "")
     );
     let p = proxy(&cfg).await;
-    let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut send, conn) = h2_connect(p.addrs[0]).await;
     let req = http::Request::get(format!("http://open.example:{}/slow", p.addrs[0].port()))
         .header("x-request-id", "gave-up-1")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
