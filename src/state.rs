@@ -25,7 +25,8 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_body: u64,
-    /// All request bodies read whole into memory (`buffer_chunked`) at
+    /// All request bodies read whole into memory (`buffer_requests`,
+    /// `buffer_chunked`) at
     /// once, together; past it a request gets 503 rather than the process
     /// all the memory 256 HTTP/2 streams of `max_body` each would take.
     pub max_buffered: u64,

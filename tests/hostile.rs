@@ -453,3 +453,57 @@ async fn bodies_read_whole_share_one_memory_budget() {
     let resp = raw(a, chunked("/third").as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
+
+#[tokio::test]
+async fn a_slow_upload_holds_no_upstream_connection_until_it_is_whole() {
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let up = upstream(move |req| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let _ = arrived_tx.send(req.uri().path().to_string());
+            echo_response(req).await
+        }
+    })
+    .await;
+    let p = proxy(&format!(
+        "[[listen]]\naddr = \"127.0.0.1:0\"\n\
+         [upstream.app]\nservers = [\"{0}\"]\n\
+         [upstream.streamed]\nservers = [\"{0}\"]\nbuffer_requests = false\n\
+         [[route]]\npath = \"/up\"\nupstream = \"app\"\n\
+         [[route]]\npath = \"/streamed\"\nupstream = \"streamed\"\n",
+        up.addr
+    ))
+    .await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let half = "h".repeat(1000);
+    let head = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{half}")
+    };
+    // Buffered (the default): the upstream is asked only once the body is
+    // whole, so a client uploading slowly ties up no app worker. The wait
+    // only gives a wrong proxy the time to show itself.
+    let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    s.write_all(head("/up").as_bytes()).await.unwrap();
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), arrived.recv()).await;
+    assert!(
+        early.is_err(),
+        "the upstream was asked before the body was whole"
+    );
+    s.write_all(half.as_bytes()).await.unwrap();
+    assert_eq!(arrived.recv().await.as_deref(), Some("/up"));
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("\"body_len\":2000"),
+        "{resp}"
+    );
+
+    // buffer_requests = false: the upstream gets the head and streams.
+    let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    s.write_all(head("/streamed").as_bytes()).await.unwrap();
+    assert_eq!(arrived.recv().await.as_deref(), Some("/streamed"));
+    s.write_all(half.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.contains("\"body_len\":2000"), "{resp}");
+}

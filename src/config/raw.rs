@@ -38,7 +38,8 @@ pub struct RawServer {
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_body: Option<String>,
-    /// All request bodies held in memory at once (`buffer_chunked`).
+    /// All request bodies held in memory at once (`buffer_requests`,
+    /// `buffer_chunked`).
     pub max_buffered: Option<String>,
     /// Largest request head (request line + headers) accepted; larger: 431.
     pub max_header_size: Option<String>,
@@ -108,6 +109,10 @@ pub struct RawUpstream {
     /// max_body) and send them with one (default true): WSGI apps such as
     /// Django under gunicorn read a chunked body as empty.
     pub buffer_chunked: Option<bool>,
+    /// Read request bodies with a Content-Length whole (up to max_body)
+    /// before asking the upstream (default true, like nginx): a slow upload
+    /// then holds no upstream connection, nor a gunicorn sync worker.
+    pub buffer_requests: Option<bool>,
     pub health: Option<RawHealth>,
 }
 

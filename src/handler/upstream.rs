@@ -39,9 +39,12 @@ pub fn forward<'a>(
         let client_ip = client_ip(&parts.headers, snap, conn);
         let mut send = if http_body::Body::is_end_stream(&body) {
             SendBody::None
-        } else if up.settings.buffer_chunked
-            && upgrade.is_none()
-            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        } else if upgrade.is_none()
+            && if parts.headers.contains_key(header::CONTENT_LENGTH) {
+                up.settings.buffer_requests
+            } else {
+                up.settings.buffer_chunked
+            }
         {
             let whole = read_whole(body, snap.server.max_body, snap.server.max_buffered).await?;
             parts
@@ -277,23 +280,36 @@ impl Drop for Buffered {
 /// the bytes are dropped.
 async fn read_whole(mut body: ReqBody, max: u64, limit: u64) -> Result<bytes::Bytes, ProxyError> {
     use http_body_util::BodyExt;
+    let busy = || {
+        tracing::warn!(
+            max_buffered = limit,
+            "request bodies in memory at max_buffered; refusing with 503"
+        );
+        ProxyError::Busy
+    };
     let mut held = Buffered(0);
-    let mut whole = bytes::BytesMut::new();
+    // A declared length (past max_body it was answered 413 before) is taken
+    // from the budget at once and the buffer made that size: no copy as it
+    // grows, and no room promised that the budget does not have.
+    let declared = http_body::Body::size_hint(&body)
+        .exact()
+        .filter(|&n| n <= max);
+    let mut whole = match declared {
+        Some(n) if !held.grow(n, limit) => return Err(busy()),
+        Some(n) => bytes::BytesMut::with_capacity(n as usize),
+        None => bytes::BytesMut::new(),
+    };
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| client_body_error(&e))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers: not forwarded
         };
-        let n = data.len() as u64;
-        if whole.len() as u64 + n > max {
+        let total = whole.len() as u64 + data.len() as u64;
+        if total > max {
             return Err(ProxyError::BodyTooLarge);
         }
-        if !held.grow(n, limit) {
-            tracing::warn!(
-                max_buffered = limit,
-                "request bodies in memory at max_buffered; refusing with 503"
-            );
-            return Err(ProxyError::Busy);
+        if total > held.0 && !held.grow(total - held.0, limit) {
+            return Err(busy());
         }
         whole.extend_from_slice(&data);
     }

@@ -88,6 +88,10 @@ pub struct UpstreamSettings {
     pub keepalive_requests: u32,
     pub keepalive_timeout: Duration,
     pub buffer_chunked: bool,
+    /// Read request bodies with a Content-Length whole before the upstream
+    /// is asked (nginx's `proxy_request_buffering`); `buffer_chunked` says
+    /// the same of bodies without one.
+    pub buffer_requests: bool,
     pub health: Option<HealthSettings>,
 }
 

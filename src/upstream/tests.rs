@@ -28,6 +28,7 @@ pub(super) fn settings() -> crate::upstream::UpstreamSettings {
         keepalive_requests: 1000,
         keepalive_timeout: std::time::Duration::from_secs(2),
         buffer_chunked: true,
+        buffer_requests: true,
         health: None,
     }
 }

@@ -96,6 +96,7 @@ impl Compiler<'_> {
                 Duration::from_secs(1),
             ),
             buffer_chunked: u.buffer_chunked.unwrap_or(true),
+            buffer_requests: u.buffer_requests.unwrap_or(true),
             health,
         };
         let prev_up = prev.and_then(|p| p.upstreams.get(name));
