@@ -389,7 +389,7 @@ class Checks:
         check(data.get("secure") is True, f"after the redirect: {data}")
 
     def large_upload(self):
-        """an 8 MiB request body streams through the proxy to Django intact"""
+        """an 8 MiB request body, read whole by the proxy (buffer_requests), reaches Django intact"""
         blob = os.urandom(UPLOAD_SIZE)
 
         def pieces():
