@@ -127,14 +127,12 @@ fn writer(rx: mpsc::Receiver<(Box<Entry>, u64)>, out: Box<dyn Write + Send>, for
 /// Redact the entry's texts that can carry a query: the target, the
 /// Referer (a page's URL, token and all) and a refused head's first line.
 fn hide(e: &mut Entry, hidden: &[String]) {
-    for text in [&mut e.uri, &mut e.referer] {
+    for text in [&mut e.uri, &mut e.referer]
+        .into_iter()
+        .chain(e.raw_line.as_mut())
+    {
         if let Cow::Owned(r) = redact(text, hidden) {
             *text = r;
-        }
-    }
-    if let Some(line) = e.raw_line.as_mut() {
-        if let Cow::Owned(r) = redact(line, hidden) {
-            *line = r;
         }
     }
 }

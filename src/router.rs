@@ -117,11 +117,21 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// - a `;` parameter ends a segment: Java servlet containers drop it, so
 ///   `/api;x/secret` is under `/api/` (and `/a;x/b` under `/a/b`).
 fn prefix_len(prefix: &str, path: &str) -> Option<usize> {
+    prefix_len_in(prefix, path, has_boundary_spellings(path))
+}
+
+/// Whether `path` holds a `%` or `;`, so that a prefix may match it other
+/// than byte for byte: asked once a request, not once a route.
+fn has_boundary_spellings(path: &str) -> bool {
+    path.bytes().any(|b| b == b'%' || b == b';')
+}
+
+fn prefix_len_in(prefix: &str, path: &str, spellings: bool) -> Option<usize> {
     let p = prefix.trim_end_matches('/').as_bytes();
     let s = path.as_bytes();
     let at = if s.starts_with(p) {
         p.len()
-    } else if s.iter().any(|&b| b == b'%' || b == b';') {
+    } else if spellings {
         let (mut i, mut j) = (0, 0);
         while i < p.len() {
             if s.get(j) == Some(&p[i]) {
@@ -178,9 +188,10 @@ impl Router {
 
     /// `host` is the request's host without port.
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        let spellings = has_boundary_spellings(path);
         self.routes
             .iter()
-            .find(|r| r.host.matches(host) && prefix_matches(&r.prefix, path))
+            .find(|r| r.host.matches(host) && prefix_len_in(&r.prefix, path, spellings).is_some())
     }
 
     pub fn routes(&self) -> &[Route] {

@@ -133,11 +133,7 @@ fn begin(
         .access_log
         .as_ref()
         // The clock is read only for the log's duration.
-        .map(|l| {
-            let mut e = entry(&parts, conn, &request_id, Instant::now(), l.clone());
-            e.hidden = snap.log_hidden.clone();
-            e
-        });
+        .map(|l| entry(&parts, conn, &request_id, snap, l.clone()));
     (parts, body, request_id, entry)
 }
 
@@ -166,13 +162,12 @@ fn dispatch<'a>(
         if parts.method == Method::TRACE || parts.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
         }
-        if parts.version == http::Version::HTTP_2 {
-            if let Err(why) = h2_fields(&mut parts) {
-                out.reason = Some(why);
-                return Err(ProxyError::BadRequest(why));
-            }
-        }
-        if let Err(why) = normalize_path(&mut parts) {
+        let checked = if parts.version == http::Version::HTTP_2 {
+            h2_fields(&mut parts)
+        } else {
+            Ok(())
+        };
+        if let Err(why) = checked.and_then(|()| normalize_path(&mut parts)) {
             out.reason = Some(why);
             return Err(ProxyError::BadRequest(why));
         }
@@ -338,7 +333,7 @@ fn entry(
     parts: &http::request::Parts,
     conn: &ConnInfo,
     id: &HeaderValue,
-    start: Instant,
+    snap: &Snapshot,
     logger: Arc<access_log::Logger>,
 ) -> Box<Entry> {
     let h = |n| {
@@ -350,7 +345,7 @@ fn entry(
     };
     Box::new(Entry {
         time: SystemTime::now(),
-        start,
+        start: Instant::now(),
         client: crate::state::canonical_ip(conn.peer.ip()),
         method: parts.method.clone(),
         uri: parts
@@ -370,7 +365,7 @@ fn entry(
         upstream_head: None,
         reason: None,
         raw_line: None,
-        hidden: None,
+        hidden: snap.log_hidden.clone(),
         logger,
     })
 }

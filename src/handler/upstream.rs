@@ -14,11 +14,12 @@ use crate::upstream::pool::{InflightGuard, RequestBody};
 use crate::upstream::{Server, Upstream};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod buffer;
 mod hop;
 
+use buffer::read_whole;
 use hop::{client_ip, prepare};
 
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`
@@ -235,85 +236,6 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
     )
-}
-
-/// Read a body that came without a Content-Length whole, up to `max`: WSGI
-/// servers (gunicorn) hand a chunked body to the app as empty, so like
-/// nginx's request buffering the upstream gets it with a length.
-/// Bytes of request bodies read whole and not yet done with, in the whole
-/// process: `server.max_buffered` bounds it, whatever the number of
-/// connections and streams.
-static BUFFERED: AtomicU64 = AtomicU64::new(0);
-
-/// A request's share of `BUFFERED`, given back when it is dropped.
-struct Buffered(u64);
-
-/// A body read whole, owning its share: the share goes back when the last
-/// copy of the bytes (a retry keeps one) is dropped.
-struct Held(bytes::Bytes, #[allow(dead_code)] Buffered); // kept for its Drop
-
-impl AsRef<[u8]> for Held {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Buffered {
-    fn grow(&mut self, n: u64, limit: u64) -> bool {
-        if BUFFERED.fetch_add(n, Ordering::Relaxed) + n > limit {
-            BUFFERED.fetch_sub(n, Ordering::Relaxed);
-            return false;
-        }
-        self.0 += n;
-        true
-    }
-}
-
-impl Drop for Buffered {
-    fn drop(&mut self) {
-        BUFFERED.fetch_sub(self.0, Ordering::Relaxed);
-    }
-}
-
-/// The whole body, up to `max` (else 413), while all bodies held so far
-/// leave room under `limit` (else 503); it counts against `limit` until
-/// the bytes are dropped.
-async fn read_whole(mut body: ReqBody, max: u64, limit: u64) -> Result<bytes::Bytes, ProxyError> {
-    use http_body_util::BodyExt;
-    let busy = || {
-        tracing::warn!(
-            max_buffered = limit,
-            "request bodies in memory at max_buffered; refusing with 503"
-        );
-        ProxyError::Busy
-    };
-    let mut held = Buffered(0);
-    // A declared length (past max_body it was answered 413 before) is taken
-    // from the budget at once and the buffer made that size: no copy as it
-    // grows, and no room promised that the budget does not have.
-    let declared = http_body::Body::size_hint(&body)
-        .exact()
-        .filter(|&n| n <= max);
-    let mut whole = match declared {
-        Some(n) if !held.grow(n, limit) => return Err(busy()),
-        Some(n) => bytes::BytesMut::with_capacity(n as usize),
-        None => bytes::BytesMut::new(),
-    };
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| client_body_error(&e))?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers: not forwarded
-        };
-        let total = whole.len() as u64 + data.len() as u64;
-        if total > max {
-            return Err(ProxyError::BodyTooLarge);
-        }
-        if total > held.0 && !held.grow(total - held.0, limit) {
-            return Err(busy());
-        }
-        whole.extend_from_slice(&data);
-    }
-    Ok(bytes::Bytes::from_owner(Held(whole.freeze(), held)))
 }
 
 fn client_body_error(e: &crate::body::BoxError) -> ProxyError {

@@ -66,10 +66,10 @@ pub(super) fn prepare(
     // without one gets the address it came to, since HTTP/1.1 upstreams
     // need a Host.
     if let Some(a) = parts.uri.authority() {
-        // The HTTP/1 server refuses userinfo in a target; HTTP/2's
-        // :authority has none by definition, checked here all the same.
-        let host = a.as_str().rsplit('@').next().unwrap_or_default();
-        let v = HeaderValue::from_str(host).map_err(|_| ProxyError::BadRequest("bad authority"))?;
+        // Without userinfo: the HTTP/1 server and `service::h2_fields`
+        // refuse a target or :authority that has one.
+        let v = HeaderValue::from_str(a.as_str())
+            .map_err(|_| ProxyError::BadRequest("bad authority"))?;
         h.insert(header::HOST, v);
     } else if !h.contains_key(header::HOST) {
         h.insert(header::HOST, ip_port_header(conn.local));
