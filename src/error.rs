@@ -19,8 +19,8 @@ pub enum ProxyError {
     BodyTimeout,
     #[error("no upstream server available")]
     NoServerAvailable,
-    #[error("request bodies in memory already at max_buffered")]
-    Busy,
+    #[error("request body could not be stored in body_temp_dir")]
+    BodyStore,
     #[error("connect to upstream failed: {0}")]
     Connect(String),
     #[error("upstream timed out")]
@@ -42,7 +42,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::NoServerAvailable | ProxyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServerAvailable | ProxyError::BodyStore => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

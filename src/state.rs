@@ -26,10 +26,14 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     pub max_body: u64,
     /// All request bodies read whole into memory (`buffer_requests`,
-    /// `buffer_chunked`) at
-    /// once, together; past it a request gets 503 rather than the process
-    /// all the memory 256 HTTP/2 streams of `max_body` each would take.
+    /// `buffer_chunked`) at once, together; past it a body goes to a
+    /// temporary file rather than the process taking all the memory 256
+    /// HTTP/2 streams of `max_body` each would.
     pub max_buffered: u64,
+    /// A body read whole and larger than this goes to a temporary file.
+    pub max_body_in_memory: u64,
+    /// Where those files are made (unnamed: nothing to clean up).
+    pub body_temp_dir: std::path::PathBuf,
     pub max_header_size: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub watch: bool,

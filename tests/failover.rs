@@ -208,7 +208,9 @@ async fn black_hole() -> (String, Arc<AtomicUsize>, JoinHandle<()>) {
             let h = h.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
+                let mut chunk = [0u8; 65536];
+                // The whole request's size, once its head is in.
+                let mut whole = None;
                 loop {
                     let Ok(n) = s.read(&mut chunk).await else {
                         return;
@@ -217,16 +219,19 @@ async fn black_hole() -> (String, Arc<AtomicUsize>, JoinHandle<()>) {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                        if buf.len() >= end + 4 + len {
-                            h.fetch_add(1, Ordering::SeqCst);
-                            return; // closed, no answer
+                    if whole.is_none() {
+                        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            whole = Some(end + 4 + len);
                         }
+                    }
+                    if whole.is_some_and(|w| buf.len() >= w) {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        return; // closed, no answer
                     }
                 }
             });
@@ -355,4 +360,46 @@ fn bad_health_settings_are_reported_with_their_place() {
         assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
     }
     assert!(!errs.contains("expect[0]"), "{errs}");
+}
+
+#[tokio::test]
+async fn a_body_kept_in_a_temp_file_is_sent_whole_again_to_the_next_server() {
+    // 3 MiB: past max_body_in_memory (1 MiB), so read into a file first.
+    let blob: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let (hole, hole_hits, _task) = black_hole().await;
+    let want = blob.clone();
+    let good = backend(move |req: Request<Incoming>| {
+        let want = want.clone();
+        async move {
+            let length = req.headers()["content-length"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let got = req.into_body().collect().await.unwrap().to_bytes();
+            text(format!(
+                "length {length}, same bytes: {}",
+                got[..] == want[..]
+            ))
+        }
+    })
+    .await;
+    let p = proxy(&format!(
+        "{}[upstream.big]\nservers = [{hole:?}, {:?}]\nretries = 1\n\
+         [[route]]\npath = \"/big\"\nupstream = \"big\"\n",
+        config(&format!("servers = [{:?}]", good.addr)),
+        good.addr
+    ))
+    .await;
+    let req = Request::put(p.url("/big")).body(Body::from(blob)).unwrap();
+    let (status, _, answer) = send(req).await;
+    assert_eq!(
+        hole_hits.load(Ordering::SeqCst),
+        1,
+        "the first server got the whole body and closed without answering"
+    );
+    assert_eq!(
+        (status, answer.as_str()),
+        (200, "length 3145728, same bytes: true"),
+        "a PUT read whole may go again, from its file, with its length"
+    );
 }

@@ -410,7 +410,7 @@ async fn a_request_the_client_gives_up_on_is_logged_with_499() {
 }
 
 #[tokio::test]
-async fn bodies_read_whole_share_one_memory_budget() {
+async fn bodies_past_the_memory_budget_go_to_a_temp_file_not_to_503() {
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
     let up = {
@@ -422,14 +422,25 @@ async fn bodies_read_whole_share_one_memory_budget() {
                     let _ = arrived_tx.send(());
                     release.notified().await;
                 }
-                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+                // The length it was told, and the body itself.
+                let length = req.headers().get("content-length").cloned();
+                let body = http_body_util::BodyExt::collect(req.into_body()).await;
+                let answer = format!(
+                    "{length:?} {}",
+                    String::from_utf8_lossy(&body.unwrap().to_bytes())
+                );
+                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(answer)))
             }
         })
         .await
     };
+    let temp = tempfile::tempdir().unwrap();
     let p = proxy(&config(
         &up.addr,
-        "max_body = \"1KiB\"\nmax_buffered = \"1KiB\"",
+        &format!(
+            "max_body = \"1KiB\"\nmax_buffered = \"1KiB\"\nbody_temp_dir = \"{}\"",
+            temp.path().display()
+        ),
     ))
     .await;
     let a = p.addrs[0];
@@ -440,18 +451,28 @@ async fn bodies_read_whole_share_one_memory_budget() {
             "b".repeat(800)
         )
     };
-    // 800 bytes read whole and held while their upstream thinks...
+    let whole_body_arrived = |resp: &str| {
+        resp.starts_with("HTTP/1.1 200")
+            && resp.ends_with(&format!("\r\n\r\nSome(\"800\") {}", "b".repeat(800)))
+    };
+    // 800 bytes read whole and held in memory while their upstream thinks...
     let first = chunked("/held");
     let held = tokio::spawn(async move { raw(a, first.as_bytes()).await });
     arrived.recv().await.unwrap();
-    // ...leave no room for 800 more: 503, not memory without end.
+    // ...leave no room in memory for 800 more: they go to a file, and the
+    // upstream gets them whole, with a length.
     let resp = raw(a, chunked("/second").as_bytes()).await;
-    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
-    // Once the first exchange is over its share is given back.
-    release.notify_one();
-    assert!(held.await.unwrap().starts_with("HTTP/1.1 200"));
+    assert!(whole_body_arrived(&resp), "{resp}");
+    // Proof that it was the file: with the directory gone, the same
+    // request cannot be kept anywhere and is refused, not held in memory.
+    drop(temp);
     let resp = raw(a, chunked("/third").as_bytes()).await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    // Once the first exchange is over its share of memory is given back.
+    release.notify_one();
+    assert!(whole_body_arrived(&held.await.unwrap()));
+    let resp = raw(a, chunked("/fourth").as_bytes()).await;
+    assert!(whole_body_arrived(&resp), "{resp}");
 }
 
 #[tokio::test]

@@ -41,6 +41,9 @@ pub struct RawServer {
     /// All request bodies held in memory at once (`buffer_requests`,
     /// `buffer_chunked`).
     pub max_buffered: Option<String>,
+    /// Larger bodies read whole go to a temporary file instead.
+    pub max_body_in_memory: Option<String>,
+    pub body_temp_dir: Option<String>,
     /// Largest request head (request line + headers) accepted; larger: 431.
     pub max_header_size: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,

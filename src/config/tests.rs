@@ -36,6 +36,9 @@ fn defaults_match_the_contract() {
     assert_eq!(s.server.header_timeout, Duration::from_secs(10));
     assert_eq!(s.server.idle_timeout, Duration::from_secs(60));
     assert_eq!(s.server.max_body, 10 << 20);
+    assert_eq!(s.server.max_buffered, 256 << 20);
+    assert_eq!(s.server.max_body_in_memory, 1 << 20);
+    assert_eq!(s.server.body_temp_dir, std::env::temp_dir());
     assert!(s.server.watch);
     assert!(s.server.threads >= 1);
     assert_eq!(s.log.level, "info");
@@ -136,6 +139,8 @@ fn every_error_is_reported_with_its_place() {
 [server]
 max_body = "lots"
 max_buffered = "1MiB"
+max_body_in_memory = "2MiB"
+body_temp_dir = "/nonexistent/portcullis-bodies"
 trusted_proxies = ["10.0.0.0/8", "not-an-ip"]
 [log]
 format = "xml"
@@ -167,7 +172,8 @@ status = 200
         "upstream.app.balance: \"fastest\" is not one of",
         "upstream.app.keepalive_requests: must be at least 1",
         "route[0].path: \"api\" must start with /",
-        "server.max_buffered: must be at least max_body",
+        "server.max_body_in_memory: must be at most max_buffered",
+        "server.body_temp_dir: cannot make a file in /nonexistent/portcullis-bodies:",
         "route[1]: more than one action",
         "route[2].status: a redirect status is one of",
     ];
@@ -456,4 +462,24 @@ fn scheduling_policy_forms_and_errors() {
         e,
         vec!["server.scheduling_policy: must be \"batch\" or \"other\"".to_string()]
     );
+}
+
+#[test]
+fn max_body_in_memory_follows_a_smaller_max_buffered() {
+    // A config from before max_body_in_memory, with a small budget, still
+    // compiles: the default comes down to the budget.
+    let s = ok(&format!(
+        "[server]\nmax_body = \"100KiB\"\nmax_buffered = \"200KiB\"\n{LISTEN}"
+    ));
+    assert_eq!(s.server.max_body_in_memory, 200 << 10);
+    // Relative to the config file, as every path.
+    let dir = tempfile::tempdir().unwrap();
+    let src = Source {
+        path: None,
+        base_dir: dir.path().to_path_buf(),
+    };
+    std::fs::create_dir(dir.path().join("bodies")).unwrap();
+    let toml = format!("[server]\nbody_temp_dir = \"bodies\"\n{LISTEN}");
+    let s = load_str(&toml, &src, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.server.body_temp_dir, dir.path().join("bodies"));
 }

@@ -47,11 +47,16 @@ pub fn forward<'a>(
                 up.settings.buffer_chunked
             }
         {
-            let whole = read_whole(body, snap.server.max_body, snap.server.max_buffered).await?;
+            let whole = read_whole(body, &snap.server).await?;
+            let len = match &whole {
+                SendBody::Full(b) => b.len() as u64,
+                SendBody::File { len, .. } => *len,
+                _ => 0,
+            };
             parts
                 .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
-            SendBody::Full(whole)
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            whole
         } else {
             SendBody::Stream(RequestBody::limited(body, snap.server.max_body))
         };
@@ -100,6 +105,10 @@ pub fn forward<'a>(
                 }
                 Err(Failed::TooLarge) => return Err(ProxyError::BodyTooLarge),
                 Err(Failed::Client(e)) => return Err(client_body_error(&e)),
+                Err(Failed::Store(e)) => {
+                    tracing::warn!(error = %e, "request body's temporary file could not be read");
+                    return Err(ProxyError::BodyStore);
+                }
                 Err(Failed::Unsent(e)) => {
                     tracing::warn!(upstream = %up.name, server = %server.label, error = %e, "upstream request failed before it was sent");
                     up.failed(server, &e);
@@ -133,6 +142,8 @@ enum Failed {
     /// The client's body could not be read (the client went away or
     /// paused too long): not the server's fault.
     Client(crate::body::BoxError),
+    /// The body's temporary file could not be read back.
+    Store(std::io::Error),
 }
 
 /// One attempt on one server, up to the response head.
@@ -172,6 +183,7 @@ async fn exchange(
             ProtoError::Timeout => return Err(Failed::Sent(ProxyError::UpstreamTimeout)),
             ProtoError::BodyTooLarge => return Err(Failed::TooLarge),
             ProtoError::Client(e) => return Err(Failed::Client(e)),
+            ProtoError::Spill(e) => return Err(Failed::Store(e)),
             other => ProxyError::Upstream(other.to_string()),
         };
         let intact = !e.body_used;

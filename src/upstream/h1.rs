@@ -49,6 +49,13 @@ pub enum SendBody {
     None,
     /// Read whole beforehand; can be sent again.
     Full(Bytes),
+    /// Read whole beforehand into an unnamed temporary file, `len` bytes
+    /// long; can be sent again (reads are positional). Closing it frees
+    /// the disk space.
+    File {
+        file: std::fs::File,
+        len: u64,
+    },
     /// Streamed from the client; consumed once polled.
     Stream(RequestBody),
 }
@@ -101,6 +108,9 @@ pub enum ProtoError {
     BodyTooLarge,
     #[error("request body could not be read: {0}")]
     Client(BoxError),
+    /// The body's temporary file could not be read: not the server's fault.
+    #[error("request body could not be read back from its temporary file: {0}")]
+    Spill(io::Error),
 }
 
 impl Conn {
@@ -168,6 +178,7 @@ impl Conn {
             SendBody::None => Ok(()),
             SendBody::Full(b) if b.len() <= INLINE_BODY => Ok(()),
             SendBody::Full(b) => within(timeout, self.io.write_all(b)).await,
+            SendBody::File { file, len } => self.send_file(file, *len, timeout).await,
             SendBody::Stream(b) => {
                 body_used = true;
                 self.stream_body(b, chunked, timeout).await
@@ -175,7 +186,7 @@ impl Conn {
         };
         match sent_body {
             Ok(()) => {}
-            Err(e @ (ProtoError::BodyTooLarge | ProtoError::Client(_))) => {
+            Err(e @ (ProtoError::BodyTooLarge | ProtoError::Client(_) | ProtoError::Spill(_))) => {
                 return Err(fail(e, true, true))
             }
             // The server may have answered early (a 413, say) and closed:
@@ -233,6 +244,24 @@ impl Conn {
             answer_timer.disarm();
         }
         result
+    }
+
+    /// A body from its temporary file, a chunk at a time; a chunk in the
+    /// page cache (as one just written is) is read without a thread
+    /// hand-off.
+    async fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        len: u64,
+        timeout: Duration,
+    ) -> Result<(), ProtoError> {
+        let file = file.try_clone().map_err(ProtoError::Spill)?;
+        let mut body = crate::handler::static_files::FileBody::new(file, 0, len);
+        while let Some(chunk) = poll_fn(|cx| body.poll_chunk(cx)).await {
+            let chunk = chunk.map_err(ProtoError::Spill)?;
+            within(timeout, self.io.write_all(&chunk)).await?;
+        }
+        Ok(())
     }
 
     async fn stream_body(
@@ -354,10 +383,11 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &SendBody)
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     } else if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
         let len = match body {
-            SendBody::Full(b) => b.len(),
+            SendBody::Full(b) => b.len() as u64,
+            SendBody::File { len, .. } => *len,
             _ => 0,
         };
-        crate::http::raw::push_content_length(out, len as u64);
+        crate::http::raw::push_content_length(out, len);
     }
     out.extend_from_slice(b"\r\n");
     chunked

@@ -98,12 +98,20 @@ impl Compiler<'_> {
     fn server(&mut self, r: &RawServer) -> ServerSettings {
         let max_body = self.size(&r.max_body, "server.max_body", 10 << 20);
         let max_buffered = self.size(&r.max_buffered, "server.max_buffered", 256 << 20);
-        if max_buffered < max_body {
+        // Unset, it follows a smaller max_buffered down rather than make an
+        // older config that sets only max_buffered wrong.
+        let max_body_in_memory = self.size(
+            &r.max_body_in_memory,
+            "server.max_body_in_memory",
+            max_buffered.min(1 << 20),
+        );
+        if max_body_in_memory > max_buffered {
             self.errs.add(
-                "server.max_buffered",
-                "must be at least max_body: a body of max_body could never be buffered",
+                "server.max_body_in_memory",
+                "must be at most max_buffered: a body that size could never be held in memory",
             );
         }
+        let body_temp_dir = self.body_temp_dir(r.body_temp_dir.as_deref());
         let threads = match r.threads {
             None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(n) => n,
@@ -155,10 +163,35 @@ impl Compiler<'_> {
             ),
             max_body,
             max_buffered,
+            max_body_in_memory,
+            body_temp_dir,
             max_header_size: max_header_size.min(16 << 20) as usize,
             trusted_proxies: trusted,
             watch: r.watch.unwrap_or(true),
         }
+    }
+
+    /// The directory for request bodies too large for memory: made a file
+    /// in now, so that a directory the service may not write to is a
+    /// config error, not a 503 at the first large upload.
+    fn body_temp_dir(&mut self, v: Option<&str>) -> std::path::PathBuf {
+        const PLACE: &str = "server.body_temp_dir";
+        let dir = match v {
+            Some(p) => self.src.resolve(p),
+            None => std::env::temp_dir(),
+        };
+        if let Err(e) = tempfile::tempfile_in(&dir) {
+            let how = if v.is_none() {
+                " (the default, from TMPDIR)"
+            } else {
+                ""
+            };
+            self.errs.add(
+                PLACE,
+                format!("cannot make a file in {}{how}: {e}", dir.display()),
+            );
+        }
+        dir
     }
 
     fn affinity(&mut self, v: Option<&toml::Value>) -> Affinity {

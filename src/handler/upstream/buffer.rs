@@ -1,16 +1,25 @@
 //! Request bodies read whole before the upstream is asked (`buffer_requests`,
 //! `buffer_chunked`): WSGI servers hand a chunked body to the app as empty,
-//! and a slow upload streamed through would hold an app worker. All such
-//! bodies share one memory budget, `server.max_buffered`, whatever the
-//! number of connections and streams.
+//! and a slow upload streamed through would hold an app worker.
+//!
+//! A body up to `server.max_body_in_memory` is kept in memory, while all such
+//! bodies together stay within `server.max_buffered`, whatever the number of
+//! connections and streams. A larger body, or one that finds the budget
+//! spent, goes to an unnamed temporary file in `server.body_temp_dir`, as
+//! nginx's `client_body_temp_path`: memory stays bounded and the request is
+//! still served. The file has no name, so nothing is left behind by a crash.
 
-use crate::body::ReqBody;
+use crate::body::BoxError;
 use crate::error::ProxyError;
+use crate::state::ServerSettings;
+use crate::upstream::h1::SendBody;
 use bytes::{Bytes, BytesMut};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncWriteExt;
 
-/// Bytes of request bodies read whole and not yet done with, in the whole
-/// process.
+/// Bytes of request bodies read whole into memory and not yet done with, in
+/// the whole process.
 static BUFFERED: AtomicU64 = AtomicU64::new(0);
 
 /// A share of `BUFFERED`, given back when dropped: while a body is read, and
@@ -47,50 +56,228 @@ impl AsRef<[u8]> for Held {
     }
 }
 
-/// The whole body, up to `max` (else 413), while all bodies held so far
-/// leave room under `limit` (else 503); it counts against `limit` until
-/// the bytes are dropped.
-pub(super) async fn read_whole(
-    mut body: ReqBody,
-    max: u64,
-    limit: u64,
-) -> Result<Bytes, ProxyError> {
+/// A body being written to its temporary file.
+struct Spill {
+    file: tokio::fs::File,
+    len: u64,
+}
+
+impl Spill {
+    fn create(dir: &Path) -> Result<Spill, ProxyError> {
+        let file = tempfile::tempfile_in(dir).map_err(|e| store_failed(dir, &e))?;
+        Ok(Spill {
+            file: tokio::fs::File::from_std(file),
+            len: 0,
+        })
+    }
+
+    async fn write(&mut self, data: &[u8], dir: &Path) -> Result<(), ProxyError> {
+        self.file
+            .write_all(data)
+            .await
+            .map_err(|e| store_failed(dir, &e))?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    async fn finish(mut self, dir: &Path) -> Result<SendBody, ProxyError> {
+        // tokio's File writes in the background: flush waits for the last.
+        self.file.flush().await.map_err(|e| store_failed(dir, &e))?;
+        Ok(SendBody::File {
+            file: self.file.into_std().await,
+            len: self.len,
+        })
+    }
+}
+
+fn store_failed(dir: &Path, e: &std::io::Error) -> ProxyError {
+    tracing::warn!(
+        body_temp_dir = %dir.display(),
+        error = %e,
+        "request body could not be written to a temporary file; refusing with 503"
+    );
+    ProxyError::BodyStore
+}
+
+/// The whole body, up to `max_body` (else 413), in memory or in a temporary
+/// file (see the module's comment); its length is the body's `len()`.
+pub(super) async fn read_whole<B>(
+    mut body: B,
+    server: &ServerSettings,
+) -> Result<SendBody, ProxyError>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     use http_body_util::BodyExt;
-    let busy = || {
-        tracing::warn!(
-            max_buffered = limit,
-            "request bodies in memory at max_buffered; refusing with 503"
-        );
-        ProxyError::Busy
-    };
+    let (max, dir) = (server.max_body, server.body_temp_dir.as_path());
+    let keep = server.max_body_in_memory;
     let mut share = Share(0);
-    // A declared length (past max_body it was answered 413 before) is taken
-    // from the budget at once and the buffer made that size: no copy as it
-    // grows, and no room promised that the budget does not have.
-    let declared = http_body::Body::size_hint(&body)
-        .exact()
-        .filter(|&n| n <= max);
-    let mut whole = match declared {
-        Some(n) if !share.grow(n, limit) => return Err(busy()),
-        Some(n) => BytesMut::with_capacity(n as usize),
-        None => BytesMut::new(),
-    };
+    let mut whole = BytesMut::new();
+    let mut spill = None;
+    // A declared length (past max_body it was answered 413 before) decides
+    // at once: taken from the budget, with a buffer made that size (no copy
+    // as it grows, and no room promised that the budget does not have), or
+    // straight to a file.
+    match http_body::Body::size_hint(&body).exact() {
+        Some(n) if n > max => {}
+        Some(n) if n <= keep && share.grow(n, server.max_buffered) => {
+            whole.reserve(n as usize);
+        }
+        Some(_) => spill = Some(Spill::create(dir)?),
+        None => {}
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| super::client_body_error(&e))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers: not forwarded
         };
+        if let Some(s) = &mut spill {
+            if s.len + data.len() as u64 > max {
+                return Err(ProxyError::BodyTooLarge);
+            }
+            s.write(&data, dir).await?;
+            continue;
+        }
         let total = whole.len() as u64 + data.len() as u64;
         if total > max {
             return Err(ProxyError::BodyTooLarge);
         }
-        if total > share.0 && !share.grow(total - share.0, limit) {
-            return Err(busy());
+        if total > share.0 && (total > keep || !share.grow(total - share.0, server.max_buffered)) {
+            // Too big for memory after all (a body without a length), or
+            // the budget is spent: what came so far goes to the file first.
+            let mut s = Spill::create(dir)?;
+            s.write(&whole, dir).await?;
+            s.write(&data, dir).await?;
+            whole = BytesMut::new();
+            share = Share(0);
+            spill = Some(s);
+            continue;
         }
         whole.extend_from_slice(&data);
     }
-    Ok(Bytes::from_owner(Held {
-        bytes: whole.freeze(),
-        _share: share,
-    }))
+    match spill {
+        Some(s) => s.finish(dir).await,
+        None => Ok(SendBody::Full(Bytes::from_owner(Held {
+            bytes: whole.freeze(),
+            _share: share,
+        }))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    fn server(extra: &str) -> ServerSettings {
+        let toml = format!("[server]\n{extra}\n[[listen]]\naddr = \"127.0.0.1:8080\"\n");
+        let src = crate::config::Source {
+            path: None,
+            base_dir: std::env::temp_dir(),
+        };
+        let snap = crate::config::load_str(&toml, &src, None).unwrap_or_else(|e| panic!("{e}"));
+        snap.server.clone()
+    }
+
+    /// A body with a Content-Length.
+    fn sized(b: &[u8]) -> impl http_body::Body<Data = Bytes, Error = BoxError> + Unpin {
+        Full::new(Bytes::copy_from_slice(b)).map_err(|e| match e {})
+    }
+
+    /// A body without one, in these pieces.
+    fn lengthless(
+        pieces: &[&[u8]],
+    ) -> impl http_body::Body<Data = Bytes, Error = BoxError> + Unpin {
+        let frames: Vec<Result<_, BoxError>> = pieces
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::copy_from_slice(p))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    /// Where the body ended up, and its bytes.
+    fn contents(b: &SendBody) -> (&'static str, Vec<u8>) {
+        match b {
+            SendBody::Full(b) => ("memory", b.to_vec()),
+            SendBody::File { file, len } => {
+                let mut v = vec![0; *len as usize];
+                std::os::unix::fs::FileExt::read_exact_at(file, &mut v, 0).unwrap();
+                // Nothing past len either.
+                let mut more = [0u8; 1];
+                let n = std::os::unix::fs::FileExt::read_at(file, &mut more, *len).unwrap();
+                assert_eq!(n, 0, "the file is longer than the body");
+                ("file", v)
+            }
+            _ => panic!("neither in memory nor in a file"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_body_stays_in_memory() {
+        let s = server("max_body_in_memory = \"1KiB\"");
+        let b = read_whole(sized(b"hello"), &s).await.unwrap();
+        assert_eq!(contents(&b), ("memory", b"hello".to_vec()));
+        let b = read_whole(lengthless(&[b"he", b"llo"]), &s).await.unwrap();
+        assert_eq!(contents(&b), ("memory", b"hello".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_max_body_in_memory_goes_to_a_file() {
+        let s = server("max_body_in_memory = \"1KiB\"");
+        let big: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        // Known from its length at once...
+        let b = read_whole(sized(&big), &s).await.unwrap();
+        assert_eq!(contents(&b), ("file", big.clone()));
+        // ...or found out on the way: what was held goes to the file first.
+        let b = read_whole(
+            lengthless(&[&big[..700], &big[700..1024], &big[1024..]]),
+            &s,
+        )
+        .await
+        .unwrap();
+        assert_eq!(contents(&b), ("file", big.clone()));
+    }
+
+    #[tokio::test]
+    async fn a_spent_memory_budget_sends_bodies_to_files() {
+        // No budget at all: every body is a file, none refused.
+        let s = server("max_buffered = \"0\"");
+        assert_eq!(s.max_body_in_memory, 0);
+        let b = read_whole(sized(b"small"), &s).await.unwrap();
+        assert_eq!(contents(&b), ("file", b"small".to_vec()));
+        let b = read_whole(lengthless(&[b"sm", b"all"]), &s).await.unwrap();
+        assert_eq!(contents(&b), ("file", b"small".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn max_body_holds_wherever_the_body_is_kept() {
+        let s = server("max_body = \"2KiB\"\nmax_body_in_memory = \"1KiB\"");
+        let big = vec![b'x'; 3000];
+        for body in [
+            read_whole(sized(&big), &s).await,
+            read_whole(lengthless(&[&big[..500], &big[500..]]), &s).await,
+            read_whole(lengthless(&[&big[..1500], &big[1500..]]), &s).await,
+        ] {
+            assert!(matches!(body, Err(ProxyError::BodyTooLarge)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_temp_dir_gone_is_a_503_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = server(&format!(
+            "max_body_in_memory = \"4\"\nbody_temp_dir = \"{}\"",
+            dir.path().display()
+        ));
+        drop(dir);
+        let Err(e) = read_whole(sized(b"too big for memory"), &s).await else {
+            panic!("kept with no directory to keep it in");
+        };
+        assert!(matches!(e, ProxyError::BodyStore), "{e}");
+        assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        // A small one does not need the directory.
+        let b = read_whole(sized(b"ok"), &s).await.unwrap();
+        assert_eq!(contents(&b), ("memory", b"ok".to_vec()));
+    }
 }
