@@ -16,7 +16,6 @@ use crate::upstream::h1::SendBody;
 use bytes::{Bytes, BytesMut};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::AsyncWriteExt;
 
 /// Bytes of request bodies read whole into memory and not yet done with, in
 /// the whole process.
@@ -56,37 +55,108 @@ impl AsRef<[u8]> for Held {
     }
 }
 
-/// A body being written to its temporary file.
+/// What a spilling body gathers before one write to its file: the writes
+/// go to tokio's blocking pool (a write may wait for the disk), and one
+/// hand-off per 256 KiB costs little where one per network read (8 to 64
+/// KiB) cost 40 % of a 4 MiB upload's rate.
+const STAGE: usize = 256 << 10;
+
+/// A body being written to its temporary file: `STAGE` bytes at a time,
+/// each write running while the next bytes arrive.
 struct Spill {
-    file: tokio::fs::File,
+    file: std::sync::Arc<std::fs::File>,
+    /// Bytes not yet handed to a write.
+    staged: BytesMut,
+    /// Room for `staged`, from the memory budget; without it, each piece
+    /// is written as it comes.
+    _stage_share: Share,
+    stage: usize,
+    /// Bytes handed to writes so far: where the next one starts.
     len: u64,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Spill {
-    fn create(dir: &Path) -> Result<Spill, ProxyError> {
+    fn create(dir: &Path, budget: u64) -> Result<Spill, ProxyError> {
         let file = tempfile::tempfile_in(dir).map_err(|e| store_failed(dir, &e))?;
+        let mut share = Share(0);
+        let stage = if share.grow(STAGE as u64, budget) {
+            STAGE
+        } else {
+            0
+        };
         Ok(Spill {
-            file: tokio::fs::File::from_std(file),
+            file: std::sync::Arc::new(file),
+            staged: BytesMut::new(),
+            _stage_share: share,
+            stage,
             len: 0,
+            writing: None,
         })
     }
 
-    async fn write(&mut self, data: &[u8], dir: &Path) -> Result<(), ProxyError> {
-        self.file
-            .write_all(data)
-            .await
-            .map_err(|e| store_failed(dir, &e))?;
-        self.len += data.len() as u64;
+    async fn write(&mut self, mut data: &[u8], dir: &Path) -> Result<(), ProxyError> {
+        while !data.is_empty() {
+            if self.staged.capacity() == 0 {
+                self.staged.reserve(self.stage);
+            }
+            let room = self.stage.saturating_sub(self.staged.len());
+            if room == 0 {
+                // No stage at all: this piece is its own write.
+                let piece = BytesMut::from(data);
+                data = &[];
+                self.hand_off(piece, dir).await?;
+                continue;
+            }
+            let n = room.min(data.len());
+            self.staged.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.staged.len() == self.stage {
+                let full = self.staged.split();
+                self.hand_off(full, dir).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start writing `bytes` at the end of what was handed off before, once
+    /// the write before it is done (one at a time per body).
+    async fn hand_off(&mut self, bytes: BytesMut, dir: &Path) -> Result<(), ProxyError> {
+        self.wait(dir).await?;
+        let (file, at) = (self.file.clone(), self.len);
+        self.len += bytes.len() as u64;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            std::os::unix::fs::FileExt::write_all_at(&*file, &bytes, at)
+        }));
+        Ok(())
+    }
+
+    async fn wait(&mut self, dir: &Path) -> Result<(), ProxyError> {
+        if let Some(w) = self.writing.take() {
+            w.await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| store_failed(dir, &e))?;
+        }
         Ok(())
     }
 
     async fn finish(mut self, dir: &Path) -> Result<SendBody, ProxyError> {
-        // tokio's File writes in the background: flush waits for the last.
-        self.file.flush().await.map_err(|e| store_failed(dir, &e))?;
-        Ok(SendBody::File {
-            file: self.file.into_std().await,
-            len: self.len,
-        })
+        if !self.staged.is_empty() {
+            let rest = self.staged.split();
+            self.hand_off(rest, dir).await?;
+        }
+        self.wait(dir).await?;
+        let len = self.len;
+        // The last write is done, and only writes held other handles.
+        let file = std::sync::Arc::try_unwrap(self.file)
+            .map_err(|_| store_failed(dir, &std::io::Error::other("file still in use")))?;
+        Ok(SendBody::File { file, len })
+    }
+
+    /// Bytes of the body so far, written or not.
+    fn total(&self) -> u64 {
+        self.len + self.staged.len() as u64
     }
 }
 
@@ -123,7 +193,7 @@ where
         Some(n) if n <= keep && share.grow(n, server.max_buffered) => {
             whole.reserve(n as usize);
         }
-        Some(_) => spill = Some(Spill::create(dir)?),
+        Some(_) => spill = Some(Spill::create(dir, server.max_buffered)?),
         None => {}
     }
     while let Some(frame) = body.frame().await {
@@ -132,7 +202,7 @@ where
             continue; // trailers: not forwarded
         };
         if let Some(s) = &mut spill {
-            if s.len + data.len() as u64 > max {
+            if s.total() + data.len() as u64 > max {
                 return Err(ProxyError::BodyTooLarge);
             }
             s.write(&data, dir).await?;
@@ -145,11 +215,12 @@ where
         if total > share.0 && (total > keep || !share.grow(total - share.0, server.max_buffered)) {
             // Too big for memory after all (a body without a length), or
             // the budget is spent: what came so far goes to the file first.
-            let mut s = Spill::create(dir)?;
-            s.write(&whole, dir).await?;
-            s.write(&data, dir).await?;
-            whole = BytesMut::new();
+            // The held bytes themselves are the first write: no copy.
+            let held = std::mem::take(&mut whole);
             share = Share(0);
+            let mut s = Spill::create(dir, server.max_buffered)?;
+            s.hand_off(held, dir).await?;
+            s.write(&data, dir).await?;
             spill = Some(s);
             continue;
         }
@@ -225,17 +296,18 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_max_body_in_memory_goes_to_a_file() {
         let s = server("max_body_in_memory = \"1KiB\"");
-        let big: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        // More than two stages' worth, so written in several writes.
+        let big: Vec<u8> = (0..(2 * STAGE + 5000) as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
         // Known from its length at once...
         let b = read_whole(sized(&big), &s).await.unwrap();
         assert_eq!(contents(&b), ("file", big.clone()));
-        // ...or found out on the way: what was held goes to the file first.
-        let b = read_whole(
-            lengthless(&[&big[..700], &big[700..1024], &big[1024..]]),
-            &s,
-        )
-        .await
-        .unwrap();
+        // ...or found out on the way: what was held goes to the file first;
+        // pieces that straddle a stage's end are split across writes.
+        let mut pieces: Vec<&[u8]> = vec![&big[..700], &big[700..1024]];
+        pieces.extend(big[1024..].chunks(7777));
+        let b = read_whole(lengthless(&pieces), &s).await.unwrap();
         assert_eq!(contents(&b), ("file", big.clone()));
     }
 
