@@ -68,6 +68,8 @@ RATIOS = [
     ("jwt HS256 portcullis/haproxy", "jwt", "portcullis-hs256", "haproxy-hs256", None, True),
     ("static 16 KiB req/s portcullis/nginx", "static-16k", "portcullis", "nginx", 1.0, True),
     ("static 1 MiB throughput portcullis/nginx", "static-1m", "portcullis", "nginx", 0.9, True),
+    ("upload 64 KiB req/s portcullis/nginx", "upload-64k", "portcullis", "nginx", None, True),
+    ("upload 4 MiB req/s portcullis/nginx", "upload-4m", "portcullis", "nginx", None, True),
     ("h2 over TLS req/s portcullis/nginx", "h2", "portcullis", "nginx", 1.0, True),
     ("idle memory per connection portcullis/nginx", "idle", "portcullis", "nginx", 1.0, False),
 ]
