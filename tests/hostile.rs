@@ -528,3 +528,70 @@ async fn a_slow_upload_holds_no_upstream_connection_until_it_is_whole() {
     s.read_to_string(&mut resp).await.unwrap();
     assert!(resp.contains("\"body_len\":2000"), "{resp}");
 }
+
+#[tokio::test]
+async fn bodies_in_temp_files_are_as_many_as_max_connections_at_most() {
+    // A temporary file is a descriptor: one HTTP/2 connection must not be
+    // able to claim one per stream.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let up = {
+        let release = release.clone();
+        upstream(move |req| {
+            let (arrived_tx, release) = (arrived_tx.clone(), release.clone());
+            async move {
+                if req.uri().path() == "/held" {
+                    let _ = arrived_tx.send(());
+                    release.acquire().await.unwrap().forget();
+                }
+                echo_response(req).await
+            }
+        })
+        .await
+    };
+    let p = proxy(&config(&up.addr, "max_connections = 2")).await;
+    let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let _conn = tokio::spawn(conn);
+    // 2 MiB: past max_body_in_memory, so each body is kept in a file.
+    let post = move |path: &str| {
+        let mut send = send.clone();
+        let req = http::Request::post(format!("http://open.example{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                b'u';
+                2 << 20
+            ])))
+            .unwrap();
+        async move {
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+            (
+                status,
+                String::from_utf8_lossy(&body.unwrap().to_bytes()).into_owned(),
+            )
+        }
+    };
+    // Two bodies in files, held while their upstream thinks...
+    let held = [tokio::spawn(post("/held")), tokio::spawn(post("/held"))];
+    arrived.recv().await.unwrap();
+    arrived.recv().await.unwrap();
+    // ...are as many as max_connections: a third is refused.
+    let (status, _) = post("/third").await;
+    assert_eq!(status, 503);
+    // Their places come back with their answers.
+    release.add_permits(2);
+    for h in held {
+        let (status, body) = h.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("\"body_len\":2097152"), "{body}");
+    }
+    let (status, body) = post("/fourth").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"body_len\":2097152"), "{body}");
+}

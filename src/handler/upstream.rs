@@ -20,6 +20,7 @@ mod buffer;
 mod hop;
 
 use buffer::read_whole;
+pub(crate) use buffer::FileSlot;
 use hop::{client_ip, prepare};
 
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`

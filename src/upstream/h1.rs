@@ -55,6 +55,8 @@ pub enum SendBody {
     File {
         file: std::fs::File,
         len: u64,
+        /// Its place among the bodies in files, held as long as the file.
+        _slot: crate::handler::upstream::FileSlot,
     },
     /// Streamed from the client; consumed once polled.
     Stream(RequestBody),
@@ -178,7 +180,7 @@ impl Conn {
             SendBody::None => Ok(()),
             SendBody::Full(b) if b.len() <= INLINE_BODY => Ok(()),
             SendBody::Full(b) => within(timeout, self.io.write_all(b)).await,
-            SendBody::File { file, len } => self.send_file(file, *len, timeout).await,
+            SendBody::File { file, len, .. } => self.send_file(file, *len, timeout).await,
             SendBody::Stream(b) => {
                 body_used = true;
                 self.stream_body(b, chunked, timeout).await

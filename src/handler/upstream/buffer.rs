@@ -15,7 +15,7 @@ use crate::state::ServerSettings;
 use crate::upstream::h1::SendBody;
 use bytes::{Bytes, BytesMut};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Bytes of request bodies read whole into memory and not yet done with, in
 /// the whole process.
@@ -55,6 +55,34 @@ impl AsRef<[u8]> for Held {
     }
 }
 
+/// Request bodies in temporary files at present, in the whole process.
+static IN_FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among the bodies in files, given back when dropped (with the
+/// file). There are at most `max_connections` places: a file is a
+/// descriptor, and one HTTP/2 connection could otherwise claim one per
+/// stream by declaring large bodies it never sends, until the process is
+/// out of descriptors for everyone.
+pub struct FileSlot(&'static AtomicUsize);
+
+impl FileSlot {
+    /// A place under `limit` in `count` (`IN_FILES`; a test's own count
+    /// in tests, which run at once).
+    fn take(count: &'static AtomicUsize, limit: usize) -> Option<FileSlot> {
+        if count.fetch_add(1, Ordering::Relaxed) >= limit {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(FileSlot(count))
+    }
+}
+
+impl Drop for FileSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What a spilling body gathers before one write to its file: the writes
 /// go to tokio's blocking pool (a write may wait for the disk), and one
 /// hand-off per 256 KiB costs little where one per network read (8 to 64
@@ -65,6 +93,7 @@ const STAGE: usize = 256 << 10;
 /// each write running while the next bytes arrive.
 struct Spill {
     file: std::sync::Arc<std::fs::File>,
+    slot: FileSlot,
     /// Bytes not yet handed to a write.
     staged: BytesMut,
     /// Room for `staged`, from the memory budget; without it, each piece
@@ -77,16 +106,25 @@ struct Spill {
 }
 
 impl Spill {
-    fn create(dir: &Path, budget: u64) -> Result<Spill, ProxyError> {
+    fn create(server: &ServerSettings) -> Result<Spill, ProxyError> {
+        let Some(slot) = FileSlot::take(&IN_FILES, server.max_connections) else {
+            tracing::warn!(
+                max_connections = server.max_connections,
+                "as many request bodies in temporary files as max_connections; refusing with 503"
+            );
+            return Err(ProxyError::BodyStore);
+        };
+        let dir = &server.body_temp_dir;
         let file = tempfile::tempfile_in(dir).map_err(|e| store_failed(dir, &e))?;
         let mut share = Share(0);
-        let stage = if share.grow(STAGE as u64, budget) {
+        let stage = if share.grow(STAGE as u64, server.max_buffered) {
             STAGE
         } else {
             0
         };
         Ok(Spill {
             file: std::sync::Arc::new(file),
+            slot,
             staged: BytesMut::new(),
             _stage_share: share,
             stage,
@@ -151,7 +189,11 @@ impl Spill {
         // The last write is done, and only writes held other handles.
         let file = std::sync::Arc::try_unwrap(self.file)
             .map_err(|_| store_failed(dir, &std::io::Error::other("file still in use")))?;
-        Ok(SendBody::File { file, len })
+        Ok(SendBody::File {
+            file,
+            len,
+            _slot: self.slot,
+        })
     }
 
     /// Bytes of the body so far, written or not.
@@ -193,7 +235,7 @@ where
         Some(n) if n <= keep && share.grow(n, server.max_buffered) => {
             whole.reserve(n as usize);
         }
-        Some(_) => spill = Some(Spill::create(dir, server.max_buffered)?),
+        Some(_) => spill = Some(Spill::create(server)?),
         None => {}
     }
     while let Some(frame) = body.frame().await {
@@ -218,7 +260,7 @@ where
             // The held bytes themselves are the first write: no copy.
             let held = std::mem::take(&mut whole);
             share = Share(0);
-            let mut s = Spill::create(dir, server.max_buffered)?;
+            let mut s = Spill::create(server)?;
             s.hand_off(held, dir).await?;
             s.write(&data, dir).await?;
             spill = Some(s);
@@ -271,7 +313,7 @@ mod tests {
     fn contents(b: &SendBody) -> (&'static str, Vec<u8>) {
         match b {
             SendBody::Full(b) => ("memory", b.to_vec()),
-            SendBody::File { file, len } => {
+            SendBody::File { file, len, .. } => {
                 let mut v = vec![0; *len as usize];
                 std::os::unix::fs::FileExt::read_exact_at(file, &mut v, 0).unwrap();
                 // Nothing past len either.
@@ -333,6 +375,21 @@ mod tests {
         ] {
             assert!(matches!(body, Err(ProxyError::BodyTooLarge)));
         }
+    }
+
+    #[test]
+    fn bodies_in_files_are_limited_in_number_and_give_their_place_back() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let a = FileSlot::take(&COUNT, 2).unwrap();
+        let b = FileSlot::take(&COUNT, 2).unwrap();
+        assert!(
+            FileSlot::take(&COUNT, 2).is_none(),
+            "a third past a limit of 2"
+        );
+        drop(a);
+        let c = FileSlot::take(&COUNT, 2).expect("the place given back");
+        drop((b, c));
+        assert_eq!(COUNT.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
