@@ -243,8 +243,16 @@ fn respond(
         return Ok(build(status, h, None));
     }
     let body = match o.content {
-        Content::Memory(bytes) => {
-            ProxyBody::full(bytes.slice(start as usize..(start + n) as usize))
+        // Kept in memory: a connection that can send the file itself does
+        // (plain TCP, by sendfile: no copy into the socket), others take
+        // the bytes without a read.
+        Content::Kept(bytes, f) => {
+            let mut file = body::FileBody::shared(f, start, n)
+                .with_bytes(bytes.slice(start as usize..(start + n) as usize));
+            if n == len {
+                file = file.whole_file(resident::version(&o.meta));
+            }
+            ProxyBody::file(file)
         }
         // Not kept: over plain TCP its bytes go from the page cache to the
         // socket (sendfile), where reading them into a buffer first cost

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::task::JoinHandle;
 
@@ -28,17 +29,26 @@ pub struct FileBody {
     try_cache: bool,
     /// The file's version (resident.rs) when the body is the whole file.
     whole: Option<u64>,
+    /// All of the body's bytes, when this worker keeps them (hot.rs): sent
+    /// from here by a connection that cannot send the file itself.
+    kept: Option<Bytes>,
 }
 
 enum State {
-    Idle(File),
-    Reading(JoinHandle<(File, io::Result<BytesMut>)>),
+    Idle(Arc<File>),
+    Reading(JoinHandle<(Arc<File>, io::Result<BytesMut>)>),
     Done,
 }
 
 impl FileBody {
     /// `len` bytes from `start`.
     pub fn new(file: File, start: u64, len: u64) -> Self {
+        Self::shared(Arc::new(file), start, len)
+    }
+
+    /// `len` bytes from `start` of a file that stays open elsewhere too
+    /// (hot.rs keeps it).
+    pub fn shared(file: Arc<File>, start: u64, len: u64) -> Self {
         FileBody {
             state: if len == 0 {
                 State::Done
@@ -49,7 +59,16 @@ impl FileBody {
             remaining: len,
             try_cache: true,
             whole: None,
+            kept: None,
         }
+    }
+
+    /// The body's bytes are these, already in memory: a connection that
+    /// cannot send the file itself takes them instead of reading it.
+    pub fn with_bytes(mut self, bytes: Bytes) -> Self {
+        debug_assert_eq!(bytes.len() as u64, self.remaining);
+        self.kept = Some(bytes);
+        self
     }
 
     /// The body is all of the file `version` (resident.rs): whether it is
@@ -67,6 +86,13 @@ impl FileBody {
 
     /// The next chunk, or None at the end.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        // Kept bytes stand for the whole body: only while none of it went.
+        if let Some(b) = self.kept.take() {
+            if b.len() as u64 == self.remaining {
+                self.sent(self.remaining);
+                return Poll::Ready(Some(Ok(b)));
+            }
+        }
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Done => return Poll::Ready(None),
@@ -136,7 +162,7 @@ impl FileBody {
         }
     }
 
-    fn advance(&mut self, file: File, buf: BytesMut) -> Bytes {
+    fn advance(&mut self, file: Arc<File>, buf: BytesMut) -> Bytes {
         self.pos += buf.len() as u64;
         self.remaining -= buf.len() as u64;
         if self.remaining > 0 {

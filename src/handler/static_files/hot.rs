@@ -25,6 +25,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Larger files go out by `sendfile` from the page cache.
@@ -40,10 +41,19 @@ const SETTLED: Duration = Duration::from_secs(2);
 /// a working set larger than the store keeps what it has rather than
 /// evicting on every request.
 const COLD_MS: u64 = 10_000;
+/// A file unused this long is let go even when there is room, so that a
+/// file deleted from the site does not stay open (its disk space held, its
+/// file system busy) for long. Looked for at most once per `SWEEP_MS`, on
+/// a request.
+const IDLE_MS: u64 = 60_000;
+const SWEEP_MS: u64 = 5_000;
 
 struct Kept {
     state: State,
     bytes: Bytes,
+    /// The file the bytes were read from, kept open: plain-TCP connections
+    /// send it by sendfile, which copies nothing into the socket.
+    file: Arc<File>,
     /// `now_ms` of its last use.
     used_ms: u64,
 }
@@ -73,9 +83,24 @@ struct Store {
     files: HashMap<Box<[u8]>, Kept>,
     /// Bytes kept in `files`.
     bytes: usize,
+    /// `now_ms` of the last look for idle files.
+    swept_ms: u64,
 }
 
 impl Store {
+    fn sweep(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.swept_ms) < SWEEP_MS {
+            return;
+        }
+        self.swept_ms = now_ms;
+        let before = self.files.len();
+        self.files
+            .retain(|_, k| now_ms.saturating_sub(k.used_ms) < IDLE_MS);
+        if self.files.len() != before {
+            self.bytes = self.files.values().map(|k| k.bytes.len()).sum();
+        }
+    }
+
     fn remove(&mut self, key: &[u8]) {
         if let Some(k) = self.files.remove(key) {
             self.bytes -= k.bytes.len();
@@ -115,15 +140,16 @@ fn key(path: &Path) -> &[u8] {
     path.as_os_str().as_bytes()
 }
 
-/// The kept bytes of the file at `path`, with its metadata, if this worker
-/// keeps them and the file has not changed. No system call when it keeps
-/// nothing for this path.
-pub fn get(path: &Path) -> Option<(Bytes, Metadata)> {
+/// The kept bytes of the file at `path`, the file itself and its metadata,
+/// if this worker keeps them and the file has not changed. No system call
+/// when it keeps nothing for this path.
+pub fn get(path: &Path) -> Option<(Bytes, Arc<File>, Metadata)> {
     get_at(path, crate::upstream::now_ms())
 }
 
-fn get_at(path: &Path, now_ms: u64) -> Option<(Bytes, Metadata)> {
+fn get_at(path: &Path, now_ms: u64) -> Option<(Bytes, Arc<File>, Metadata)> {
     KEPT.with_borrow_mut(|k| {
+        k.sweep(now_ms);
         let e = k.files.get_mut(key(path))?;
         // Not following a final symlink: the kept bytes came from a
         // regular file reached without one.
@@ -133,7 +159,7 @@ fn get_at(path: &Path, now_ms: u64) -> Option<(Bytes, Metadata)> {
             // are cut from these bytes by the metadata's length: make sure.
             Some(m) if State::of(&m) == e.state && e.bytes.len() as u64 == m.len() => {
                 e.used_ms = now_ms;
-                Some((e.bytes.clone(), m))
+                Some((e.bytes.clone(), e.file.clone(), m))
             }
             _ => {
                 k.remove(key(path));
@@ -145,8 +171,9 @@ fn get_at(path: &Path, now_ms: u64) -> Option<(Bytes, Metadata)> {
 
 /// Keep the bytes of `file`, just opened at `path` with no symlink on the
 /// way, when it is small, settled and all in the page cache (the read must
-/// not wait for the disk on a worker's thread). Returns them when kept.
-pub fn keep(path: &Path, file: &File, meta: &Metadata) -> Option<Bytes> {
+/// not wait for the disk on a worker's thread). Returns them when kept,
+/// with the file, now shared with the store.
+pub fn keep(path: &Path, file: &File, meta: &Metadata) -> Option<(Bytes, Arc<File>)> {
     let budget = budget(crate::workers::count());
     keep_at(path, file, meta, now(), crate::upstream::now_ms(), budget)
 }
@@ -158,7 +185,7 @@ fn keep_at(
     now: SystemTime,
     now_ms: u64,
     budget: usize,
-) -> Option<Bytes> {
+) -> Option<(Bytes, Arc<File>)> {
     use std::os::unix::fs::MetadataExt;
     let len = meta.len();
     if !meta.is_file() || len == 0 || len > MAX_LEN {
@@ -184,14 +211,18 @@ fn keep_at(
             return None;
         }
         let bytes = buf.freeze();
+        // A descriptor of its own (once per file kept): the request's
+        // goes with its response.
+        let file = Arc::new(file.try_clone().ok()?);
         k.bytes += bytes.len();
         let kept = Kept {
             state: State::of(meta),
             bytes: bytes.clone(),
+            file: file.clone(),
             used_ms: now_ms,
         };
         k.files.insert(key(path).into(), kept);
-        Some(bytes)
+        Some((bytes, file))
     })
 }
 
@@ -247,7 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (p, f, m) = file(dir.path(), "a.css", b"body { }");
         assert!(keep_settled(&p, &f, &m, 1, ALL));
-        let (bytes, meta) = get(&p).unwrap();
+        let (bytes, _, meta) = get(&p).unwrap();
         assert_eq!((&bytes[..], meta.len()), (&b"body { }"[..], 8));
 
         std::fs::write(&p, b"body { color: red }").unwrap();
@@ -312,6 +343,35 @@ mod tests {
             "the cold one left"
         );
         assert!(get_at(&names[1], 2 + COLD_MS).is_some());
+    }
+
+    #[test]
+    fn a_file_unused_for_a_minute_is_let_go_and_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, f, m) = file(dir.path(), "old.css", b"a { }");
+        let (q, qf, qm) = file(dir.path(), "new.css", b"b { }");
+        drop((f, qf));
+        let t0 = 1_000_000;
+        let f = File::open(&p).unwrap();
+        assert!(keep_settled(&p, &f, &m, t0, ALL));
+        drop(f);
+        let qf = File::open(&q).unwrap();
+        assert!(keep_settled(&q, &qf, &qm, t0, ALL));
+        drop(qf);
+        assert!(get_at(&p, t0 + IDLE_MS - 1).is_some(), "in use: kept");
+        // A request for another file, a minute after the first was last
+        // used: the first is let go, and its descriptor closed.
+        assert!(get_at(&q, t0 + IDLE_MS + SWEEP_MS).is_none());
+        assert!(get_at(&p, t0 + IDLE_MS + SWEEP_MS).is_some(), "used since");
+        let fds = |path: &Path| {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l == path)
+                .count()
+        };
+        assert_eq!(fds(&q), 0, "the idle file is closed");
+        assert_eq!(fds(&p), 1, "the one in use keeps its one descriptor");
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub struct Opened {
 /// Where the bytes come from.
 pub enum Content {
     File(File),
-    /// A small file kept by this worker (hot.rs).
-    Memory(bytes::Bytes),
+    /// A small file kept by this worker (hot.rs): its bytes, and the file
+    /// still open, for connections that send files themselves.
+    Kept(bytes::Bytes, std::sync::Arc<File>),
 }
 
 // Returned once per request and consumed at once: boxing the big variant
@@ -130,8 +131,8 @@ fn open_checked(site: &Site, path: &Path) -> io::Result<Option<(Content, Metadat
     } else {
         // Kept bytes come only from opens that refuse symlinks: the same
         // sites, and no other, may be served from them.
-        if let Some((bytes, meta)) = super::hot::get(path) {
-            return Ok(Some((Content::Memory(bytes), meta)));
+        if let Some((bytes, file, meta)) = super::hot::get(path) {
+            return Ok(Some((Content::Kept(bytes, file), meta)));
         }
         open_without_symlinks(path)
     };
@@ -160,8 +161,8 @@ fn open_checked(site: &Site, path: &Path) -> io::Result<Option<(Content, Metadat
         return Ok(None);
     }
     if proven_inside {
-        if let Some(bytes) = super::hot::keep(path, &file, &meta) {
-            return Ok(Some((Content::Memory(bytes), meta)));
+        if let Some((bytes, file)) = super::hot::keep(path, &file, &meta) {
+            return Ok(Some((Content::Kept(bytes, file), meta)));
         }
     }
     Ok(Some((Content::File(file), meta)))

@@ -406,8 +406,10 @@ fn the_request_future_stays_small() {
     }
     let size = size_of_future(crate::service::handle);
     // 2,176 bytes when set; it was 3,064 while each async fn on the way
-    // kept its arguments twice.
-    assert!(size <= 2304, "request future is {size} bytes");
+    // kept its arguments twice; 2,336 once a static body carried a kept
+    // file's bytes beside its descriptor (32 bytes, for a 8 % faster
+    // small-file path).
+    assert!(size <= 2336, "request future is {size} bytes");
 }
 
 mod pieces;
