@@ -362,6 +362,31 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 
+    #[tokio::test]
+    async fn kept_bytes_stand_for_the_body_only_while_none_of_it_went() {
+        use std::future::poll_fn;
+        let (_d, f, data) = file(1000);
+        let f = Arc::new(f);
+        // Untouched: the kept bytes are the body, in one piece.
+        let mut body =
+            FileBody::shared(f.clone(), 0, 1000).with_bytes(Bytes::copy_from_slice(&data));
+        let got = poll_fn(|cx| body.poll_chunk(cx)).await.unwrap().unwrap();
+        assert!(got[..] == data[..]);
+        assert!(poll_fn(|cx| body.poll_chunk(cx)).await.is_none());
+        // Part sent from the file (by sendfile): the rest comes from the
+        // file, not the kept bytes again.
+        let mut body =
+            FileBody::shared(f.clone(), 0, 1000).with_bytes(Bytes::copy_from_slice(&data));
+        body.sent(300);
+        let mut rest = Vec::new();
+        while let Some(chunk) = poll_fn(|cx| body.poll_chunk(cx)).await {
+            rest.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(rest[..] == data[300..]);
+        // The store's descriptor is still open for the next answer.
+        assert_eq!(Arc::strong_count(&f), 1);
+    }
+
     #[test]
     fn a_cached_stretch_is_offered_only_while_idle_and_in_bounds() {
         let (_d, f, _) = file(3 * CHUNK);
