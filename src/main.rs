@@ -88,6 +88,14 @@ fn check(path: &Path) -> ExitCode {
                 None => print!("  workers  {}, not bound to CPUs", s.threads),
             }
             println!(", scheduling policy {}", s.scheduling_policy.name());
+            let size = config::units::format_size;
+            println!(
+                "  bodies   up to {}; read whole, up to {} each in memory ({} in all), larger in {}",
+                size(s.max_body),
+                size(s.max_body_in_memory),
+                size(s.max_buffered),
+                s.body_temp_dir.display()
+            );
             for l in &snap.listeners {
                 println!("  listen   {} ({:?})", l.addr, l.kind);
             }

@@ -86,6 +86,15 @@ upstream = "app"
         "{out}"
     );
     assert!(out.contains("route[0] */api/ -> upstream app"), "{out}");
+    // Where bodies read whole go: defaults.
+    let tmp = std::env::temp_dir();
+    assert!(
+        out.contains(&format!(
+            "bodies   up to 10MiB; read whole, up to 1MiB each in memory (256MiB in all), larger in {}",
+            tmp.display()
+        )),
+        "{out}"
+    );
 
     // Where the workers would run: a list is used round robin.
     let cpu = portcullis::workers::allowed_cpus().unwrap()[0];

@@ -35,9 +35,31 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(bad)
 }
 
+/// A size as the config would write it: in the largest binary unit that
+/// divides it, else in bytes.
+pub fn format_size(n: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n != 0 && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_print_as_the_config_would_write_them() {
+        assert_eq!(format_size(10 << 20), "10MiB");
+        assert_eq!(format_size(1 << 30), "1GiB");
+        assert_eq!(format_size(1536), "1536", "not a whole KiB");
+        assert_eq!(format_size(0), "0");
+        for s in ["256MiB", "512KiB", "2GiB", "1000"] {
+            assert_eq!(format_size(parse_size(s).unwrap()), s, "{s}");
+        }
+    }
 
     #[test]
     fn durations() {
