@@ -409,31 +409,51 @@ async fn a_request_the_client_gives_up_on_is_logged_with_499() {
     assert!(line.contains("\"GET /slow1 HTTP/1.1\" 499 "), "{line}");
 }
 
+/// An upstream that keeps each request for `/held` until the test lets one
+/// go (a permit each), and says when one has arrived; `answer` answers
+/// every request once it may.
+async fn holding_upstream<F, Fut>(
+    answer: F,
+) -> (
+    Upstream,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    std::sync::Arc<tokio::sync::Semaphore>,
+)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<Body>> + Send + 'static,
+{
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let answer = std::sync::Arc::new(answer);
+    let held = release.clone();
+    let up = upstream(move |req| {
+        let (arrived_tx, held, answer) = (arrived_tx.clone(), held.clone(), answer.clone());
+        async move {
+            if req.uri().path() == "/held" {
+                let _ = arrived_tx.send(());
+                held.acquire().await.unwrap().forget();
+            }
+            answer(req).await
+        }
+    })
+    .await;
+    (up, arrived, release)
+}
+
 #[tokio::test]
 async fn bodies_past_the_memory_budget_go_to_a_temp_file_not_to_503() {
-    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let up = {
-        let release = release.clone();
-        upstream(move |req| {
-            let (arrived_tx, release) = (arrived_tx.clone(), release.clone());
-            async move {
-                if req.uri().path() == "/held" {
-                    let _ = arrived_tx.send(());
-                    release.notified().await;
-                }
-                // The length it was told, and the body itself.
-                let length = req.headers().get("content-length").cloned();
-                let body = http_body_util::BodyExt::collect(req.into_body()).await;
-                let answer = format!(
-                    "{length:?} {}",
-                    String::from_utf8_lossy(&body.unwrap().to_bytes())
-                );
-                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(answer)))
-            }
-        })
-        .await
-    };
+    let (up, mut arrived, release) = holding_upstream(|req| async move {
+        // The length it was told, and the body itself.
+        let length = req.headers().get("content-length").cloned();
+        let body = http_body_util::BodyExt::collect(req.into_body()).await;
+        let answer = format!(
+            "{length:?} {}",
+            String::from_utf8_lossy(&body.unwrap().to_bytes())
+        );
+        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(answer)))
+    })
+    .await;
     let temp = tempfile::tempdir().unwrap();
     let p = proxy(&config(
         &up.addr,
@@ -469,7 +489,7 @@ async fn bodies_past_the_memory_budget_go_to_a_temp_file_not_to_503() {
     let resp = raw(a, chunked("/third").as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
     // Once the first exchange is over its share of memory is given back.
-    release.notify_one();
+    release.add_permits(1);
     assert!(whole_body_arrived(&held.await.unwrap()));
     let resp = raw(a, chunked("/fourth").as_bytes()).await;
     assert!(whole_body_arrived(&resp), "{resp}");
@@ -533,22 +553,7 @@ async fn a_slow_upload_holds_no_upstream_connection_until_it_is_whole() {
 async fn bodies_in_temp_files_are_as_many_as_max_connections_at_most() {
     // A temporary file is a descriptor: one HTTP/2 connection must not be
     // able to claim one per stream.
-    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let up = {
-        let release = release.clone();
-        upstream(move |req| {
-            let (arrived_tx, release) = (arrived_tx.clone(), release.clone());
-            async move {
-                if req.uri().path() == "/held" {
-                    let _ = arrived_tx.send(());
-                    release.acquire().await.unwrap().forget();
-                }
-                echo_response(req).await
-            }
-        })
-        .await
-    };
+    let (up, mut arrived, release) = holding_upstream(echo_response).await;
     let p = proxy(&config(&up.addr, "max_connections = 2")).await;
     let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
     let (send, conn) = hyper::client::conn::http2::handshake(
