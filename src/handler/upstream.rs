@@ -49,11 +49,7 @@ pub fn forward<'a>(
             }
         {
             let whole = read_whole(body, &snap.server).await?;
-            let len = match &whole {
-                SendBody::Full(b) => b.len() as u64,
-                SendBody::File { len, .. } => *len,
-                _ => 0,
-            };
+            let len = whole.whole_len().unwrap_or(0);
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));

@@ -62,6 +62,19 @@ pub enum SendBody {
     Stream(RequestBody),
 }
 
+impl SendBody {
+    /// The length of a body read whole (0 for none); `None` for a body
+    /// still to be streamed.
+    pub fn whole_len(&self) -> Option<u64> {
+        match self {
+            SendBody::None => Some(0),
+            SendBody::Full(b) => Some(b.len() as u64),
+            SendBody::File { len, .. } => Some(*len),
+            SendBody::Stream(_) => None,
+        }
+    }
+}
+
 /// How a response's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -384,12 +397,7 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &SendBody)
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     } else if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
-        let len = match body {
-            SendBody::Full(b) => b.len() as u64,
-            SendBody::File { len, .. } => *len,
-            _ => 0,
-        };
-        crate::http::raw::push_content_length(out, len);
+        crate::http::raw::push_content_length(out, body.whole_len().unwrap_or(0));
     }
     out.extend_from_slice(b"\r\n");
     chunked

@@ -212,7 +212,7 @@ fn store_failed(dir: &Path, e: &std::io::Error) -> ProxyError {
 }
 
 /// The whole body, up to `max_body` (else 413), in memory or in a temporary
-/// file (see the module's comment); its length is the body's `len()`.
+/// file (see the module's comment).
 pub(super) async fn read_whole<B>(
     mut body: B,
     server: &ServerSettings,
