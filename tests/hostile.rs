@@ -11,6 +11,11 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Bodies read whole share process-wide budgets (memory, files), and the
+/// tests of this file run at once in one process: a test that reads
+/// bodies whole, or counts on those budgets, holds this while it runs.
+static BUDGETS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SECRET: &str = "s3cret-s3cret-s3cret-s3cret-s3cret";
 
 fn token(sub: &str) -> String {
@@ -292,6 +297,7 @@ async fn http2_requests_meet_the_same_host_and_field_rules() {
 
 #[tokio::test]
 async fn agreeing_content_lengths_go_on_as_one_and_count_against_max_body() {
+    let _budgets = BUDGETS.lock().await;
     let up = echo().await;
     let p = proxy(&config(&up.addr, "max_body = \"8B\"")).await;
     let a = p.addrs[0];
@@ -443,6 +449,7 @@ where
 
 #[tokio::test]
 async fn bodies_past_the_memory_budget_go_to_a_temp_file_not_to_503() {
+    let _budgets = BUDGETS.lock().await;
     let (up, mut arrived, release) = holding_upstream(|req| async move {
         // The length it was told, and the body itself.
         let length = req.headers().get("content-length").cloned();
@@ -497,6 +504,7 @@ async fn bodies_past_the_memory_budget_go_to_a_temp_file_not_to_503() {
 
 #[tokio::test]
 async fn a_slow_upload_holds_no_upstream_connection_until_it_is_whole() {
+    let _budgets = BUDGETS.lock().await;
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<String>();
     let up = upstream(move |req| {
         let arrived_tx = arrived_tx.clone();
@@ -551,6 +559,7 @@ async fn a_slow_upload_holds_no_upstream_connection_until_it_is_whole() {
 
 #[tokio::test]
 async fn bodies_in_temp_files_are_as_many_as_max_connections_at_most() {
+    let _budgets = BUDGETS.lock().await;
     // A temporary file is a descriptor: one HTTP/2 connection must not be
     // able to claim one per stream.
     let (up, mut arrived, release) = holding_upstream(echo_response).await;
