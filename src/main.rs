@@ -90,11 +90,12 @@ fn check(path: &Path) -> ExitCode {
             println!(", scheduling policy {}", s.scheduling_policy.name());
             let size = config::units::format_size;
             println!(
-                "  bodies   up to {}; read whole, up to {} each in memory ({} in all), larger in {}",
+                "  bodies   up to {}; read whole, up to {} each in memory ({} in all), larger in {} ({} in all)",
                 size(s.max_body),
                 size(s.max_body_in_memory),
                 size(s.max_buffered),
-                s.body_temp_dir.display()
+                s.body_temp_dir.display(),
+                size(s.max_spilled)
             );
             for l in &snap.listeners {
                 println!("  listen   {} ({:?})", l.addr, l.kind);

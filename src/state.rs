@@ -34,6 +34,8 @@ pub struct ServerSettings {
     pub max_body_in_memory: u64,
     /// Where those files are made (unnamed: nothing to clean up).
     pub body_temp_dir: std::path::PathBuf,
+    /// Their bytes, all together; past it a request gets 503.
+    pub max_spilled: u64,
     pub max_header_size: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub watch: bool,

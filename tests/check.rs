@@ -90,7 +90,7 @@ upstream = "app"
     let tmp = std::env::temp_dir();
     assert!(
         out.contains(&format!(
-            "bodies   up to 10MiB; read whole, up to 1MiB each in memory (256MiB in all), larger in {}",
+            "bodies   up to 10MiB; read whole, up to 1MiB each in memory (256MiB in all), larger in {} (1GiB in all)",
             tmp.display()
         )),
         "{out}"

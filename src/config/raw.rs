@@ -44,6 +44,8 @@ pub struct RawServer {
     /// Larger bodies read whole go to a temporary file instead.
     pub max_body_in_memory: Option<String>,
     pub body_temp_dir: Option<String>,
+    /// All bodies in temporary files at once, on disk.
+    pub max_spilled: Option<String>,
     /// Largest request head (request line + headers) accepted; larger: 431.
     pub max_header_size: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,

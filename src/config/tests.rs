@@ -39,6 +39,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.server.max_buffered, 256 << 20);
     assert_eq!(s.server.max_body_in_memory, 1 << 20);
     assert_eq!(s.server.body_temp_dir, std::env::temp_dir());
+    assert_eq!(s.server.max_spilled, 1 << 30);
     assert!(s.server.watch);
     assert!(s.server.threads >= 1);
     assert_eq!(s.log.level, "info");
@@ -140,6 +141,7 @@ fn every_error_is_reported_with_its_place() {
 max_body = "lots"
 max_buffered = "1MiB"
 max_body_in_memory = "2MiB"
+max_spilled = "512KiB"
 body_temp_dir = "/nonexistent/portcullis-bodies"
 trusted_proxies = ["10.0.0.0/8", "not-an-ip"]
 [log]
@@ -173,6 +175,7 @@ status = 200
         "upstream.app.keepalive_requests: must be at least 1",
         "route[0].path: \"api\" must start with /",
         "server.max_body_in_memory: must be at most max_buffered",
+        "server.max_spilled: must be at least max_body",
         "server.body_temp_dir: cannot make a file in /nonexistent/portcullis-bodies:",
         "route[1]: more than one action",
         "route[2].status: a redirect status is one of",
@@ -472,6 +475,9 @@ fn max_body_in_memory_follows_a_smaller_max_buffered() {
         "[server]\nmax_body = \"100KiB\"\nmax_buffered = \"200KiB\"\n{LISTEN}"
     ));
     assert_eq!(s.server.max_body_in_memory, 200 << 10);
+    // max_spilled grows with a max_body past its default of 1 GiB.
+    let s = ok(&format!("[server]\nmax_body = \"2GiB\"\n{LISTEN}"));
+    assert_eq!(s.server.max_spilled, 2 << 30);
     // Relative to the config file, as every path.
     let dir = tempfile::tempdir().unwrap();
     let src = Source {

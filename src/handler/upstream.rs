@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 mod buffer;
 mod hop;
+mod spill;
 
 use buffer::read_whole;
-pub(crate) use buffer::FileSlot;
 use hop::{client_ip, prepare};
+pub(crate) use spill::FileSlot;
 
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`
 pub fn forward<'a>(

@@ -112,6 +112,15 @@ impl Compiler<'_> {
             );
         }
         let body_temp_dir = self.body_temp_dir(r.body_temp_dir.as_deref());
+        // Unset, it grows with a larger max_body, so that raising max_body
+        // alone still lets a body that size be kept.
+        let max_spilled = self.size(&r.max_spilled, "server.max_spilled", max_body.max(1 << 30));
+        if max_spilled < max_body {
+            self.errs.add(
+                "server.max_spilled",
+                "must be at least max_body: a body of max_body could never be kept",
+            );
+        }
         let threads = match r.threads {
             None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(n) => n,
@@ -165,6 +174,7 @@ impl Compiler<'_> {
             max_buffered,
             max_body_in_memory,
             body_temp_dir,
+            max_spilled,
             max_header_size: max_header_size.min(16 << 20) as usize,
             trusted_proxies: trusted,
             watch: r.watch.unwrap_or(true),
