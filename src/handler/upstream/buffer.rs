@@ -94,7 +94,7 @@ where
         Some(n) if n <= keep && share.grow(n, server.max_buffered) => {
             whole.reserve(n as usize);
         }
-        Some(n) => spill = Some(Spill::create(server, Some(n))?),
+        Some(_) => spill = Some(Spill::create(server)?),
         None => {}
     }
     while let Some(frame) = body.frame().await {
@@ -121,7 +121,7 @@ where
             // The held bytes themselves are the first write: no copy.
             let held = std::mem::take(&mut whole);
             share = Share::memory();
-            let mut s = Spill::create(server, None)?;
+            let mut s = Spill::create(server)?;
             s.write_held(held, dir).await?;
             s.write(&data, dir).await?;
             spill = Some(s);
@@ -254,7 +254,7 @@ mod tests {
         let body = vec![b's'; 3000];
         let first = read_whole(sized(&body), &s).await.unwrap();
         assert_eq!(contents(&first).0, "file");
-        // 3000 bytes on disk of 4 KiB: another 3000 do not fit, declared...
+        // 3000 bytes on disk of 4 KiB: another 3000 do not fit, in one piece...
         let e = read_whole(sized(&body), &s).await.err();
         assert!(matches!(e, Some(ProxyError::BodyStore)), "{e:?}");
         // ...or found out on the way.
@@ -268,6 +268,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(contents(&again), ("file", body));
+    }
+
+    /// A body that declares its length and sends what the test gives it.
+    struct Declared(u64, tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl http_body::Body for Declared {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.1.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_alone_holds_no_disk() {
+        let _budgets = BUDGETS.lock().await;
+        let s =
+            server("max_body = \"8KiB\"\nmax_body_in_memory = \"1KiB\"\nmax_spilled = \"8KiB\"");
+        // A body that declares 8000 bytes and has sent none: it has its
+        // file (the runtime has one thread: the task runs to its first
+        // wait at the yield)...
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let server = s.clone();
+        let first = tokio::spawn(async move { read_whole(Declared(8000, rx), &server).await });
+        tokio::task::yield_now().await;
+        // ...but none of the disk budget: 6000 bytes of another fit.
+        let second = read_whole(sized(&[b'x'; 6000]), &s).await.unwrap();
+        assert_eq!(contents(&second).0, "file");
+        // Its bytes, once they come, do not.
+        tx.send(Bytes::from(vec![b'y'; 8000])).unwrap();
+        let e = first.await.unwrap().err();
+        assert!(matches!(e, Some(ProxyError::BodyStore)), "{e:?}");
     }
 
     #[tokio::test]

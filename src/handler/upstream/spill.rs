@@ -81,12 +81,10 @@ pub(super) struct Spill {
 }
 
 impl Spill {
-    /// A file for a body of `declared` bytes, when known: they are taken
-    /// from `max_spilled` at once.
-    pub(super) fn create(
-        server: &ServerSettings,
-        declared: Option<u64>,
-    ) -> Result<Spill, ProxyError> {
+    /// A file for a body. Its bytes count against `max_spilled` as they
+    /// arrive, not by its declared length: a client that declares a large
+    /// body and sends nothing holds no disk (only one of the places).
+    pub(super) fn create(server: &ServerSettings) -> Result<Spill, ProxyError> {
         let Some(slot) = FileSlot::take(&IN_FILES, server.max_connections, &SPILLED) else {
             tracing::warn!(
                 max_connections = server.max_connections,
@@ -102,7 +100,7 @@ impl Spill {
         } else {
             0
         };
-        let mut spill = Spill {
+        Ok(Spill {
             file: Arc::new(file),
             slot,
             max_spilled: server.max_spilled,
@@ -111,11 +109,7 @@ impl Spill {
             stage,
             len: 0,
             writing: None,
-        };
-        if let Some(n) = declared {
-            spill.claim(n)?;
-        }
-        Ok(spill)
+        })
     }
 
     /// Room on disk for the body to be `total` bytes long.
