@@ -609,3 +609,42 @@ async fn bodies_in_temp_files_are_as_many_as_max_connections_at_most() {
     assert_eq!(status, 200);
     assert!(body.contains("\"body_len\":2097152"), "{body}");
 }
+
+#[tokio::test]
+async fn a_chunk_larger_than_max_body_is_refused_at_its_size_line() {
+    let _budgets = BUDGETS.lock().await;
+    let up = echo().await;
+    // Read whole before the upstream is asked (the default), and streamed.
+    let p = proxy(&format!(
+        "[server]\nmax_body = \"1KiB\"\nidle_timeout = \"3s\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+         [upstream.whole]\nservers = [\"{0}\"]\n\
+         [upstream.streamed]\nservers = [\"{0}\"]\nbuffer_chunked = false\n\
+         [[route]]\npath = \"/whole\"\nupstream = \"whole\"\n\
+         [[route]]\npath = \"/streamed\"\nupstream = \"streamed\"\n",
+        up.addr
+    ))
+    .await;
+    for path in ["/whole", "/streamed"] {
+        // A 1 MiB chunk announced, three bytes of it sent, and then nothing:
+        // the answer comes now, not after 1 KiB more (which never comes)
+        // or the idle timeout.
+        let resp = raw(
+            p.addrs[0],
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\nabc"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 413"), "{path}: {resp}");
+    }
+    // A body within max_body in chunks goes through as before.
+    let resp = raw(
+        p.addrs[0],
+        b"POST /streamed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"body_len\":5"), "{resp}");
+}

@@ -84,6 +84,15 @@ impl Decoder {
         }
     }
 
+    /// The bytes certain to come still: the rest of a length, or of the
+    /// chunk under way (its size line is a promise too).
+    pub fn at_least(&self) -> u64 {
+        match self.state {
+            State::Length(n) | State::ChunkData(n) => n,
+            _ => 0,
+        }
+    }
+
     /// Advance on the bytes in `buf`. With `data` false, stops before handing
     /// out body bytes: used to notice the end without waiting for more.
     pub fn step(&mut self, buf: &mut BytesMut, data: bool) -> Result<Step, ChunkError> {

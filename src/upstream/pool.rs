@@ -141,6 +141,10 @@ impl RequestBody {
     }
 }
 
+fn inner_lower(inner: Option<&crate::body::ReqBody>) -> u64 {
+    inner.map_or(0, |b| b.size_hint().lower())
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -156,8 +160,11 @@ impl Body for RequestBody {
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
+                    // With what the body has promised still to come (the
+                    // rest of a chunk): a chunk past max_body goes no further.
                     let n = d.len() as u64;
-                    if n > this.remaining {
+                    let promised = inner_lower(this.inner.as_ref());
+                    if n.saturating_add(promised) > this.remaining {
                         this.inner = None;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }

@@ -102,6 +102,14 @@ where
         let Ok(data) = frame.into_data() else {
             continue; // trailers: not forwarded
         };
+        // What the body still promises counts too (the rest of a chunk
+        // whose size line passes max_body): refused now, not once that
+        // much has arrived.
+        let so_far = spill.as_ref().map_or(whole.len() as u64, Spill::total);
+        let promised = http_body::Body::size_hint(&body).lower();
+        if (so_far + data.len() as u64).saturating_add(promised) > max {
+            return Err(ProxyError::BodyTooLarge);
+        }
         if let Some(s) = &mut spill {
             if s.total() + data.len() as u64 > max {
                 return Err(ProxyError::BodyTooLarge);
@@ -270,7 +278,8 @@ mod tests {
         assert_eq!(contents(&again), ("file", body));
     }
 
-    /// A body that declares its length and sends what the test gives it.
+    /// A body that declares its length (what is left of it) and sends what
+    /// the test gives it.
     struct Declared(u64, tokio::sync::mpsc::UnboundedReceiver<Bytes>);
 
     impl http_body::Body for Declared {
@@ -280,7 +289,11 @@ mod tests {
             mut self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            self.1.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+            let frame = std::task::ready!(self.1.poll_recv(cx));
+            if let Some(b) = &frame {
+                self.0 -= b.len() as u64;
+            }
+            std::task::Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
         }
         fn size_hint(&self) -> http_body::SizeHint {
             http_body::SizeHint::with_exact(self.0)

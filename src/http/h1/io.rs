@@ -293,6 +293,13 @@ impl Body for H1Body {
         match s.body.remaining() {
             Some(n) if s.seq == self.seq => SizeHint::with_exact(n),
             Some(_) => SizeHint::with_exact(0),
+            // Chunked: at least the rest of the chunk under way, so that a
+            // chunk that alone passes max_body is refused at its size line.
+            None if s.seq == self.seq => {
+                let mut h = SizeHint::default();
+                h.set_lower(s.body.at_least());
+                h
+            }
             None => SizeHint::default(),
         }
     }

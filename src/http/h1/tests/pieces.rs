@@ -109,3 +109,22 @@ fn chunked_bodies_decode_the_same_in_any_pieces() {
         }
     }
 }
+
+/// What a body promises still to come: the rest of a length, or of the
+/// chunk under way once its size line is read.
+#[test]
+fn a_body_promises_the_rest_of_its_length_or_chunk() {
+    use crate::http::decode::{Decoder, Step};
+    let mut d = Decoder::chunked();
+    assert_eq!(d.at_least(), 0, "no size line yet");
+    let mut buf = BytesMut::from(&b"100000\r\nabc"[..]);
+    match d.step(&mut buf, true).unwrap() {
+        Step::Data(b) => assert_eq!(&b[..], b"abc"),
+        _ => panic!("the three bytes sent"),
+    }
+    assert_eq!(d.at_least(), 0x100000 - 3);
+    let mut d = Decoder::length(10);
+    let mut buf = BytesMut::from(&b"0123"[..]);
+    d.step(&mut buf, true).unwrap();
+    assert_eq!(d.at_least(), 6);
+}
