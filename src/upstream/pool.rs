@@ -141,10 +141,6 @@ impl RequestBody {
     }
 }
 
-fn inner_lower(inner: Option<&crate::body::ReqBody>) -> u64 {
-    inner.map_or(0, |b| b.size_hint().lower())
-}
-
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -163,7 +159,7 @@ impl Body for RequestBody {
                     // With what the body has promised still to come (the
                     // rest of a chunk): a chunk past max_body goes no further.
                     let n = d.len() as u64;
-                    let promised = inner_lower(this.inner.as_ref());
+                    let promised = this.inner.as_ref().map_or(0, |b| b.size_hint().lower());
                     if n.saturating_add(promised) > this.remaining {
                         this.inner = None;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));

@@ -102,24 +102,17 @@ where
         let Ok(data) = frame.into_data() else {
             continue; // trailers: not forwarded
         };
-        // What the body still promises counts too (the rest of a chunk
-        // whose size line passes max_body): refused now, not once that
-        // much has arrived.
+        // The one max_body check, wherever the body is kept. What the body
+        // still promises counts too (the rest of a chunk whose size line
+        // passes max_body): refused now, not once that much has arrived.
         let so_far = spill.as_ref().map_or(whole.len() as u64, Spill::total);
-        let promised = http_body::Body::size_hint(&body).lower();
-        if (so_far + data.len() as u64).saturating_add(promised) > max {
+        let total = so_far + data.len() as u64;
+        if total.saturating_add(http_body::Body::size_hint(&body).lower()) > max {
             return Err(ProxyError::BodyTooLarge);
         }
         if let Some(s) = &mut spill {
-            if s.total() + data.len() as u64 > max {
-                return Err(ProxyError::BodyTooLarge);
-            }
             s.write(&data, dir).await?;
             continue;
-        }
-        let total = whole.len() as u64 + data.len() as u64;
-        if total > max {
-            return Err(ProxyError::BodyTooLarge);
         }
         if total > share.held()
             && (total > keep || !share.grow(total - share.held(), server.max_buffered))
