@@ -53,7 +53,7 @@ pub enum SendBody {
     /// long; can be sent again (reads are positional). Closing it frees
     /// the disk space.
     File {
-        file: std::fs::File,
+        file: std::sync::Arc<std::fs::File>,
         len: u64,
         /// Its place among the bodies in files, held as long as the file.
         _slot: crate::handler::upstream::FileSlot,
@@ -266,12 +266,11 @@ impl Conn {
     /// hand-off.
     async fn send_file(
         &mut self,
-        file: &std::fs::File,
+        file: &std::sync::Arc<std::fs::File>,
         len: u64,
         timeout: Duration,
     ) -> Result<(), ProtoError> {
-        let file = file.try_clone().map_err(ProtoError::Spill)?;
-        let mut body = crate::handler::static_files::FileBody::new(file, 0, len);
+        let mut body = crate::handler::static_files::FileBody::shared(file.clone(), 0, len);
         while let Some(chunk) = poll_fn(|cx| body.poll_chunk(cx)).await {
             let chunk = chunk.map_err(ProtoError::Spill)?;
             within(timeout, self.io.write_all(&chunk)).await?;

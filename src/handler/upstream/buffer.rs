@@ -181,10 +181,10 @@ mod tests {
             SendBody::Full(b) => ("memory", b.to_vec()),
             SendBody::File { file, len, .. } => {
                 let mut v = vec![0; *len as usize];
-                std::os::unix::fs::FileExt::read_exact_at(file, &mut v, 0).unwrap();
+                std::os::unix::fs::FileExt::read_exact_at(&**file, &mut v, 0).unwrap();
                 // Nothing past len either.
                 let mut more = [0u8; 1];
-                let n = std::os::unix::fs::FileExt::read_at(file, &mut more, *len).unwrap();
+                let n = std::os::unix::fs::FileExt::read_at(&**file, &mut more, *len).unwrap();
                 assert_eq!(n, 0, "the file is longer than the body");
                 ("file", v)
             }

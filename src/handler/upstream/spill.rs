@@ -192,13 +192,9 @@ impl Spill {
             self.hand_off(rest, dir).await?;
         }
         self.wait(dir).await?;
-        let len = self.len;
-        // The last write is done, and only writes held other handles.
-        let file = Arc::try_unwrap(self.file)
-            .map_err(|_| store_failed(dir, &std::io::Error::other("file still in use")))?;
         Ok(SendBody::File {
-            file,
-            len,
+            file: self.file,
+            len: self.len,
             _slot: self.slot,
         })
     }
