@@ -54,6 +54,10 @@ thread_local! {
 /// change nothing. The workers run until the process exits: a server's
 /// shutdown drains their connections, not the threads.
 pub fn start(n: usize, affinity: &Affinity, policy: SchedPolicy) -> std::io::Result<()> {
+    // Held to the end, so that two first calls at once (tests) do not both
+    // start workers, the loser's running unused.
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     if WORKERS.get().is_some() {
         return Ok(());
     }
