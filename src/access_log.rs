@@ -89,7 +89,7 @@ impl Logger {
             .name("access-log".into())
             .spawn(move || {
                 if let Err(e) = crate::workers::join_policy() {
-                    tracing::debug!(error = %e, "the access log's writer keeps the process's scheduling policy");
+                    tracing::debug!(error = %e, "the access log's writer keeps the process's scheduling policy or nice value");
                 }
                 let _ = set_tx.send(());
                 writer(rx, out, format)

@@ -87,7 +87,11 @@ fn check(path: &Path) -> ExitCode {
                 Some(cpus) => print!("  workers  {}, bound to CPUs {cpus:?}", s.threads),
                 None => print!("  workers  {}, not bound to CPUs", s.threads),
             }
-            println!(", scheduling policy {}", s.scheduling_policy.name());
+            println!(
+                ", scheduling policy {}, nice {}",
+                s.scheduling_policy.name(),
+                s.nice.value
+            );
             let size = config::units::format_size;
             println!(
                 "  bodies   up to {}; read whole, up to {} each in memory ({} in all), larger in {} ({} in all)",
@@ -217,7 +221,9 @@ fn run(path: &Path) -> ExitCode {
     // Connections are served on `threads` worker threads (workers.rs); this
     // runtime only accepts them, handles signals and reloads.
     let s = &snap.server;
-    if let Err(e) = portcullis::workers::start(s.threads, &s.cpu_affinity, s.scheduling_policy) {
+    if let Err(e) =
+        portcullis::workers::start(s.threads, &s.cpu_affinity, s.scheduling_policy, s.nice)
+    {
         tracing::error!(error = %e, "cannot start the worker threads");
         return ExitCode::FAILURE;
     }

@@ -196,6 +196,9 @@ impl Server {
         if old.server.scheduling_policy != new.server.scheduling_policy {
             tracing::warn!("server.scheduling_policy changed: takes effect at the next restart");
         }
+        if old.server.nice != new.server.nice {
+            tracing::warn!("server.nice changed: takes effect at the next restart");
+        }
         let diff = new.server.max_connections as isize - old.server.max_connections as isize;
         if diff > 0 {
             self.shared.limit.add_permits(diff as usize);

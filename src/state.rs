@@ -20,6 +20,7 @@ pub struct ServerSettings {
     pub threads: usize,
     pub cpu_affinity: Affinity,
     pub scheduling_policy: SchedPolicy,
+    pub nice: Nice,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
     pub header_timeout: Duration,
@@ -68,6 +69,36 @@ impl SchedPolicy {
         match self {
             SchedPolicy::Batch => "batch",
             SchedPolicy::Other => "other",
+        }
+    }
+}
+
+/// The worker threads' nice value (`server.nice`); applied once, at start
+/// (workers.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nice {
+    /// -20 (first) to 19 (last).
+    pub value: i32,
+    /// Written in the config rather than the default: a kernel that refuses
+    /// it is then worth a warning, where the default's refusal (an
+    /// unprivileged run) is only worth a note.
+    pub explicit: bool,
+}
+
+impl Nice {
+    /// Without `server.nice`: ahead of the app under SCHED_BATCH, where a
+    /// worker's precedence never preempts anyone on a wake-up and only lets
+    /// it finish its turn; none under SCHED_OTHER, where the same
+    /// precedence has each wake-up preempt the app or the clients
+    /// (bench/README.md, "Where the time goes": "a worker's nice value").
+    pub fn default_for(policy: SchedPolicy) -> Nice {
+        let value = match policy {
+            SchedPolicy::Batch => -5,
+            SchedPolicy::Other => 0,
+        };
+        Nice {
+            value,
+            explicit: false,
         }
     }
 }

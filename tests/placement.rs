@@ -87,6 +87,10 @@ async fn connections_are_spread_evenly_over_the_workers_and_stay_on_theirs() {
         2,
         &portcullis::state::Affinity::Off,
         portcullis::state::SchedPolicy::Batch,
+        portcullis::state::Nice {
+            value: 0,
+            explicit: true,
+        },
     )
     .unwrap();
     let up = numbering_upstream().await;

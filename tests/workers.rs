@@ -9,14 +9,61 @@ use common::*;
 use http_body_util::BodyExt;
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_on_worker_threads_are_proxied_pooled_and_drained() {
+/// Nice value of the process (this thread's, the test harness's) and of
+/// the workers: above the process's own, which even an unprivileged run may
+/// set, so that the workers' own is seen to be theirs.
+fn nices() -> (i32, i32) {
+    // SAFETY: a plain system call on the calling thread.
+    let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    (own, (own + 2).min(19))
+}
+
+/// Start the process's workers (the first call does; both tests call it
+/// alike) and check that they took the policy and nice value asked for, as
+/// `ps -L -o cls,ni` would show them.
+fn start_workers() {
+    let (own, theirs) = nices();
     portcullis::workers::start(
         2,
         &portcullis::state::Affinity::Off,
         portcullis::state::SchedPolicy::Batch,
+        portcullis::state::Nice {
+            value: theirs,
+            explicit: true,
+        },
     )
     .unwrap();
+    let mut workers = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
+        if !comm.starts_with("portcullis-work") {
+            continue;
+        }
+        workers += 1;
+        // Fields after the name in parentheses: state is the 3rd of the
+        // line, nice the 19th, the policy the 41st.
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        assert_eq!(rest[19 - 3], theirs.to_string(), "a worker's nice value");
+        assert_eq!(
+            rest[41 - 3],
+            libc::SCHED_BATCH.to_string(),
+            "a worker's policy"
+        );
+    }
+    assert_eq!(workers, 2);
+    assert_eq!(nices().0, own, "the caller's nice value moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_worker_threads_are_proxied_pooled_and_drained() {
+    start_workers();
     assert_eq!(portcullis::workers::count(), 2);
     let up = fixed("hello from the app").await;
     let p = proxy(&format!(
@@ -88,12 +135,7 @@ upstream = "app"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_on_workers_are_parked_and_resumed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    portcullis::workers::start(
-        2,
-        &portcullis::state::Affinity::Off,
-        portcullis::state::SchedPolicy::Batch,
-    )
-    .unwrap();
+    start_workers();
     let up = fixed("hello from the app").await;
     let p = proxy(&format!(
         "[log]\naccess = \"off\"\n[upstream.app]\nservers = [\"{}\"]\n\

@@ -33,6 +33,7 @@ pub struct RawServer {
     /// which can say which.
     pub cpu_affinity: Option<toml::Value>,
     pub scheduling_policy: Option<String>,
+    pub nice: Option<i64>,
     pub shutdown_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,

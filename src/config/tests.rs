@@ -468,6 +468,36 @@ fn scheduling_policy_forms_and_errors() {
 }
 
 #[test]
+fn nice_follows_the_policy_unless_given() {
+    use crate::state::Nice;
+    let nice = |server: &str| ok(&format!("[server]\n{server}\n{LISTEN}")).server.nice;
+    let default = |value| Nice {
+        value,
+        explicit: false,
+    };
+    let given = |value| Nice {
+        value,
+        explicit: true,
+    };
+    // Precedence pays under SCHED_BATCH only (state.rs, Nice::default_for).
+    assert_eq!(nice(""), default(-5));
+    assert_eq!(nice("scheduling_policy = \"other\""), default(0));
+    assert_eq!(nice("nice = 0"), given(0));
+    assert_eq!(nice("nice = -20"), given(-20));
+    assert_eq!(nice("scheduling_policy = \"other\"\nnice = -3"), given(-3));
+    assert_eq!(nice("nice = 19"), given(19));
+    for bad in ["nice = -21", "nice = 20", "nice = 100000000000"] {
+        assert_eq!(
+            errs(&format!("[server]\n{bad}\n{LISTEN}")),
+            vec!["server.nice: must be an integer from -20 to 19".to_string()],
+            "{bad}"
+        );
+    }
+    let e = errs(&format!("[server]\nnice = \"-5\"\n{LISTEN}"));
+    assert!(e.len() == 1 && e[0].starts_with("server.nice"), "{e:?}");
+}
+
+#[test]
 fn max_body_in_memory_follows_a_smaller_max_buffered() {
     // A config from before max_body_in_memory, with a small budget, still
     // compiles: the default comes down to the budget.

@@ -142,18 +142,32 @@ impl Compiler<'_> {
             self.errs
                 .add("server.max_connections", "must be at least 1");
         }
+        let scheduling_policy = match r.scheduling_policy.as_deref() {
+            None | Some("batch") => SchedPolicy::Batch,
+            Some("other") => SchedPolicy::Other,
+            Some(_) => {
+                self.errs
+                    .add("server.scheduling_policy", "must be \"batch\" or \"other\"");
+                SchedPolicy::Batch
+            }
+        };
+        let nice = match r.nice {
+            None => Nice::default_for(scheduling_policy),
+            Some(v @ -20..=19) => Nice {
+                value: v as i32,
+                explicit: true,
+            },
+            Some(_) => {
+                self.errs
+                    .add("server.nice", "must be an integer from -20 to 19");
+                Nice::default_for(scheduling_policy)
+            }
+        };
         ServerSettings {
             threads,
             cpu_affinity: self.affinity(r.cpu_affinity.as_ref()),
-            scheduling_policy: match r.scheduling_policy.as_deref() {
-                None | Some("batch") => SchedPolicy::Batch,
-                Some("other") => SchedPolicy::Other,
-                Some(_) => {
-                    self.errs
-                        .add("server.scheduling_policy", "must be \"batch\" or \"other\"");
-                    SchedPolicy::Batch
-                }
-            },
+            scheduling_policy,
+            nice,
             shutdown_timeout: self.duration(
                 &r.shutdown_timeout,
                 "server.shutdown_timeout",
