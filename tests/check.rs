@@ -105,7 +105,7 @@ upstream = "app"
     assert_eq!(code, 0);
     assert!(
         out.contains(&format!(
-            "workers  3, bound to CPUs [{cpu}, {cpu}, {cpu}], scheduling policy batch"
+            "workers  3, bound to CPUs [{cpu}, {cpu}, {cpu}], scheduling policy batch, nice -5"
         )),
         "{out}"
     );
@@ -114,7 +114,7 @@ upstream = "app"
          [[route]]\nrespond = { body = \"x\" }\n",
     );
     assert!(
-        out.contains("workers  3, not bound to CPUs, scheduling policy other"),
+        out.contains("workers  3, not bound to CPUs, scheduling policy other, nice 0"),
         "{out}"
     );
 }

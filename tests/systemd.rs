@@ -368,3 +368,65 @@ async fn worker_threads_run_under_the_configured_scheduling_policy() {
         vec![libc::SCHED_OTHER]
     );
 }
+
+/// A thread's nice value, the 19th field of its `stat`; `ps -L -o ni`
+/// shows the same.
+fn nice(dir: &Path) -> i32 {
+    let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(19 - 3).unwrap().parse().unwrap()
+}
+
+/// Whether a thread of this process may take nice value `v`: tried on a
+/// thread of its own, which ends with it.
+fn may_take(v: i32) -> bool {
+    // SAFETY: a plain system call on the calling (scratch) thread.
+    std::thread::spawn(move || unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, v) } == 0)
+        .join()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn worker_threads_take_the_configured_nice_value() {
+    let with = |server: &str| {
+        config(&respond("/", "ok"))
+            .replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+            .replacen("access = \"off\"", "access = \"stdout\"", 1)
+    };
+    // The child's main thread starts at this thread's value and keeps it.
+    let ours = nice(Path::new("/proc/thread-self"));
+
+    // Given, and above our own (so allowed to anyone): the workers and the
+    // access log's writer take it, the other threads do not.
+    let given = (ours + 2).min(19);
+    let mut p = Portcullis::start(&with(&format!("threads = 2\nnice = {given}")));
+    let ready = p.next().await;
+    assert!(has(&ready, "READY=1"));
+    let pid = p.child.id();
+    assert_eq!(each_worker(pid, nice), vec![given; 2]);
+    assert_eq!(each_thread(pid, "access-log", nice), vec![given]);
+    assert_eq!(nice(Path::new(&format!("/proc/{pid}"))), ours);
+    assert_eq!(
+        get(&format!("http://{}/", served_addr(&ready))).await.2,
+        "ok"
+    );
+
+    // The default under SCHED_BATCH: -5 where allowed (root, CAP_SYS_NICE,
+    // RLIMIT_NICE); elsewhere the process's, with a note saying why.
+    let mut p = Portcullis::start(&with("threads = 2"));
+    assert!(has(&p.next().await, "READY=1"));
+    let pid = p.child.id();
+    if may_take(-5) {
+        assert_eq!(each_worker(pid, nice), vec![-5; 2]);
+    } else {
+        assert_eq!(each_worker(pid, nice), vec![ours; 2]);
+        let log = p.log();
+        assert!(log.contains("keeps the process's nice value"), "{log}");
+    }
+
+    // Under SCHED_OTHER none is asked: 0.
+    let mut p = Portcullis::start(&with("threads = 2\nscheduling_policy = \"other\""));
+    assert!(has(&p.next().await, "READY=1"));
+    let want = if may_take(0) { 0 } else { ours };
+    assert_eq!(each_worker(p.child.id(), nice), vec![want; 2]);
+}
