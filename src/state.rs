@@ -91,9 +91,12 @@ impl Nice {
     /// it finish its turn; none under SCHED_OTHER, where the same
     /// precedence has each wake-up preempt the app or the clients
     /// (bench/README.md, "Where the time goes": "a worker's nice value").
+    /// -3 is the least that stopped the preemptions; -5 did no better and
+    /// held new connections' p99 back more, and takes more of a shared
+    /// CPU from the app (3 times a nice 0 thread's share, against 2).
     pub fn default_for(policy: SchedPolicy) -> Nice {
         let value = match policy {
-            SchedPolicy::Batch => -5,
+            SchedPolicy::Batch => -3,
             SchedPolicy::Other => 0,
         };
         Nice {

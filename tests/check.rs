@@ -105,7 +105,7 @@ upstream = "app"
     assert_eq!(code, 0);
     assert!(
         out.contains(&format!(
-            "workers  3, bound to CPUs [{cpu}, {cpu}, {cpu}], scheduling policy batch, nice -5"
+            "workers  3, bound to CPUs [{cpu}, {cpu}, {cpu}], scheduling policy batch, nice -3"
         )),
         "{out}"
     );

@@ -480,7 +480,7 @@ fn nice_follows_the_policy_unless_given() {
         explicit: true,
     };
     // Precedence pays under SCHED_BATCH only (state.rs, Nice::default_for).
-    assert_eq!(nice(""), default(-5));
+    assert_eq!(nice(""), default(-3));
     assert_eq!(nice("scheduling_policy = \"other\""), default(0));
     assert_eq!(nice("nice = 0"), given(0));
     assert_eq!(nice("nice = -20"), given(-20));

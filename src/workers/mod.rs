@@ -19,12 +19,12 @@
 //! of one. With the clients on the same CPUs that is about 15 times fewer
 //! context switches and 30 % more static files served, with the same p99
 //! (bench/README.md, "Where the time goes": "the scheduling policy").
-//! They also run at nice -5 by default (`server.nice`): once on a CPU, a
+//! They also run at nice -3 by default (`server.nice`): once on a CPU, a
 //! worker is then seldom preempted by the threads it wakes (the app's, the
 //! clients') before its turn ends, so it serves every request waiting
 //! instead of being switched out after the first write. That took the
 //! workers' involuntary context switches from one per 4-7 requests to
-//! about none, and 8-10 % more requests through (bench/README.md, "a
+//! about none, and up to 10 % more requests through (bench/README.md, "a
 //! worker's nice value").
 //!
 //! Without workers (the integration tests' in-process servers) connections
