@@ -80,8 +80,7 @@ where
     B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
 {
     use http_body_util::BodyExt;
-    let (max, dir) = (server.max_body, server.body_temp_dir.as_path());
-    let keep = server.max_body_in_memory;
+    let (max, keep) = (server.max_body, server.max_body_in_memory);
     let mut share = Share::memory();
     let mut whole = BytesMut::new();
     let mut spill = None;
@@ -111,7 +110,7 @@ where
             return Err(ProxyError::BodyTooLarge);
         }
         if let Some(s) = &mut spill {
-            s.write(&data, dir).await?;
+            s.write(&data).await?;
             continue;
         }
         if total > share.held()
@@ -123,15 +122,15 @@ where
             let held = std::mem::take(&mut whole);
             share = Share::memory();
             let mut s = Spill::create(server)?;
-            s.write_held(held, dir).await?;
-            s.write(&data, dir).await?;
+            s.write_held(held).await?;
+            s.write(&data).await?;
             spill = Some(s);
             continue;
         }
         whole.extend_from_slice(&data);
     }
     match spill {
-        Some(s) => s.finish(dir).await,
+        Some(s) => s.finish().await,
         None => Ok(SendBody::Full(Bytes::from_owner(Held {
             bytes: whole.freeze(),
             _share: share,

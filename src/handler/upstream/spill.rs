@@ -13,7 +13,7 @@ use crate::error::ProxyError;
 use crate::state::ServerSettings;
 use crate::upstream::h1::SendBody;
 use bytes::BytesMut;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -67,6 +67,8 @@ pub(super) const STAGE: usize = 1 << 20;
 /// each write running while the next bytes arrive.
 pub(super) struct Spill {
     file: Arc<std::fs::File>,
+    /// Where it is (`server.body_temp_dir`), for the log line of a failed write.
+    dir: PathBuf,
     slot: FileSlot,
     max_spilled: u64,
     /// Bytes not yet handed to a write.
@@ -102,6 +104,7 @@ impl Spill {
         };
         Ok(Spill {
             file: Arc::new(file),
+            dir: dir.clone(),
             slot,
             max_spilled: server.max_spilled,
             staged: BytesMut::new(),
@@ -125,7 +128,7 @@ impl Spill {
         Ok(())
     }
 
-    pub(super) async fn write(&mut self, mut data: &[u8], dir: &Path) -> Result<(), ProxyError> {
+    pub(super) async fn write(&mut self, mut data: &[u8]) -> Result<(), ProxyError> {
         self.claim(self.total() + data.len() as u64)?;
         while !data.is_empty() {
             if self.staged.capacity() == 0 {
@@ -136,7 +139,7 @@ impl Spill {
                 // No stage at all: this piece is its own write.
                 let piece = BytesMut::from(data);
                 data = &[];
-                self.hand_off(piece, dir).await?;
+                self.hand_off(piece).await?;
                 continue;
             }
             let n = room.min(data.len());
@@ -144,7 +147,7 @@ impl Spill {
             data = &data[n..];
             if self.staged.len() == self.stage {
                 let full = self.staged.split();
-                self.hand_off(full, dir).await?;
+                self.hand_off(full).await?;
             }
         }
         Ok(())
@@ -152,22 +155,18 @@ impl Spill {
 
     /// Write `bytes` held elsewhere (a body that turned out too big for
     /// memory) as they are, without a copy into the stage.
-    pub(super) async fn write_held(
-        &mut self,
-        bytes: BytesMut,
-        dir: &Path,
-    ) -> Result<(), ProxyError> {
+    pub(super) async fn write_held(&mut self, bytes: BytesMut) -> Result<(), ProxyError> {
         if bytes.is_empty() {
             return Ok(());
         }
         self.claim(self.total() + bytes.len() as u64)?;
-        self.hand_off(bytes, dir).await
+        self.hand_off(bytes).await
     }
 
     /// Start writing `bytes` at the end of what was handed off before, once
     /// the write before it is done (one at a time per body).
-    async fn hand_off(&mut self, bytes: BytesMut, dir: &Path) -> Result<(), ProxyError> {
-        self.wait(dir).await?;
+    async fn hand_off(&mut self, bytes: BytesMut) -> Result<(), ProxyError> {
+        self.wait().await?;
         let (file, at) = (self.file.clone(), self.len);
         self.len += bytes.len() as u64;
         self.writing = Some(tokio::task::spawn_blocking(move || {
@@ -176,22 +175,22 @@ impl Spill {
         Ok(())
     }
 
-    async fn wait(&mut self, dir: &Path) -> Result<(), ProxyError> {
+    async fn wait(&mut self) -> Result<(), ProxyError> {
         if let Some(w) = self.writing.take() {
             w.await
                 .map_err(std::io::Error::other)
                 .and_then(|r| r)
-                .map_err(|e| store_failed(dir, &e))?;
+                .map_err(|e| store_failed(&self.dir, &e))?;
         }
         Ok(())
     }
 
-    pub(super) async fn finish(mut self, dir: &Path) -> Result<SendBody, ProxyError> {
+    pub(super) async fn finish(mut self) -> Result<SendBody, ProxyError> {
         if !self.staged.is_empty() {
             let rest = self.staged.split();
-            self.hand_off(rest, dir).await?;
+            self.hand_off(rest).await?;
         }
-        self.wait(dir).await?;
+        self.wait().await?;
         Ok(SendBody::File {
             file: self.file,
             len: self.len,
