@@ -255,29 +255,10 @@ fn cpus_allowed(dir: &Path) -> String {
         .to_string()
 }
 
-/// A thread's scheduling policy (SCHED_OTHER 0, SCHED_BATCH 3), the 41st
-/// field of its `stat`; `chrt -p` shows the same.
+/// A thread's scheduling policy (SCHED_OTHER 0, SCHED_BATCH 3); `chrt -p`
+/// shows the same.
 fn policy(dir: &Path) -> i32 {
-    let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-    // Fields count from 1 and the name (2nd) may hold spaces: the 3rd is
-    // the first after its closing parenthesis.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split(' ').nth(41 - 3).unwrap().parse().unwrap()
-}
-
-/// One value per thread whose name starts with `name` (the kernel cuts
-/// names to 15 bytes), read from its /proc directory, sorted.
-fn each_thread<T: Ord>(pid: u32, name: &str, read: impl Fn(&Path) -> T) -> Vec<T> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = t.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.starts_with(name) {
-            out.push(read(&dir));
-        }
-    }
-    out.sort();
-    out
+    stat_field(dir, 41)
 }
 
 /// One value per worker thread ("portcullis-worker-N").
@@ -369,12 +350,9 @@ async fn worker_threads_run_under_the_configured_scheduling_policy() {
     );
 }
 
-/// A thread's nice value, the 19th field of its `stat`; `ps -L -o ni`
-/// shows the same.
+/// A thread's nice value; `ps -L -o ni` shows the same.
 fn nice(dir: &Path) -> i32 {
-    let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split(' ').nth(19 - 3).unwrap().parse().unwrap()
+    stat_field(dir, 19)
 }
 
 /// Whether a thread of this process may take nice value `v`: tried on a

@@ -33,31 +33,11 @@ fn start_workers() {
         },
     )
     .unwrap();
-    let mut workers = 0;
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
-        if !comm.starts_with("portcullis-work") {
-            continue;
-        }
-        workers += 1;
-        // Fields after the name in parentheses: state is the 3rd of the
-        // line, nice the 19th, the policy the 41st.
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-        let rest: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        assert_eq!(rest[19 - 3], theirs.to_string(), "a worker's nice value");
-        assert_eq!(
-            rest[41 - 3],
-            libc::SCHED_BATCH.to_string(),
-            "a worker's policy"
-        );
-    }
-    assert_eq!(workers, 2);
+    // Each worker's nice value and policy, and two workers, no more.
+    let workers = each_thread(std::process::id(), "portcullis-work", |dir| {
+        (stat_field(dir, 19), stat_field(dir, 41))
+    });
+    assert_eq!(workers, vec![(theirs, libc::SCHED_BATCH); 2]);
     assert_eq!(nices().0, own, "the caller's nice value moved");
 }
 

@@ -315,3 +315,30 @@ pub async fn log_line(log: &std::path::Path, headers: &http::HeaderMap) -> Strin
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Field `n` (counted from 1, as proc(5) does) of the `stat` of the task
+/// whose /proc directory is `dir`: 19 is its nice value (`ps -o ni`), 41
+/// its scheduling policy (SCHED_OTHER 0, SCHED_BATCH 3; `chrt -p`).
+pub fn stat_field(dir: &Path, n: usize) -> i32 {
+    let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+    // The name (2nd) may hold spaces: the 3rd field is the first after its
+    // closing parenthesis.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(n - 3).unwrap().parse().unwrap()
+}
+
+/// One value per thread of process `pid` whose name starts with `name`
+/// (the kernel cuts names to 15 bytes), read from its /proc directory,
+/// sorted.
+pub fn each_thread<T: Ord>(pid: u32, name: &str, read: impl Fn(&Path) -> T) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with(name) {
+            out.push(read(&dir));
+        }
+    }
+    out.sort();
+    out
+}
