@@ -106,6 +106,12 @@ pub fn handle(
                     .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
             }
         }
+        // Never indexed by HTTP/2's HPACK: every id is new, so indexing
+        // them fills a connection's header table with ids, evicts the fields
+        // that do repeat (server, date, content-type), and makes the encoder
+        // compare each new id with every id in the table.
+        let mut request_id = request_id;
+        request_id.set_sensitive(true);
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         if let Some(mut e) = out.log.take() {
             e.status = resp.status().as_u16();

@@ -100,3 +100,136 @@ async fn a_head_answer_keeps_the_upstreams_length() {
     assert!(wire.contains("\r\ncontent-length: 12\r\n"), "{wire}");
     assert!(wire.ends_with("\r\n\r\n"), "{wire}");
 }
+
+/// How an HPACK field is sent: from the table whole, or as a literal value
+/// that the decoder adds to its table, leaves out of it, or must never add.
+#[derive(Debug, PartialEq)]
+enum Form {
+    Indexed,
+    Incremental,
+    Without,
+    Never,
+}
+
+/// An HPACK integer with a `prefix`-bit first part (RFC 7541, 5.1).
+fn hpack_int(b: &[u8], i: &mut usize, prefix: u32) -> usize {
+    let max = (1usize << prefix) - 1;
+    let mut v = b[*i] as usize & max;
+    *i += 1;
+    if v < max {
+        return v;
+    }
+    let mut shift = 0;
+    loop {
+        let c = b[*i];
+        *i += 1;
+        v += ((c & 0x7f) as usize) << shift;
+        shift += 7;
+        if c & 0x80 == 0 {
+            return v;
+        }
+    }
+}
+
+/// Each field of a header block: its form and its name's table index (0
+/// when the name itself is sent). Strings are skipped, not decoded.
+fn forms(b: &[u8]) -> Vec<(Form, usize)> {
+    let skip = |i: &mut usize| {
+        let n = hpack_int(b, i, 7);
+        *i += n;
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let (form, prefix) = match c {
+            _ if c & 0x80 != 0 => (Form::Indexed, 7),
+            _ if c & 0x40 != 0 => (Form::Incremental, 6),
+            _ if c & 0x20 != 0 => {
+                hpack_int(b, &mut i, 5); // a table size update
+                continue;
+            }
+            _ if c & 0x10 != 0 => (Form::Never, 4),
+            _ => (Form::Without, 4),
+        };
+        let name = hpack_int(b, &mut i, prefix);
+        if form != Form::Indexed {
+            if name == 0 {
+                skip(&mut i);
+            }
+            skip(&mut i);
+        }
+        out.push((form, name));
+    }
+    out
+}
+
+/// The next frame: type, flags, stream, payload.
+async fn frame(s: &mut tokio::net::TcpStream) -> (u8, u8, u32, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 9];
+    s.read_exact(&mut h).await.expect("a frame header");
+    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).await.expect("a frame payload");
+    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+    (h[3], h[4], stream, payload)
+}
+
+/// Each response's id is new, so an HTTP/2 client's header table must not
+/// keep it: kept, the ids would push out the fields that do repeat, and the
+/// proxy's encoder would compare every new id with every id kept.
+#[tokio::test]
+async fn http2_sends_the_request_id_never_indexed() {
+    use tokio::io::AsyncWriteExt;
+    let a = fixed("ok").await;
+    let p = proxy(&format!(
+        "[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+         [upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        a.addr
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    // The preface, empty SETTINGS: HTTP/2 with prior knowledge.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    for stream in [1u32, 3, 5] {
+        // GET / with :authority x, from the static table and one literal.
+        let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+        let mut req = vec![0, 0, block.len() as u8, 0x01, 0x05];
+        req.extend_from_slice(&stream.to_be_bytes());
+        req.extend_from_slice(&block);
+        s.write_all(&req).await.unwrap();
+        let mut head = None;
+        loop {
+            let (kind, flags, id, payload) = frame(&mut s).await;
+            match kind {
+                0x04 if flags & 0x01 == 0 => s.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap(),
+                0x07 => panic!("GOAWAY: {payload:?}"),
+                0x01 if id == stream => {
+                    assert_eq!(flags & 0x2c, 0x04, "one whole block, unpadded");
+                    head = Some(forms(&payload));
+                    if flags & 0x01 != 0 {
+                        break;
+                    }
+                }
+                0x00 if id == stream && flags & 0x01 != 0 => break,
+                _ => {}
+            }
+        }
+        let head = head.expect("a HEADERS frame");
+        assert_eq!(head[0], (Form::Indexed, 8), ":status 200: {head:?}");
+        // The upstream's fields all have names in HPACK's static table; the
+        // one name sent as a literal is the proxy's x-request-id.
+        let literal_names: Vec<_> = head
+            .iter()
+            .filter(|(f, name)| *f != Form::Indexed && *name == 0)
+            .collect();
+        assert_eq!(
+            literal_names,
+            [&(Form::Never, 0)],
+            "stream {stream}: {head:?}"
+        );
+    }
+}
