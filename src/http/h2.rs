@@ -224,14 +224,12 @@ pub async fn serve<IO>(
     let conn_uptake = uptake.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let uptake = conn_uptake.clone();
-        let handled = service::handle(
-            req.map(|b| ReqBody::H2(H2Body::new(b, idle))),
-            info.clone(),
-            state.clone(),
-        );
-        // Boxed: hyper keeps a slot of this future's size per stream.
-        Box::pin(async move {
-            let Ok(mut resp) = handled.await;
+        let (info, state) = (info.clone(), state.clone());
+        // Boxed: hyper keeps a slot of this future's size per stream. The
+        // request's future is made inside, so that it is never moved.
+        super::in_box(move || async move {
+            let req = req.map(|b| ReqBody::H2(H2Body::new(b, idle)));
+            let Ok(mut resp) = service::handle(req, info, state).await;
             // hyper writes the map: an upstream's fields go into it.
             if let Some(raw) = resp.body_mut().take_fields() {
                 let set = std::mem::take(resp.headers_mut());

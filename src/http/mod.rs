@@ -190,6 +190,17 @@ pub async fn serve_h2<T: Io>(
     h2::serve(io, info, state, shutdown).await
 }
 
+/// A future made straight into its box: `Box::pin(f())` makes it on the
+/// stack and copies it (2.5 KiB for an HTTP/1 exchange, 4.6 KiB for an
+/// HTTP/2 stream's) into the heap.
+#[inline(always)]
+pub(crate) fn in_box<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    let mut b = Box::<F>::new_uninit();
+    b.write(make());
+    // SAFETY: written just above.
+    Box::into_pin(unsafe { b.assume_init() })
+}
+
 /// A pause limit for a request body: the timer is made the first time a
 /// read has to wait, so a body that is never waited on costs none.
 pub(crate) struct Stall {

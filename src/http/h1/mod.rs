@@ -127,7 +127,7 @@ pub fn serve<T: Io>(
                 shutdown: &shutdown,
                 lim: &lim,
             };
-            match in_box(|| exchange(ctx, head)).await {
+            match super::in_box(|| exchange(ctx, head)).await {
                 After::KeepAlive => continue,
                 After::Close { linger } => break End::Close { linger },
                 After::Upgrade(tx) => break End::Upgrade(tx),
@@ -138,16 +138,6 @@ pub fn serve<T: Io>(
         // would keep its room beside the loop's, in every idle connection.
         Box::pin(finish(end, shared, info, state, shutdown, lim.idle())).await
     }
-}
-
-/// A future made straight into its box: `Box::pin(f())` makes it on the
-/// stack and copies it (2.5 KiB for an exchange) into the heap.
-#[inline(always)]
-fn in_box<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
-    let mut b = Box::<F>::new_uninit();
-    b.write(make());
-    // SAFETY: written just above.
-    Box::into_pin(unsafe { b.assume_init() })
 }
 
 struct Ctx<'a, T: ?Sized> {
