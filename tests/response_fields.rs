@@ -183,12 +183,7 @@ async fn frame(s: &mut tokio::net::TcpStream) -> (u8, u8, u32, Vec<u8>) {
 async fn http2_sends_the_request_id_never_indexed() {
     use tokio::io::AsyncWriteExt;
     let a = fixed("ok").await;
-    let p = proxy(&format!(
-        "[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
-         [upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
-        a.addr
-    ))
-    .await;
+    let p = proxy(&cfg(&a)).await;
     let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
     // The preface, empty SETTINGS: HTTP/2 with prior knowledge.
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
@@ -220,8 +215,8 @@ async fn http2_sends_the_request_id_never_indexed() {
         }
         let head = head.expect("a HEADERS frame");
         assert_eq!(head[0], (Form::Indexed, 8), ":status 200: {head:?}");
-        // The upstream's fields all have names in HPACK's static table; the
-        // one name sent as a literal is the proxy's x-request-id.
+        // The upstream's and the route's fields all have names in HPACK's
+        // static table; the one name sent as a literal is x-request-id.
         let literal_names: Vec<_> = head
             .iter()
             .filter(|(f, name)| *f != Form::Indexed && *name == 0)
