@@ -87,7 +87,7 @@ pub fn handle(
 ) -> impl std::future::Future<Output = Result<Resp, Infallible>> + Send {
     async move {
         let snap = state.load();
-        let (parts, body, request_id, entry) = begin(req, &conn, &snap);
+        let (parts, body, mut request_id, entry) = begin(req, &conn, &snap);
         let mut out = Outcome::default();
         out.log = entry;
         // The connections box this future: an idle one holds no request state.
@@ -110,7 +110,6 @@ pub fn handle(
         // them fills a connection's header table with ids, evicts the fields
         // that do repeat (server, date, content-type), and makes the encoder
         // compare each new id with every id in the table.
-        let mut request_id = request_id;
         request_id.set_sensitive(true);
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         if let Some(mut e) = out.log.take() {

@@ -191,7 +191,7 @@ pub async fn serve_h2<T: Io>(
 }
 
 /// A future made straight into its box: `Box::pin(f())` makes it on the
-/// stack and copies it (2.5 KiB for an HTTP/1 exchange, 4.6 KiB for an
+/// stack and copies it (2.5 KiB for an HTTP/1 exchange, 2.6 KiB for an
 /// HTTP/2 stream's) into the heap.
 #[inline(always)]
 pub(crate) fn in_box<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
