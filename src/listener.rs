@@ -7,7 +7,7 @@
 //! themselves (one shared socket, or one `SO_REUSEPORT` socket each) saves
 //! about 10 % of a connection's CPU but served no more connections a
 //! second: the accepts then land on the workers' bound CPUs, and one CPU
-//! idles while the other has work queued (bench/README.md, "a connection
+//! idles while the other has work queued (bench/HISTORY.md, "a connection
 //! per request").
 
 use crate::service::ConnInfo;

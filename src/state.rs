@@ -90,7 +90,7 @@ impl Nice {
     /// worker's precedence never preempts anyone on a wake-up and only lets
     /// it finish its turn; none under SCHED_OTHER, where the same
     /// precedence has each wake-up preempt the app or the clients
-    /// (bench/README.md, "Where the time goes": "a worker's nice value").
+    /// (bench/HISTORY.md, "a worker's nice value").
     /// -3 is the least that stopped the preemptions; -5 did no better and
     /// held new connections' p99 back more, and takes more of a shared
     /// CPU from the app (3 times a nice 0 thread's share, against 2).

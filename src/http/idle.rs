@@ -16,8 +16,8 @@
 //! A tokio timer there cost a write to the runtime's eventfd on most
 //! requests: arming a timer earlier than any the parked runtime knew of
 //! wakes its driver, and under load that was 0.13 `write` calls a request
-//! (bench/README.md). An upstream timeout firing up to `GRAIN_MS` late is
-//! of no consequence.
+//! (bench/README.md, "What changed"). An upstream timeout firing up to
+//! `GRAIN_MS` late is of no consequence.
 
 use crate::upstream::now_ms;
 use std::future::{poll_fn, Future};

@@ -10,7 +10,7 @@
 //! Each worker is bound to a CPU of its own when there is one per CPU
 //! (`server.cpu_affinity`): two workers left to the kernel sometimes share
 //! one CPU for tens of milliseconds while the other runs the app or the
-//! clients, and every connection of both waits (bench/README.md, "A third
+//! clients, and every connection of both waits (bench/HISTORY.md, "a third
 //! machine": plain p99 about 2 ms bound against 3-5 ms unbound).
 //!
 //! Workers run under SCHED_BATCH by default (`server.scheduling_policy`): a
@@ -18,13 +18,13 @@
 //! turn instead of preempting it, and finds tens of requests waiting instead
 //! of one. With the clients on the same CPUs that is about 15 times fewer
 //! context switches and 30 % more static files served, with the same p99
-//! (bench/README.md, "Where the time goes": "the scheduling policy").
+//! (bench/HISTORY.md, "the scheduling policy").
 //! They also run at nice -3 by default (`server.nice`): once on a CPU, a
 //! worker is then seldom preempted by the threads it wakes (the app's, the
 //! clients') before its turn ends, so it serves every request waiting
 //! instead of being switched out after the first write. That took the
 //! workers' involuntary context switches from one per 4-7 requests to
-//! about none, and up to 10 % more requests through (bench/README.md, "a
+//! about none, and up to 10 % more requests through (bench/HISTORY.md, "a
 //! worker's nice value").
 //!
 //! Without workers (the integration tests' in-process servers) connections
