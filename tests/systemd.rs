@@ -23,22 +23,27 @@ struct Portcullis {
 
 impl Portcullis {
     fn start(config_text: &str) -> Self {
+        Self::start_with(config_text, |_| {})
+    }
+
+    /// Started as `start` does, the command adjusted first.
+    fn start_with(config_text: &str, adjust: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("portcullis.toml");
         std::fs::write(&config, config_text).unwrap();
         let sock = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&sock).unwrap();
         let log = dir.path().join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["run", "-c"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(["run", "-c"])
             .arg(&config)
             .env("NOTIFY_SOCKET", &sock)
             .env_remove("JOURNAL_STREAM")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        adjust(&mut cmd);
+        let child = cmd.spawn().unwrap();
         Portcullis {
             child,
             notify,
@@ -407,4 +412,72 @@ async fn worker_threads_take_the_configured_nice_value() {
     assert!(has(&p.next().await, "READY=1"));
     let want = if may_take(0) { 0 } else { ours };
     assert_eq!(each_worker(p.child.id(), nice), vec![want; 2]);
+}
+
+/// CAP_SYS_NICE (linux/capability.h).
+const CAP_SYS_NICE: libc::c_int = 23;
+
+/// The child loses CAP_SYS_NICE: root's capabilities after `execve` are
+/// its bounding set, which this narrows. Needs CAP_SETPCAP (root has it).
+fn without_sys_nice(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is a plain system call, safe between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_NICE, 0, 0, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// As a service without `CAP_SYS_NICE` and without `LimitNICE=` runs it:
+/// the workers keep the process's nice value and serve; the log says why,
+/// as a note for the default and as a warning for a value the file asked
+/// for. Where this test's own process may not go below 0 (not root), the
+/// test above already sees this path, and this one has nothing to drop.
+#[tokio::test]
+async fn without_the_right_to_a_lower_nice_value_the_workers_keep_the_processs() {
+    // The hard limit is as far as a process without CAP_SYS_RESOURCE can
+    // raise its own.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut lim) }, 0);
+    let ours = nice(Path::new("/proc/thread-self"));
+    // RLIMIT_NICE lets a process go down to 20 - limit.
+    let floor = 20 - lim.rlim_max.min(40) as i32;
+    if !may_take(-3) || floor <= -3 {
+        eprintln!("skipped: not root, or RLIMIT_NICE allows -3 (covered above)");
+        return;
+    }
+    let with = |server: &str| {
+        config(&respond("/", "ok")).replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+    };
+    for (server, says) in [
+        ("threads = 2", "the worker keeps the process's nice value"),
+        (
+            "threads = 2\nnice = -3",
+            "cannot set the worker's nice value; it keeps the process's",
+        ),
+    ] {
+        let mut p = Portcullis::start_with(&with(server), without_sys_nice);
+        let ready = p.next().await;
+        assert!(has(&ready, "READY=1"), "{}", p.log());
+        assert_eq!(each_worker(p.child.id(), nice), vec![ours; 2], "{server}");
+        let log = p.log();
+        assert!(log.contains(says), "{server}: {log}");
+        assert!(
+            log.contains("LimitNICE="),
+            "{server}: the hint is missing: {log}"
+        );
+        assert_eq!(
+            get(&format!("http://{}/", served_addr(&ready))).await.2,
+            "ok"
+        );
+    }
 }
