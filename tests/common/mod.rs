@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod child;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
