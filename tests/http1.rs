@@ -10,10 +10,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn cfg(extra: &str) -> String {
-    format!("[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n{extra}")
-}
-
 /// Read until `pat` has been seen `n` times; what was read.
 async fn read_until(s: &mut TcpStream, pat: &str, n: usize) -> String {
     let mut got = Vec::new();

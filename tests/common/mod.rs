@@ -201,6 +201,12 @@ impl Proxy {
     }
 }
 
+/// A config with one plain listener on a free port and the access log
+/// off, `extra` (upstreams, routes) after them.
+pub fn cfg(extra: &str) -> String {
+    format!("[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n{extra}")
+}
+
 /// Start the proxy on a config text; the text is written to a file in a
 /// temp dir (so relative paths and reloads work) and compiled as `run` does.
 pub async fn proxy(toml: &str) -> Proxy {

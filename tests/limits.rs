@@ -1,0 +1,187 @@
+//! The limits a client or an upstream runs into, end to end: body, head and
+//! target sizes (413, 431, 414), an upstream that is dead (502) or slow
+//! (504), a client that sends its head too slowly, and an idle keep-alive
+//! connection that must outlive the head's timeout.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::{Full, StreamBody};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn body_over_max_body_is_413_by_length_and_while_streaming() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nmax_body = \"1KiB\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let (status, _, body) = send(
+        Request::post(p.url("/"))
+            .body(Full::new(Bytes::from(vec![b'x'; 1024])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["body_len"], 1024);
+    let (status, _, _) = send(
+        Request::post(p.url("/"))
+            .body(Full::new(Bytes::from(vec![b'x'; 1025])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        e.hits(),
+        1,
+        "the oversized request with Content-Length reached the upstream"
+    );
+
+    // Chunked: no length up front, the limit trips while streaming.
+    let chunks = (0..8).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'y'; 512])))
+    });
+    let stream = StreamBody::new(futures_util::stream::iter(chunks));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = client
+        .request(Request::post(p.url("/")).body(stream).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+#[tokio::test]
+async fn huge_headers_get_431_and_long_uri_414() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let big = "a".repeat(70 * 1024);
+    let resp = raw(
+        p.addrs[0],
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(80)]
+    );
+    // Over 8 KiB, and over the whole head's limit too: 414 either way.
+    for n in [9000, 100 * 1024] {
+        let long = format!("/{}", "b".repeat(n));
+        let resp = raw(
+            p.addrs[0],
+            format!("GET {long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            resp.starts_with("HTTP/1.1 414"),
+            "{n}: {}",
+            &resp[..resp.len().min(80)]
+        );
+    }
+    assert_eq!(e.hits(), 0);
+}
+
+#[tokio::test]
+async fn dead_upstream_is_502_and_connect_failure_moves_to_next_server() {
+    // A port that was just free: nothing listens there.
+    // Bound but never listening: connecting is refused, and no other test
+    // can take the port while the socket lives.
+    let dead_sock = tokio::net::TcpSocket::new_v4().unwrap();
+    dead_sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = dead_sock.local_addr().unwrap().to_string();
+    let a = fixed("alive").await;
+    let p = proxy(&cfg(&format!(
+        r#"
+[upstream.dead]
+servers = ["{dead}"]
+[upstream.mixed]
+servers = ["{dead}", "{}"]
+retries = 1
+[[route]]
+path = "/dead"
+upstream = "dead"
+[[route]]
+path = "/mixed"
+upstream = "mixed"
+"#,
+        a.addr
+    )))
+    .await;
+    let (status, _, body) = get(&p.url("/dead")).await;
+    assert_eq!((status, body.as_str()), (502, "bad gateway\n"));
+    for _ in 0..6 {
+        let (status, _, body) = get(&p.url("/mixed")).await;
+        assert_eq!((status, body.as_str()), (200, "alive"));
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_after_timeout() {
+    let hang = upstream(|_req| async {
+        std::future::pending::<()>().await;
+        unreachable!()
+    })
+    .await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\ntimeout = \"300ms\"\nretries = 0\n[[route]]\nupstream = \"app\"\n",
+        hang.addr
+    )))
+    .await;
+    let (status, _, body) = get(&p.url("/")).await;
+    assert_eq!((status, body.as_str()), (504, "gateway timeout\n"));
+}
+
+#[tokio::test]
+async fn slow_header_client_is_cut_off_while_others_are_served() {
+    let a = fixed("fine").await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nheader_timeout = \"500ms\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        a.addr
+    )))
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Dribble: 1")
+        .await
+        .unwrap();
+    // Others are served while the slow head is pending.
+    for _ in 0..3 {
+        assert_eq!(get(&p.url("/")).await.2, "fine");
+    }
+    // The server closes the slow connection; the guard only stops a hang.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "slow-header connection was never closed");
+    assert_eq!(a.hits(), 3);
+}
+
+#[tokio::test]
+async fn idle_keepalive_connection_outlives_header_timeout() {
+    // header_timeout bounds a head that has started, not the idle wait
+    // between requests on a keep-alive connection.
+    let p = proxy(&cfg("[server]\nheader_timeout = \"200ms\"\nidle_timeout = \"60s\"\n[[route]]\nrespond = { body = \"ok\" }\n")).await;
+    let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Wait well past header_timeout with the connection idle. The wait is
+    // not a synchronisation: the assertion holds for any longer wait too.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.write_all(req).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        n > 0 && String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "idle connection was closed"
+    );
+}
