@@ -9,10 +9,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn cfg(extra: &str) -> String {
-    format!("[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n{extra}")
-}
-
 /// A proxy that lets a request body pause 300 ms at most, in front of an
 /// echo upstream that one failure would take out of service.
 async fn impatient_proxy() -> (Proxy, Upstream) {
