@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod child;
+pub mod jwt;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
