@@ -10,8 +10,13 @@ use common::jwt::*;
 use common::*;
 use http_body_util::Full;
 use hyper::Response;
-use jsonwebtoken::{Algorithm, EncodingKey};
+use jsonwebtoken::Algorithm;
 use serde_json::json;
+
+/// The status of a GET of the gated `/api/` with `token`.
+async fn api(p: &Proxy, token: &str) -> u16 {
+    with_token(&p.url("/api/"), token).await.0
+}
 use std::sync::{Arc, Mutex};
 
 #[tokio::test]
@@ -34,67 +39,33 @@ async fn jwks_url_rotation_without_restart_and_no_refetch_storm() {
         idp.addr
     );
     let p = proxy(&cfg).await;
-    let enc =
-        |kp: &rcgen::KeyPair| EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap();
     let c = json!({"iss": "https://idp.test/", "exp": now() + 60});
     // The first request waits for the fetch started with the server.
-    assert_eq!(
-        with_token(
-            &p.url("/api/"),
-            &sign(Algorithm::RS256, Some("k1"), &c, &enc(&k1))
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(api(&p, &rs256(&k1, "k1", &c)).await, 200);
     assert_eq!(idp.hits(), 1);
 
     // The provider rotates: a token with the new kid is accepted at once.
     *served.lock().unwrap() = json!({"keys": [jwk(&k2, Algorithm::RS256, "k2")]}).to_string();
-    assert_eq!(
-        with_token(
-            &p.url("/api/"),
-            &sign(Algorithm::RS256, Some("k2"), &c, &enc(&k2))
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(api(&p, &rs256(&k2, "k2", &c)).await, 200);
     assert_eq!(idp.hits(), 2);
     assert_eq!(up.hits(), 2);
 
     // A flood of made-up kids: refused, and no fetch per token (one per
     // 30s cooldown at most; the last one was just now).
     for i in 0..50 {
-        let t = sign(Algorithm::RS256, Some(&format!("bogus-{i}")), &c, &enc(&k2));
-        assert_eq!(with_token(&p.url("/api/"), &t).await.0, 401);
+        let t = rs256(&k2, &format!("bogus-{i}"), &c);
+        assert_eq!(api(&p, &t).await, 401);
     }
     // Tokens of a foreign issuer never cause a fetch either.
     let foreign = json!({"iss": "https://evil.test/", "exp": now() + 60});
-    assert_eq!(
-        with_token(
-            &p.url("/api/"),
-            &sign(Algorithm::RS256, Some("new"), &foreign, &enc(&k2))
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(api(&p, &rs256(&k2, "new", &foreign)).await, 401);
     assert!(idp.hits() <= 3, "refetch storm: {} fetches", idp.hits());
     assert_eq!(
         idp.hits(),
         p.server.state().load().policies["api"].jwks_fetches() as usize
     );
     // The rotated-out key is gone.
-    assert_eq!(
-        with_token(
-            &p.url("/api/"),
-            &sign(Algorithm::RS256, Some("k1"), &c, &enc(&k1))
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(api(&p, &rs256(&k1, "k1", &c)).await, 401);
     assert_eq!(up.hits(), 2, "a refused request reached the upstream");
 }
 
@@ -122,30 +93,17 @@ async fn jwks_url_scheduled_refresh_keeps_the_last_good_set_on_failure() {
         idp.addr
     );
     let p = proxy(&cfg).await;
-    let enc =
-        |kp: &rcgen::KeyPair| EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap();
     // Distinct claims per request, so that no answer comes from the cache.
     let token = |kp: &rcgen::KeyPair, kid: &str, n: u32| {
-        sign(
-            Algorithm::RS256,
-            Some(kid),
-            &json!({"exp": now() + 60, "n": n}),
-            &enc(kp),
-        )
+        rs256(kp, kid, &json!({"exp": now() + 60, "n": n}))
     };
-    assert_eq!(
-        with_token(&p.url("/api/"), &token(&k1, "k1", 1)).await.0,
-        200
-    );
+    assert_eq!(api(&p, &token(&k1, "k1", 1)).await, 200);
 
     // The provider fails: the scheduled refresh keeps the last good set.
     served.lock().unwrap().0 = 500;
     let before = idp.hits();
     eventually("a failed refresh", || idp.hits() > before).await;
-    assert_eq!(
-        with_token(&p.url("/api/"), &token(&k1, "k1", 2)).await.0,
-        200
-    );
+    assert_eq!(api(&p, &token(&k1, "k1", 2)).await, 200);
 
     // It comes back with a rotated set: the schedule alone picks it up.
     *served.lock().unwrap() = (
@@ -160,14 +118,8 @@ async fn jwks_url_scheduled_refresh_keeps_the_last_good_set_on_failure() {
     })
     .await;
     let fetched = policy.jwks_fetches();
-    assert_eq!(
-        with_token(&p.url("/api/"), &token(&k1, "k1", 3)).await.0,
-        401
-    );
-    assert_eq!(
-        with_token(&p.url("/api/"), &token(&k2, "k2", 4)).await.0,
-        200
-    );
+    assert_eq!(api(&p, &token(&k1, "k1", 3)).await, 401);
+    assert_eq!(api(&p, &token(&k2, "k2", 4)).await, 200);
     // k2 came with the schedule, not with an unknown-kid fetch (k1 may
     // have caused one: it is unknown now).
     assert!(policy.jwks_fetches() <= fetched + 1);
@@ -187,14 +139,8 @@ async fn jwks_url_unreachable_refuses_without_hanging() {
         listen_and_route("api", &up.addr)
     );
     let p = proxy(&cfg).await;
-    let t = sign(
-        Algorithm::RS256,
-        Some("k"),
-        &json!({"exp": now() + 60}),
-        &EncodingKey::from_rsa_pem(rsa().serialize_pem().as_bytes()).unwrap(),
-    );
-    let (st, _, _) = with_token(&p.url("/api/"), &t).await;
-    assert_eq!(st, 401);
+    let t = rs256(&rsa(), "k", &json!({"exp": now() + 60}));
+    assert_eq!(api(&p, &t).await, 401);
     assert_eq!(up.hits(), 0);
 }
 
@@ -244,13 +190,8 @@ async fn jwks_url_over_https_refuses_an_untrusted_certificate() {
         listen_and_route("api", &up.addr)
     );
     let p = proxy(&cfg).await;
-    let t = sign(
-        Algorithm::RS256,
-        Some("k"),
-        &json!({"exp": now() + 60}),
-        &EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap(),
-    );
-    assert_eq!(with_token(&p.url("/api/"), &t).await.0, 401);
+    let t = rs256(&kp, "k", &json!({"exp": now() + 60}));
+    assert_eq!(api(&p, &t).await, 401);
     assert!(
         handshakes.load(Ordering::SeqCst) >= 1,
         "the fetch was not even tried"

@@ -48,6 +48,12 @@ pub fn listen_and_route(policy: &str, upstream: &str) -> String {
     )
 }
 
+/// An RS256 token with `claims`, signed with `kp` and naming `kid`.
+pub fn rs256(kp: &rcgen::KeyPair, kid: &str, claims: &Value) -> String {
+    let key = EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap();
+    sign(Algorithm::RS256, Some(kid), claims, &key)
+}
+
 pub fn rsa() -> rcgen::KeyPair {
     rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap()
 }
