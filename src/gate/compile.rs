@@ -2,8 +2,9 @@
 //! malformed key is a config error with its place, never a runtime
 //! surprise. Secrets never appear in an error message.
 
+use super::fetch;
 use super::keys::{self, Key, KeySource};
-use super::remote::{self, Remote};
+use super::remote::Remote;
 use super::token::Source as TokenSource;
 use super::{Policy, DEFAULT_CACHE, DEFAULT_MAX_TOKEN, DEFAULT_REFRESH};
 use crate::config::raw::RawJwt;
@@ -291,7 +292,7 @@ impl PolicyCompiler<'_> {
             };
         }
         let url = r.jwks_url.as_deref().unwrap_or_default();
-        let uri = match remote::check_url(url) {
+        let uri = match fetch::check_url(url) {
             Ok(u) => u,
             Err(e) => {
                 self.err("jwks_url", e);

@@ -9,7 +9,7 @@
 //! size limit, shape, header (alg, kid, crit), payload JSON    token.rs   401 invalid_token
 //! verified-token cache hit? -> exp checked again, done        cache.rs
 //! exp, nbf, iss, aud on the still unverified payload           claims.rs  401 invalid_token
-//! pick the key (policy's algorithms, kid), verify signature   keys.rs, remote.rs
+//! pick the key (policy's algorithms, kid), verify signature   keys.rs, remote.rs (fetch.rs)
 //! require, scopes                                             claims.rs  403 insufficient_scope
 //! forward_claims headers set, strip_token                     this file
 //! ```
@@ -22,6 +22,7 @@
 mod cache;
 mod claims;
 pub mod compile;
+mod fetch;
 mod keys;
 pub mod mint;
 mod remote;
