@@ -201,7 +201,7 @@ fn without_sys_nice(cmd: &mut Command) {
 /// for. Where this test's own process may not go below 0 (not root), the
 /// test above already sees this path, and this one has nothing to drop.
 #[tokio::test]
-async fn without_the_right_to_a_lower_nice_value_the_workers_keep_the_processs() {
+async fn without_the_right_to_a_lower_nice_value_the_workers_keep_their_own() {
     // The hard limit is as far as a process without CAP_SYS_RESOURCE can
     // raise its own.
     let mut lim = libc::rlimit {
