@@ -24,13 +24,12 @@ async fn app() -> Upstream {
     .await
 }
 
-fn cfg(app: &Upstream) -> String {
-    format!(
-        "[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
-         [upstream.app]\nservers = [\"{}\"]\n\
+fn app_cfg(app: &Upstream) -> String {
+    cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n\
          [[route]]\nupstream = \"app\"\nheaders = {{ \"Cache-Control\" = \"public\" }}\n",
         app.addr
-    )
+    ))
 }
 
 fn check(h: &HeaderMap) {
@@ -54,7 +53,7 @@ fn check(h: &HeaderMap) {
 #[tokio::test]
 async fn http1_clients_get_the_upstream_fields_once_each() {
     let a = app().await;
-    let p = proxy(&cfg(&a)).await;
+    let p = proxy(&app_cfg(&a)).await;
     let (status, headers, body) = get(&p.url("/")).await;
     assert_eq!((status, body.as_str()), (200, "twelve bytes"));
     check(&headers);
@@ -75,7 +74,7 @@ async fn http1_clients_get_the_upstream_fields_once_each() {
 #[tokio::test]
 async fn http2_clients_get_the_same_fields() {
     let a = app().await;
-    let p = proxy(&cfg(&a)).await;
+    let p = proxy(&app_cfg(&a)).await;
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Body>();
@@ -90,7 +89,7 @@ async fn http2_clients_get_the_same_fields() {
 #[tokio::test]
 async fn a_head_answer_keeps_the_upstreams_length() {
     let a = app().await;
-    let p = proxy(&cfg(&a)).await;
+    let p = proxy(&app_cfg(&a)).await;
     let wire = raw(
         p.addrs[0],
         b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -183,7 +182,7 @@ async fn frame(s: &mut tokio::net::TcpStream) -> (u8, u8, u32, Vec<u8>) {
 async fn http2_sends_the_request_id_never_indexed() {
     use tokio::io::AsyncWriteExt;
     let a = fixed("ok").await;
-    let p = proxy(&cfg(&a)).await;
+    let p = proxy(&app_cfg(&a)).await;
     let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
     // The preface, empty SETTINGS: HTTP/2 with prior knowledge.
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
