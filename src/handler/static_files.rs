@@ -22,6 +22,7 @@ mod hot;
 mod mime;
 mod open;
 mod path;
+mod read;
 mod resident;
 #[cfg(test)]
 mod tests;

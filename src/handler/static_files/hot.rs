@@ -207,7 +207,7 @@ fn keep_at(
         }
         let mut buf = BytesMut::with_capacity(len as usize);
         // A file that shrank since its stat fails the read: not kept.
-        if !super::body::read_cached(file, 0, &mut buf, len as usize).ok()? {
+        if !super::read::read_cached(file, 0, &mut buf, len as usize).ok()? {
             return None;
         }
         let bytes = buf.freeze();
