@@ -1,6 +1,8 @@
-//! The gate without sockets: every rule (rules.rs), and every hostile-token
-//! trick we can name (hostile.rs), each rejected with the right status.
+//! The gate without sockets: every rule (rules.rs), a policy's config
+//! (config.rs), and every hostile-token trick we can name (hostile.rs),
+//! each rejected with the right status.
 
+mod config;
 mod hostile;
 mod rules;
 
