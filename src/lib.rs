@@ -10,7 +10,7 @@
 //!        -> router.find(host, path)   -> Route             router.rs   (404 if none)
 //!        -> gate: route.jwt.check()   -> claims            gate/       (401/403, nothing forwarded)
 //!        -> handler: static | upstream | redirect | respond   handler/
-//!   -> access log line when the response body ends         access_log.rs
+//!   -> access log line when the response body ends         access_log/
 //! ```
 //!
 //! The configuration is compiled (`config/`) into an immutable `Snapshot`

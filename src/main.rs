@@ -108,7 +108,7 @@ fn check(path: &Path) -> ExitCode {
                 .iter()
                 .for_each(|l| println!("{l}"));
             for (name, u) in &snap.upstreams {
-                let servers: Vec<&str> = u.servers.iter().map(|s| s.label.as_str()).collect();
+                let servers: Vec<&str> = u.servers.iter().map(|s| &*s.label).collect();
                 println!(
                     "  upstream {name}: {} ({:?})",
                     servers.join(", "),

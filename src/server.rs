@@ -303,5 +303,10 @@ pub async fn run_until_signalled(server: Arc<Server>) -> std::process::ExitCode 
     } else {
         tracing::warn!("shutdown_timeout reached; closing remaining connections");
     }
+    // The process ends on return: the last requests' lines first. This
+    // blocks the accepting runtime, which has nothing left to do.
+    if let Some(log) = server.state().load().access_log.clone() {
+        log.finish();
+    }
     std::process::ExitCode::SUCCESS
 }

@@ -341,30 +341,27 @@ fn entry(
     snap: &Snapshot,
     logger: Arc<access_log::Logger>,
 ) -> Box<Entry> {
-    let h = |n| {
-        parts
-            .headers
-            .get(n)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default()
+    // Header values and the target are shared slices of the head: a
+    // reference count each, not a copy.
+    let h = |n| parts.headers.get(n).cloned();
+    let host = if logger.wants_host() {
+        crate::router::request_host(parts).to_string()
+    } else {
+        String::new()
     };
     Box::new(Entry {
         time: SystemTime::now(),
         start: Instant::now(),
         client: crate::state::canonical_ip(conn.peer.ip()),
         method: parts.method.clone(),
-        uri: parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
+        target: parts.uri.path_and_query().cloned(),
         version: parts.version,
         status: 0,
         bytes: 0,
         referer: h(REFERER),
         user_agent: h(USER_AGENT),
-        host: crate::router::request_host(parts).to_string(),
-        request_id: String::from_utf8_lossy(id.as_bytes()).into_owned(),
+        host,
+        request_id: Some(id.clone()),
         upstream: None,
         attempts: 0,
         upstream_head: None,

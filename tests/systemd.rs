@@ -1,5 +1,6 @@
 //! The real binary as systemd runs it: notifications in order around
-//! start, reload and stop, and a drain on SIGTERM.
+//! start, reload and stop, and a drain on SIGTERM that logs the drained
+//! request before the process ends.
 
 mod common;
 
@@ -75,6 +76,8 @@ async fn notifications_arrive_in_order_around_start_reload_and_stop() {
 
 #[tokio::test]
 async fn sigterm_drains_the_request_in_flight_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
     // An upstream that holds its answer until the test lets it go.
     let release = Arc::new(tokio::sync::Notify::new());
     let r = release.clone();
@@ -89,7 +92,11 @@ async fn sigterm_drains_the_request_in_flight_and_refuses_new_ones() {
     let text = config(&format!(
         "[upstream.app]\nservers = [\"{}\"]\n[[route]]\npath = \"/\"\nupstream = \"app\"\n",
         app.addr
-    ));
+    ))
+    .replace(
+        "access = \"off\"",
+        &format!("access = \"{}\"", access.display()),
+    );
     let mut p = Portcullis::start(&text);
     let addr = served_addr(&p.next().await);
     let url = format!("http://{addr}/slow");
@@ -123,4 +130,13 @@ async fn sigterm_drains_the_request_in_flight_and_refuses_new_ones() {
     assert_eq!((status, body.as_str()), (200, "finished"));
     assert!(p.exited().await.success(), "{}", p.log());
     assert!(p.log().contains("all connections drained"), "{}", p.log());
+    // The drained request's line was written before the process ended,
+    // not left in a buffer that died with it.
+    let lines = std::fs::read_to_string(&access).unwrap();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("\"GET /slow HTTP/1.1\" 200 8 ")),
+        "{lines:?}"
+    );
 }

@@ -123,7 +123,7 @@ impl Checker {
         let tasks = self.tasks.lock().unwrap();
         tasks
             .values()
-            .filter_map(|t| Some((t.server.upgrade()?.label.clone(), t.handle.id())))
+            .filter_map(|t| Some((t.server.upgrade()?.label.to_string(), t.handle.id())))
             .collect()
     }
 }

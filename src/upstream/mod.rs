@@ -115,7 +115,7 @@ pub struct HealthSettings {
 /// connections and health carry over.
 pub struct Server {
     pub addr: ServerAddr,
-    pub label: String,
+    pub label: Arc<str>,
     pub pool: pool::Pool,
     pub health: Health,
     /// Requests in flight: what least_conn and random_two compare.
@@ -131,7 +131,7 @@ impl Server {
             health.set_probe_down(true);
         }
         Server {
-            label: addr.to_string(),
+            label: addr.to_string().into(),
             pool: pool::Pool::new(settings.keepalive, settings.keepalive_requests),
             addr,
             health,
