@@ -288,6 +288,21 @@ async fn http2_requests_meet_the_same_host_and_field_rules() {
     .await;
     assert_eq!(st, 200);
     assert_eq!(json(&body)["headers"]["cookie"], "a=1; b=2");
+    // A Host field beside :authority that names another host: the route is
+    // :authority's, and so is the one Host the app is told, so an open
+    // route cannot bring a request to the app as admin.example.
+    let (st, body) = h2(
+        a,
+        req(
+            &format!("http://open.example:{}/x", a.port()),
+            &[("host", "admin.example")],
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let open = format!("open.example:{}", a.port());
+    assert_eq!(json(&body)["headers"]["host"], open.as_str(), "{body}");
+    assert_eq!(json(&body)["headers"]["x-forwarded-host"], open.as_str());
 }
 
 #[tokio::test]
