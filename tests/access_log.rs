@@ -1,5 +1,6 @@
 //! The access log through the running proxy: one JSON line per request,
-//! found by its request id, with the upstream's own time apart.
+//! found by its request id, with the upstream's own time apart, and a 499
+//! line for a request its client gave up on.
 
 mod common;
 
@@ -69,4 +70,66 @@ async fn access_log_separates_the_upstreams_time() {
     assert_eq!((status, body.as_str()), (200, "file"));
     let v = json(&log_line(&log, &headers).await);
     assert!(v["upstream_header_ms"].is_null(), "{v}");
+}
+
+#[tokio::test]
+async fn a_request_the_client_gives_up_on_is_logged_with_499() {
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // An upstream that never answers: the client gives up first.
+    let up = upstream(move |_req| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let _ = arrived_tx.send(());
+            std::future::pending::<()>().await;
+            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let p = proxy(&format!(
+        "[log]\naccess = {:?}\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+         [upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        log.display().to_string(),
+        up.addr
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://open.example:{}/slow", p.addrs[0].port()))
+        .header("x-request-id", "gave-up-1")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let pending = tokio::spawn(async move { send.send_request(req).await });
+    let mut arrived = arrived;
+    arrived.recv().await.unwrap();
+    // The client goes away while the upstream thinks.
+    pending.abort();
+    conn.abort();
+    let mut ids = http::HeaderMap::new();
+    ids.insert("x-request-id", "gave-up-1".parse().unwrap());
+    let line = log_line(&log, &ids).await;
+    assert!(line.contains("\"GET /slow HTTP/2.0\" 499 "), "{line}");
+    assert!(
+        line.contains("attempts=1") && line.contains("reason=client closed request"),
+        "{line}"
+    );
+
+    // HTTP/1: the client closes its connection while the upstream thinks.
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    s.write_all(b"GET /slow1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: gave-up-2\r\n\r\n")
+        .await
+        .unwrap();
+    arrived.recv().await.unwrap();
+    drop(s);
+    ids.insert("x-request-id", "gave-up-2".parse().unwrap());
+    let line = log_line(&log, &ids).await;
+    assert!(line.contains("\"GET /slow1 HTTP/1.1\" 499 "), "{line}");
 }
