@@ -338,30 +338,6 @@ async fn log_line(log: &Path, id: &str) -> String {
     found.unwrap()
 }
 
-#[test]
-fn bad_health_settings_are_reported_with_their_place() {
-    let errs = common::compile(
-        "[[listen]]\naddr = \"127.0.0.1:0\"\n\
-         [upstream.app]\nservers = [\"127.0.0.1:9\"]\n\
-         [upstream.app.health]\npath = \"healthz\"\nhost = \"\"\nexpect = [200, \"2xy\", 700]\n\
-         unhealthy = 0\ninterval = \"soon\"\n",
-    )
-    .err()
-    .expect("the config must be refused")
-    .to_string();
-    for want in [
-        "upstream.app.health.path: must start with /",
-        "upstream.app.health.host: not a valid Host header value",
-        "upstream.app.health.expect[1]:",
-        "upstream.app.health.expect[2]:",
-        "upstream.app.health: healthy and unhealthy must be at least 1",
-        "upstream.app.health.interval:",
-    ] {
-        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
-    }
-    assert!(!errs.contains("expect[0]"), "{errs}");
-}
-
 #[tokio::test]
 async fn a_body_kept_in_a_temp_file_is_sent_whole_again_to_the_next_server() {
     // 3 MiB: past max_body_in_memory (1 MiB), so read into a file first.

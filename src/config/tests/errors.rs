@@ -274,3 +274,24 @@ fn listeners_need_an_entry_and_unique_addresses() {
         "{e:?}"
     );
 }
+
+#[test]
+fn bad_health_settings_are_reported_with_their_place() {
+    let e = errs(&format!(
+        "{LISTEN}[upstream.app]\nservers = [\"127.0.0.1:9\"]\n\
+         [upstream.app.health]\npath = \"healthz\"\nhost = \"\"\nexpect = [200, \"2xy\", 700]\n\
+         unhealthy = 0\ninterval = \"soon\"\n"
+    ))
+    .join("\n");
+    for want in [
+        "upstream.app.health.path: must start with /",
+        "upstream.app.health.host: not a valid Host header value",
+        "upstream.app.health.expect[1]:",
+        "upstream.app.health.expect[2]:",
+        "upstream.app.health: healthy and unhealthy must be at least 1",
+        "upstream.app.health.interval:",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    assert!(!e.contains("expect[0]"), "{e}");
+}
