@@ -15,7 +15,6 @@ use crate::body::BoxError;
 use crate::http::IdleTimer;
 use crate::upstream::pool::RequestBody;
 use bytes::{Bytes, BytesMut};
-use http::header;
 use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use std::future::{poll_fn, Future};
@@ -372,39 +371,11 @@ async fn within(
     }
 }
 
-/// Write the request line and headers into `out`, with the body's framing.
-/// Returns whether the body is to be sent chunked.
-fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &SendBody) -> bool {
-    out.clear();
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        // The client's `Expect: 100-continue` was answered on our side.
-        if name == header::EXPECT {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
-    let chunked = matches!(body, SendBody::Stream(_)) && !has_length;
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
-        crate::http::raw::push_content_length(out, body.whole_len().unwrap_or(0));
-    }
-    out.extend_from_slice(b"\r\n");
-    chunked
-}
-
+mod encode;
 mod parse;
 #[cfg(test)]
 mod tests;
 
+use encode::encode_head;
 use parse::parse_head;
 pub use parse::{is_hop_by_hop, strip_fixed_hop_by_hop, strip_hop_by_hop};
