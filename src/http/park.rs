@@ -97,7 +97,9 @@ pub struct Lot {
 struct Shard {
     /// The epoll set the parked sockets are in, itself watched by tokio.
     epoll: AsyncFd<OwnedFd>,
-    entries: Mutex<HashMap<RawFd, Entry>>,
+    /// Boxed: a table's slots are its capacity, up to twice its length,
+    /// and a slot of a box is 16 bytes where one of an entry is 152.
+    entries: Mutex<HashMap<RawFd, Box<Entry>>>,
     closed: AtomicBool,
     /// Wakes the watcher: a shutdown, or a deadline earlier than it knew.
     wake: Notify,
@@ -182,7 +184,7 @@ pub fn put(p: Parked, hold: Hold) {
     let fd = p.stream.as_raw_fd();
     let due = p.due;
     // In the table before the socket is watched: an event for it must find it.
-    lock(&shard.entries).insert(fd, Entry { parked: p, hold });
+    lock(&shard.entries).insert(fd, Box::new(Entry { parked: p, hold }));
     let mut ev = libc::epoll_event {
         events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
         u64: fd as u64,
@@ -302,7 +304,7 @@ impl Shard {
                 std::ptr::null_mut(),
             );
         }
-        let Entry { parked: p, hold } = e;
+        let Entry { parked: p, hold } = *e;
         if p.shutdown.has_changed().unwrap_or(true) {
             return;
         }
