@@ -97,7 +97,7 @@ pub struct Lot {
 struct Shard {
     /// The epoll set the parked sockets are in, itself watched by tokio.
     epoll: AsyncFd<OwnedFd>,
-    /// Boxed: a table's slots are its capacity, up to twice its length,
+    /// Boxed: a table has up to about twice as many slots as entries,
     /// and a slot of a box is 16 bytes where one of an entry is 152.
     entries: Mutex<HashMap<RawFd, Box<Entry>>>,
     closed: AtomicBool,
