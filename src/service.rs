@@ -313,6 +313,13 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
+    let v = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), v.clone());
+    v
+}
+
+/// A fresh id: 128 random bits in hex.
+pub(crate) fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
     let (a, b) = (fastrand::u64(..), fastrand::u64(..));
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -328,10 +335,8 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
     // Hex digits are always a valid header value. An owned buffer: the value
     // is cloned (request and response), and a clone of a copied slice would
     // allocate again to become shared.
-    let v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
-        .expect("hex is a valid header value");
-    headers.insert(X_REQUEST_ID.clone(), v.clone());
-    v
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("hex is a valid header value")
 }
 
 fn entry(

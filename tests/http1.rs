@@ -316,6 +316,16 @@ async fn refused_heads_are_in_the_access_log_with_their_first_line() {
     )
     .await;
     assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    // The answer names its log line, as every other answer does.
+    let id = got
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no x-request-id: {got}"))
+        .to_string();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
     let got = raw(p.addrs[0], b"\x16\x03\x01\x00\x05hello\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
     // The lines are written off the request path: poll for them.
@@ -336,6 +346,8 @@ async fn refused_heads_are_in_the_access_log_with_their_first_line() {
     assert_eq!(v[0]["request_line"], "POST /x HTTP/1.1");
     assert_eq!(v[0]["reason"], "both Content-Length and Transfer-Encoding");
     assert!(v[0]["method"].is_null());
+    assert_eq!(v[0]["request_id"], id.as_str());
+    assert!(v[1]["request_id"].is_string() && v[1]["request_id"] != v[0]["request_id"]);
     assert_eq!(v[1]["request_line"], "\\x16\\x03\\x01\\x00\\x05hello");
     assert_eq!(v[1]["bytes"], 12);
 }

@@ -103,7 +103,14 @@ async fn reject<T: Io>(
         reason = text.trim_end(),
         "request head refused"
     );
-    let (parts, mut body) = crate::handler::text(status, text).into_parts();
+    let (mut parts, mut body) = crate::handler::text(status, text).into_parts();
+    // An id for the answer and its log line, as every other answer has, so
+    // that a client told "400" can name the line. The head was refused, so
+    // a client-supplied id was never read.
+    let id = crate::service::new_request_id();
+    parts
+        .headers
+        .insert(crate::service::X_REQUEST_ID.clone(), id.clone());
     let snap = state.load();
     if let Some(logger) = snap.access_log.clone() {
         // Like nginx, a refused head is logged too, with its first line as
@@ -121,7 +128,7 @@ async fn reject<T: Io>(
             referer: None,
             user_agent: None,
             host: String::new(),
-            request_id: None,
+            request_id: Some(id),
             upstream: None,
             attempts: 0,
             upstream_head: None,
