@@ -28,8 +28,8 @@ pub struct ServerSettings {
     pub max_body: u64,
     /// All request bodies read whole into memory (`buffer_requests`,
     /// `buffer_chunked`) at once, together; past it a body goes to a
-    /// temporary file rather than the process taking all the memory 256
-    /// HTTP/2 streams of `max_body` each would.
+    /// temporary file rather than the process taking all the memory
+    /// `max_concurrent_streams` HTTP/2 streams of `max_body` each would.
     pub max_buffered: u64,
     /// A body read whole and larger than this goes to a temporary file.
     pub max_body_in_memory: u64,
@@ -38,6 +38,8 @@ pub struct ServerSettings {
     /// Their bytes, all together; past it a request gets 503.
     pub max_spilled: u64,
     pub max_header_size: usize,
+    /// Advertised in each new HTTP/2 connection's SETTINGS.
+    pub max_concurrent_streams: u32,
     pub trusted_proxies: Vec<IpNet>,
     pub watch: bool,
 }

@@ -1,7 +1,8 @@
 //! The limits a client or an upstream runs into, end to end: body, head and
 //! target sizes (413, 431, 414), an upstream that is dead (502) or slow
-//! (504), a client that sends its head too slowly, and an idle keep-alive
-//! connection that must outlive the head's timeout.
+//! (504), a client that sends its head too slowly, an idle keep-alive
+//! connection that must outlive the head's timeout, and HTTP/2 streams past
+//! `max_concurrent_streams`.
 
 mod common;
 
@@ -184,4 +185,66 @@ async fn idle_keepalive_connection_outlives_header_timeout() {
         n > 0 && String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
         "idle connection was closed"
     );
+}
+
+/// What the proxy's SETTINGS frame announces as SETTINGS_MAX_CONCURRENT_STREAMS
+/// on a new HTTP/2 connection (prior knowledge), and that connection.
+async fn announced_streams(addr: std::net::SocketAddr) -> (u32, tokio::net::TcpStream) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(H2_PREFACE).await.unwrap();
+    loop {
+        let (kind, flags, stream, payload) = h2_frame(&mut s).await;
+        if kind == 0x04 && flags & 0x01 == 0 && stream == 0 {
+            let n = payload
+                .chunks(6)
+                .find(|e| e[..2] == [0, 3])
+                .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
+                .expect("SETTINGS_MAX_CONCURRENT_STREAMS announced");
+            // Acknowledged: from here the limit holds.
+            s.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+            return (n, s);
+        }
+    }
+}
+
+#[tokio::test]
+async fn http2_streams_past_max_concurrent_streams_are_refused_and_a_reload_changes_it() {
+    // An app that never answers: the streams stay open.
+    let app = upstream(|_req| std::future::pending()).await;
+    let toml = |n: u32| {
+        cfg(&format!(
+            "[server]\nmax_concurrent_streams = {n}\n[upstream.app]\nservers = [\"{}\"]\n\
+             [[route]]\nupstream = \"app\"\n",
+            app.addr
+        ))
+    };
+    let p = proxy(&toml(2)).await;
+    let (n, mut s) = announced_streams(p.addrs[0]).await;
+    assert_eq!(n, 2);
+    for stream in [1u32, 3, 5] {
+        // GET / with :authority x; END_STREAM and END_HEADERS.
+        let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+        let mut req = vec![0, 0, block.len() as u8, 0x01, 0x05];
+        req.extend_from_slice(&stream.to_be_bytes());
+        req.extend_from_slice(&block);
+        s.write_all(&req).await.unwrap();
+    }
+    // The third is refused (RST_STREAM, REFUSED_STREAM), the first two are
+    // left waiting for the app.
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match h2_frame(&mut s).await {
+                (0x03, _, id, code) => return (id, code),
+                (0x07, _, _, payload) => panic!("GOAWAY: {payload:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no RST_STREAM");
+    assert_eq!(refused, (5, vec![0, 0, 0, 7]));
+    // A reload applies to the connections that come after it.
+    std::fs::write(&p.config_path, toml(7)).unwrap();
+    p.server.reload().await.unwrap();
+    assert_eq!(announced_streams(p.addrs[0]).await.0, 7);
 }

@@ -163,18 +163,6 @@ fn forms(b: &[u8]) -> Vec<(Form, usize)> {
     out
 }
 
-/// The next frame: type, flags, stream, payload.
-async fn frame(s: &mut tokio::net::TcpStream) -> (u8, u8, u32, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
-    let mut h = [0u8; 9];
-    s.read_exact(&mut h).await.expect("a frame header");
-    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).await.expect("a frame payload");
-    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-    (h[3], h[4], stream, payload)
-}
-
 /// Each response's id is new, so an HTTP/2 client's header table must not
 /// keep it: kept, the ids would push out the fields that do repeat, and the
 /// proxy's encoder would compare every new id with every id kept.
@@ -185,9 +173,7 @@ async fn http2_sends_the_request_id_never_indexed() {
     let p = proxy(&app_cfg(&a)).await;
     let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
     // The preface, empty SETTINGS: HTTP/2 with prior knowledge.
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
+    s.write_all(H2_PREFACE).await.unwrap();
     for stream in [1u32, 3, 5] {
         // GET / with :authority x, from the static table and one literal.
         let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
@@ -197,7 +183,7 @@ async fn http2_sends_the_request_id_never_indexed() {
         s.write_all(&req).await.unwrap();
         let mut head = None;
         loop {
-            let (kind, flags, id, payload) = frame(&mut s).await;
+            let (kind, flags, id, payload) = h2_frame(&mut s).await;
             match kind {
                 0x04 if flags & 0x01 == 0 => s.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap(),
                 0x07 => panic!("GOAWAY: {payload:?}"),

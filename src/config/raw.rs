@@ -49,6 +49,8 @@ pub struct RawServer {
     pub max_spilled: Option<String>,
     /// Largest request head (request line + headers) accepted; larger: 431.
     pub max_header_size: Option<String>,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    pub max_concurrent_streams: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
     pub watch: Option<bool>,
 }

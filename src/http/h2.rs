@@ -205,9 +205,10 @@ pub async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (idle, max_header) = {
+    let (idle, max_header, max_streams) = {
         let snap = state.load();
-        (snap.server.idle_timeout, snap.server.max_header_size)
+        let s = &snap.server;
+        (s.idle_timeout, s.max_header_size, s.max_concurrent_streams)
     };
     let last_ms = Arc::new(AtomicU64::new(crate::upstream::now_ms()));
     let io = TokioIo::new(ActivityIo {
@@ -218,7 +219,7 @@ pub async fn serve<IO>(
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(max_header as u32)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(max_streams);
     let uptake = Arc::new(Uptake::default());
     uptake.moved();
     let conn_uptake = uptake.clone();

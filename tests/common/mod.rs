@@ -350,3 +350,18 @@ pub fn each_thread<T: Ord>(pid: u32, name: &str, read: impl Fn(&Path) -> T) -> V
     out.sort();
     out
 }
+
+/// HTTP/2 with prior knowledge: the preface and an empty SETTINGS frame.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// The next HTTP/2 frame: type, flags, stream, payload.
+pub async fn h2_frame(s: &mut tokio::net::TcpStream) -> (u8, u8, u32, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 9];
+    s.read_exact(&mut h).await.expect("a frame header");
+    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).await.expect("a frame payload");
+    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+    (h[3], h[4], stream, payload)
+}

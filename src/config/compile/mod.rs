@@ -130,6 +130,17 @@ impl Compiler<'_> {
             self.errs
                 .add("server.max_header_size", "must be at least 8KiB");
         }
+        // nginx's default is 128, haproxy's 100; a browser opens fewer. Each
+        // stream may hold a body of up to max_body, so this multiplies it.
+        let max_concurrent_streams = match r.max_concurrent_streams {
+            None => 256,
+            Some(n @ 1..=65_536) => n,
+            Some(_) => {
+                self.errs
+                    .add("server.max_concurrent_streams", "must be from 1 to 65536");
+                256
+            }
+        };
         let mut trusted = Vec::new();
         for (i, cidr) in r.trusted_proxies.iter().flatten().enumerate() {
             match parse_cidr(cidr) {
@@ -190,6 +201,7 @@ impl Compiler<'_> {
             body_temp_dir,
             max_spilled,
             max_header_size: max_header_size.min(16 << 20) as usize,
+            max_concurrent_streams,
             trusted_proxies: trusted,
             watch: r.watch.unwrap_or(true),
         }

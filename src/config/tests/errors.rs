@@ -50,6 +50,7 @@ max_body_in_memory = "2MiB"
 max_spilled = "512KiB"
 body_temp_dir = "/nonexistent/portcullis-bodies"
 trusted_proxies = ["10.0.0.0/8", "not-an-ip"]
+max_concurrent_streams = 0
 [log]
 format = "xml"
 [[listen]]
@@ -82,6 +83,7 @@ status = 200
         "route[0].path: \"api\" must start with /",
         "server.max_body_in_memory: must be at most max_buffered",
         "server.max_spilled: must be at least max_body",
+        "server.max_concurrent_streams: must be from 1 to 65536",
         "server.body_temp_dir: cannot make a file in /nonexistent/portcullis-bodies:",
         "route[1]: more than one action",
         "route[2].status: a redirect status is one of",

@@ -43,6 +43,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.server.max_body_in_memory, 1 << 20);
     assert_eq!(s.server.body_temp_dir, std::env::temp_dir());
     assert_eq!(s.server.max_spilled, 1 << 30);
+    assert_eq!(s.server.max_concurrent_streams, 256);
     assert!(s.server.watch);
     assert!(s.server.threads >= 1);
     assert_eq!(s.log.level, "info");
