@@ -222,12 +222,7 @@ async fn http2_streams_past_max_concurrent_streams_are_refused_and_a_reload_chan
     let (n, mut s) = announced_streams(p.addrs[0]).await;
     assert_eq!(n, 2);
     for stream in [1u32, 3, 5] {
-        // GET / with :authority x; END_STREAM and END_HEADERS.
-        let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
-        let mut req = vec![0, 0, block.len() as u8, 0x01, 0x05];
-        req.extend_from_slice(&stream.to_be_bytes());
-        req.extend_from_slice(&block);
-        s.write_all(&req).await.unwrap();
+        s.write_all(&h2_get_frame(stream)).await.unwrap();
     }
     // The third is refused (RST_STREAM, REFUSED_STREAM), the first two are
     // left waiting for the app.

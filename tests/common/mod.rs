@@ -365,3 +365,13 @@ pub async fn h2_frame(s: &mut tokio::net::TcpStream) -> (u8, u8, u32, Vec<u8>) {
     let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
     (h[3], h[4], stream, payload)
 }
+
+/// A HEADERS frame on `stream` for GET http://x/ (static-table fields and
+/// one literal), ending the stream and the header block.
+pub fn h2_get_frame(stream: u32) -> Vec<u8> {
+    let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+    let mut req = vec![0, 0, block.len() as u8, 0x01, 0x05];
+    req.extend_from_slice(&stream.to_be_bytes());
+    req.extend_from_slice(&block);
+    req
+}
