@@ -369,3 +369,23 @@ async fn an_http2_client_that_takes_no_data_is_cut_off() {
     // The proxy itself is fine.
     assert_eq!(get(p.addrs[0], "/x", "").await.0, 200);
 }
+
+#[tokio::test]
+async fn an_http2_client_that_never_answers_the_closing_ping_is_let_go() {
+    use tokio::io::AsyncWriteExt;
+    let up = fixed("ok").await;
+    let p = proxy(&config(&up.addr, "idle_timeout = \"1s\"")).await;
+    // The preface and nothing more: idle after it, the proxy sends GOAWAY
+    // and a PING, which this client never answers.
+    let mut silent = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    silent.write_all(H2_PREFACE).await.unwrap();
+    // A client that is there: it answers every PING, and asks for nothing.
+    let (_send, conn) = h2_connect(p.addrs[0]).await;
+    assert!(
+        closed_by_server(&mut silent).await,
+        "a client that never answered GOAWAY's PING was kept"
+    );
+    // The answering one ended the usual way, after its PING's answer.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), conn).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+}

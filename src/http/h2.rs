@@ -15,10 +15,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-/// The time of the last I/O, for the idle timeout.
+/// The time of the last I/O, for the idle timeout, and the reads that
+/// brought bytes, for a closing connection's client.
 struct ActivityIo<T> {
     inner: T,
     last_ms: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
 }
 
 impl<T> ActivityIo<T> {
@@ -38,6 +40,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.touch();
+            self.reads.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
@@ -211,9 +214,11 @@ pub async fn serve<IO>(
         (s.idle_timeout, s.max_header_size, s.max_concurrent_streams)
     };
     let last_ms = Arc::new(AtomicU64::new(crate::upstream::now_ms()));
+    let reads = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(ActivityIo {
         inner: io,
         last_ms: last_ms.clone(),
+        reads: reads.clone(),
     });
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
@@ -251,7 +256,14 @@ pub async fn serve<IO>(
     tokio::pin!(timer);
     let uptake_timer = tokio::time::sleep(idle);
     tokio::pin!(uptake_timer);
-    let mut closing = false;
+    // A graceful close sends GOAWAY and a PING, and hyper waits for the
+    // PING's answer before it lets the connection end. A client that never
+    // answers (gone, or holding the connection on purpose) would keep it,
+    // and its place among max_connections, for ever: from the close on, it
+    // has idle_timeout to send anything at all.
+    let grace = tokio::time::sleep(idle);
+    tokio::pin!(grace);
+    let mut close = Close::Open;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -262,11 +274,12 @@ pub async fn serve<IO>(
             }
             _ = std::future::poll_fn(|cx| {
                 super::poll_stalled(timer.as_mut(), last_ms.load(Ordering::Relaxed), idle, cx)
-            }), if !closing => {
+            }), if close == Close::Open => {
                 // Nothing moved for idle_timeout: close once the streams in
                 // flight are answered.
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                close = Close::Since(reads.load(Ordering::Relaxed));
+                grace.as_mut().reset(tokio::time::Instant::now() + idle);
             }
             _ = std::future::poll_fn(|cx| {
                 super::poll_stalled(uptake_timer.as_mut(), uptake.last_ms.load(Ordering::Relaxed), idle, cx)
@@ -277,10 +290,30 @@ pub async fn serve<IO>(
                 }
                 uptake.moved();
             }
-            _ = shutdown.changed(), if !closing => {
+            _ = shutdown.changed(), if close == Close::Open => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                close = Close::Since(reads.load(Ordering::Relaxed));
+                grace.as_mut().reset(tokio::time::Instant::now() + idle);
+            }
+            _ = grace.as_mut(), if matches!(close, Close::Since(_)) => {
+                if close == Close::Since(reads.load(Ordering::Relaxed)) {
+                    tracing::debug!("no answer to GOAWAY's PING within idle_timeout; closing");
+                    return;
+                }
+                // It answered: hyper ends the connection once its streams
+                // are done.
+                close = Close::Answered;
             }
         }
     }
+}
+
+/// Where a connection is in closing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Close {
+    Open,
+    /// GOAWAY sent when the client's reads numbered this.
+    Since(u64),
+    /// The client has sent something since.
+    Answered,
 }
