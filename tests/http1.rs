@@ -378,6 +378,23 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_new_connection_that_sends_nothing_meets_header_timeout() {
+    // idle_timeout far longer than the guard: only header_timeout can
+    // close the silent connection in time.
+    let p = proxy(
+        "[log]\naccess = \"off\"\n[server]\nheader_timeout = \"300ms\"\nidle_timeout = \"600s\"\n\
+         [[listen]]\naddr = \"127.0.0.1:0\"\ndefer_accept = false\n\
+         [[route]]\nrespond = { body = \"ok\" }\n",
+    )
+    .await;
+    let mut silent = connect(p.addrs[0]).await;
+    assert!(
+        closed_by_server(&mut silent).await,
+        "a silent new connection was kept past header_timeout"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     // idle_timeout and shutdown_timeout are far longer than the guard: only
     // the shutdown's own wake-up can close the idle connection in time.

@@ -6,7 +6,9 @@
 //! Timeouts: an idle connection (no byte read or written) is closed after
 //! `idle_timeout`, kept by the server's sweeper (`http::idle`) rather than
 //! a timer in each connection; `header_timeout` starts with the first byte
-//! of a head, so a head that arrives in one read never touches a timer.
+//! of a head, so a head that arrives in one read never touches a timer. A
+//! new connection's silence before its first byte is bounded by the
+//! shorter of the two.
 
 mod end;
 mod io;
@@ -383,7 +385,14 @@ fn idle_or_stop<T: Io>(
     first: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Next> {
-    let limit = lim.idle();
+    // A new connection's client has header_timeout to start its first
+    // request, as nginx's client_header_timeout: silent connections would
+    // otherwise hold places among max_connections for idle_timeout.
+    let limit = if first {
+        lim.idle().min(lim.header_timeout())
+    } else {
+        lim.idle()
+    };
     let park = !first && limit >= park::MIN_TIMEOUT && s.io.can_park();
     if s.poll_idle(if park { park::AFTER } else { limit }, cx)
         .is_ready()
