@@ -125,6 +125,13 @@ impl Decoder {
                 State::UntilClose => return Ok(Step::Data(buf.split().freeze())),
                 State::ChunkSize => match httparse::parse_chunk_size(buf) {
                     Ok(httparse::Status::Complete((used, size))) => {
+                        // httparse takes any byte in an extension. A bare
+                        // LF there ends the line for a server that reads
+                        // lines by LF, which would then see other chunks
+                        // than we do: refused, as any control byte.
+                        if buf[..used - 2].iter().any(|&b| is_ctl(b)) {
+                            return Err(ChunkError("control byte in a chunk extension"));
+                        }
                         buf.advance(used);
                         self.state = if size == 0 {
                             State::Trailers
@@ -155,6 +162,13 @@ impl Decoder {
                         }
                         return Ok(Step::NeedMore);
                     };
+                    if eol > 0 && !is_field_line(&buf[..eol]) {
+                        // Trailers are dropped, but held to the head's rules
+                        // (no obs-fold, a name and a colon): a server that
+                        // reads them differently must not find a request
+                        // in them.
+                        return Err(ChunkError("bad trailer field"));
+                    }
                     buf.advance(eol + 2);
                     if eol == 0 {
                         self.state = State::Done;
@@ -168,6 +182,24 @@ impl Decoder {
             }
         }
     }
+}
+
+/// A control byte other than HTAB (CR and LF included).
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// `name: value` with a token for a name and no control byte: not a
+/// continuation (obs-fold), not a bare LF inside.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && !line[colon..].iter().any(|&b| is_ctl(b))
 }
 
 /// What a head's fields say about the body's framing and the connection,

@@ -110,6 +110,57 @@ fn chunked_bodies_decode_the_same_in_any_pieces() {
     }
 }
 
+/// Chunk framing another server could read differently is refused: a bare
+/// LF or another control byte in a chunk extension, and trailers that are
+/// not plain field lines.
+#[test]
+fn chunk_extensions_and_trailers_that_could_be_read_two_ways_are_refused() {
+    use crate::http::decode::{Decoder, Step};
+    let run = |body: &[u8]| {
+        let mut d = Decoder::chunked();
+        let mut buf = BytesMut::from(body);
+        let mut out = Vec::new();
+        loop {
+            match d.step(&mut buf, true) {
+                Ok(Step::Data(b)) => out.extend_from_slice(&b),
+                Ok(Step::Done) => return Ok(out),
+                Ok(Step::NeedMore) => panic!("{:?} is whole", String::from_utf8_lossy(body)),
+                Err(e) => return Err(e.0),
+            }
+        }
+    };
+    for bad in [
+        &b"3;x=\nXYZ\r\nabc\r\n0\r\n\r\n"[..],
+        b"3;x=\x00\r\nabc\r\n0\r\n\r\n",
+        b"3\r\nabc\r\n0;a\nb\r\n\r\n",
+    ] {
+        assert_eq!(
+            run(bad),
+            Err("control byte in a chunk extension"),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    for bad in [
+        &b"3\r\nabc\r\n0\r\nX-T: a\r\n b\r\n\r\n"[..],
+        b"3\r\nabc\r\n0\r\nno colon\r\n\r\n",
+        b"3\r\nabc\r\n0\r\n: empty name\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nX-T: a\nGET / HTTP/1.1\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nX T: a\r\n\r\n",
+    ] {
+        assert_eq!(
+            run(bad),
+            Err("bad trailer field"),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    // What stays accepted: extensions with tabs and quoted strings, and
+    // ordinary trailers.
+    let ok = b"3;a=1;b=\"x y\"\t\r\nabc\r\n0\r\nX-T: a\tb\r\nEtag: \"1\"\r\n\r\n";
+    assert_eq!(run(ok), Ok(b"abc".to_vec()));
+}
+
 /// What a body promises still to come: the rest of a length, or of the
 /// chunk under way once its size line is read.
 #[test]
