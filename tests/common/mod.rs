@@ -375,3 +375,17 @@ pub fn h2_get_frame(stream: u32) -> Vec<u8> {
     req.extend_from_slice(&block);
     req
 }
+
+/// Read until `pat` has been seen `n` times; what was read.
+pub async fn read_until(s: &mut tokio::net::TcpStream, pat: &str, n: usize) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&got).matches(pat).count() < n {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}

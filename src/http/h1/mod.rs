@@ -16,28 +16,26 @@ mod request;
 mod response;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 pub use io::{is_body_timeout, BodyError, H1Body, OnUpgrade, Upgraded};
 
 use self::end::{finish, End};
 use self::io::{lock, Shared, SharedIo};
 use self::request::{Head, Reject};
+use self::wait::next_head;
 use super::idle::IdleTimer;
-use super::park::{self, Parked};
+use super::park::Parked;
 use super::Io;
 use crate::body::ReqBody;
 use crate::service::{self, ConnInfo};
 use crate::state::State;
 use http::{Method, Request, StatusCode};
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
-use tokio::time::Sleep;
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Kept small: it lives in every connection's task.
 #[derive(Clone, Copy)]
@@ -321,89 +319,4 @@ fn encode<T: Io>(
     // Its map is done with: the next answer on this thread takes it.
     crate::http::spare::recycle(parts.headers);
     (out, body, wire, keep_alive, unread, upgrading)
-}
-
-/// Wait for and parse the next request head.
-fn next_head<T: Io>(
-    shared: &Mutex<Shared<T>>,
-    lim: &Limits,
-    first: bool,
-    shutdown: &watch::Receiver<bool>,
-    head_timer: &mut Option<Pin<Box<Sleep>>>,
-    cx: &mut Context<'_>,
-) -> Poll<Next> {
-    let mut g = lock(shared);
-    let s = &mut *g;
-    loop {
-        if s.rbuf.is_empty() {
-            // Idle: wait without a buffer; allocate one once bytes come.
-            match s.io.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
-                Poll::Pending => {
-                    if s.rbuf.capacity() > 0 {
-                        s.release_buffer();
-                    }
-                    return idle_or_stop(s, shutdown, lim, first, cx);
-                }
-            }
-        } else if first && H2_PREFACE.starts_with(&s.rbuf[..s.rbuf.len().min(24)]) {
-            if s.rbuf.len() >= H2_PREFACE.len() {
-                return Poll::Ready(Next::H2);
-            }
-        } else {
-            match request::parse(&mut s.rbuf, lim.max_head as usize) {
-                Ok(Some(h)) => return Poll::Ready(Next::Request(h)),
-                Ok(None) => {}
-                Err(r) => return Poll::Ready(Next::Reject(r)),
-            }
-        }
-        match s.poll_fill(cx) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
-            Poll::Ready(Ok(_)) => continue,
-            Poll::Pending if s.rbuf.is_empty() => return idle_or_stop(s, shutdown, lim, first, cx),
-            Poll::Pending => {
-                let t = head_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(lim.header_timeout())));
-                if t.as_mut().poll(cx).is_ready() {
-                    tracing::debug!("request head not complete within header_timeout");
-                    return Poll::Ready(Next::Closed);
-                }
-                return Poll::Pending;
-            }
-        }
-    }
-}
-
-/// Nothing to read: wait, and end the wait when the connection has been
-/// idle for `idle_timeout` (close), for `park::AFTER` (park it, after its
-/// first request, on a transport that can be parked), or at shutdown.
-fn idle_or_stop<T: Io>(
-    s: &mut Shared<T>,
-    shutdown: &watch::Receiver<bool>,
-    lim: &Limits,
-    first: bool,
-    cx: &mut Context<'_>,
-) -> Poll<Next> {
-    // A new connection's client has header_timeout to start its first
-    // request, as nginx's client_header_timeout: silent connections would
-    // otherwise hold places among max_connections for idle_timeout.
-    let limit = if first {
-        lim.idle().min(lim.header_timeout())
-    } else {
-        lim.idle()
-    };
-    let park = !first && limit >= park::MIN_TIMEOUT && s.io.can_park();
-    if s.poll_idle(if park { park::AFTER } else { limit }, cx)
-        .is_ready()
-    {
-        return Poll::Ready(if park { Next::Park } else { Next::Closed });
-    }
-    // After arming: the shutdown wakes every armed wait once its signal is
-    // out, so a signal missed here still wakes this one. A sender gone
-    // (the server dropped) is a shutdown too.
-    if shutdown.has_changed().unwrap_or(true) {
-        return Poll::Ready(Next::Closed);
-    }
-    Poll::Pending
 }
