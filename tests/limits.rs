@@ -243,3 +243,38 @@ async fn http2_streams_past_max_concurrent_streams_are_refused_and_a_reload_chan
     p.server.reload().await.unwrap();
     assert_eq!(announced_streams(p.addrs[0]).await.0, 7);
 }
+
+#[tokio::test]
+async fn an_http2_connection_kept_busy_by_pings_alone_is_closed_after_idle_timeout() {
+    let up = fixed("ok").await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nidle_timeout = \"1s\"\n[upstream.app]\nservers = [\"{}\"]\n\
+         [[route]]\nupstream = \"app\"\n",
+        up.addr
+    )))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    // A PING every 100 ms: the socket is never quiet for idle_timeout.
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(100))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(format!("http://x:{}/", p.addrs[0].port()))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    // Then no request: the PINGs alone must not keep the connection. The
+    // guard only stops a hang.
+    let ended = tokio::time::timeout(Duration::from_secs(20), conn).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "a connection with no requests was kept by its PINGs: {ended:?}"
+    );
+}

@@ -14,20 +14,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
-/// The time of the last I/O, for the idle timeout, and the reads that
-/// brought bytes, for a closing connection's client.
+/// The reads that brought bytes, for a closing connection's client.
 struct ActivityIo<T> {
     inner: T,
-    last_ms: Arc<AtomicU64>,
     reads: Arc<AtomicU64>,
-}
-
-impl<T> ActivityIo<T> {
-    fn touch(&self) {
-        self.last_ms
-            .store(crate::upstream::now_ms(), Ordering::Relaxed);
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
@@ -39,7 +31,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.touch();
             self.reads.fetch_add(1, Ordering::Relaxed);
         }
         r
@@ -52,22 +43,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -78,6 +61,55 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// A connection's streams, for its idle rule: it is idle when no stream
+/// is open and none has ended for idle_timeout. Control frames (PING,
+/// SETTINGS, WINDOW_UPDATE) do not count: a client sending them on a
+/// schedule would otherwise keep a connection that asks for nothing, and
+/// its place among max_connections, for ever. An open stream is bounded
+/// by its own rules (the upstream's timeout, the body's pause limit, the
+/// uptake rule below).
+struct Streams {
+    open: AtomicUsize,
+    /// When the last stream ended, or the connection began.
+    last_ms: AtomicU64,
+}
+
+/// One stream, counted from its request until hyper drops its response
+/// body (sent or reset), or its future if it never answered.
+struct Stream(Arc<Streams>);
+
+impl Stream {
+    fn new(streams: &Arc<Streams>) -> Self {
+        streams.open.fetch_add(1, Ordering::Relaxed);
+        Stream(streams.clone())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0
+            .last_ms
+            .store(crate::upstream::now_ms(), Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Ready when the connection has been idle for `idle`.
+fn poll_idle(
+    timer: Pin<&mut Sleep>,
+    streams: &Streams,
+    idle: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let since = if streams.open.load(Ordering::Relaxed) > 0 {
+        // Not idle: look again in `idle`.
+        crate::upstream::now_ms()
+    } else {
+        streams.last_ms.load(Ordering::Relaxed)
+    };
+    super::poll_stalled(timer, since, idle, cx)
 }
 
 /// A request body on an HTTP/2 stream, with the same pause limit as on
@@ -153,11 +185,13 @@ impl Uptake {
     }
 }
 
-/// A response body that reports to its connection's `Uptake`.
+/// A response body that reports to its connection's `Uptake`, and holds
+/// its stream open for the idle rule.
 struct Tracked<B> {
     inner: B,
     uptake: Arc<Uptake>,
     handed: bool,
+    _stream: Stream,
 }
 
 impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Tracked<B> {
@@ -213,11 +247,13 @@ pub async fn serve<IO>(
         let s = &snap.server;
         (s.idle_timeout, s.max_header_size, s.max_concurrent_streams)
     };
-    let last_ms = Arc::new(AtomicU64::new(crate::upstream::now_ms()));
+    let streams = Arc::new(Streams {
+        open: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(crate::upstream::now_ms()),
+    });
     let reads = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(ActivityIo {
         inner: io,
-        last_ms: last_ms.clone(),
         reads: reads.clone(),
     });
     let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -228,8 +264,10 @@ pub async fn serve<IO>(
     let uptake = Arc::new(Uptake::default());
     uptake.moved();
     let conn_uptake = uptake.clone();
+    let conn_streams = streams.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let uptake = conn_uptake.clone();
+        let stream = Stream::new(&conn_streams);
         let (info, state) = (info.clone(), state.clone());
         // Boxed: hyper keeps a slot of this future's size per stream. The
         // request's future is made inside, so that it is never moved.
@@ -245,13 +283,14 @@ pub async fn serve<IO>(
                 inner,
                 uptake,
                 handed: false,
+                _stream: stream,
             }))
         })
     });
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
 
-    // The same idle rule as HTTP/1's loop: one timer, moved when it fires.
+    // One timer, moved when it fires, as HTTP/1's idle rule.
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     let uptake_timer = tokio::time::sleep(idle);
@@ -273,10 +312,8 @@ pub async fn serve<IO>(
                 return;
             }
             _ = std::future::poll_fn(|cx| {
-                super::poll_stalled(timer.as_mut(), last_ms.load(Ordering::Relaxed), idle, cx)
+                poll_idle(timer.as_mut(), &streams, idle, cx)
             }), if close == Close::Open => {
-                // Nothing moved for idle_timeout: close once the streams in
-                // flight are answered.
                 conn.as_mut().graceful_shutdown();
                 close = Close::Since(reads.load(Ordering::Relaxed));
                 grace.as_mut().reset(tokio::time::Instant::now() + idle);
