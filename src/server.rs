@@ -84,6 +84,7 @@ impl Server {
         shared.state.set_bound_https_port(https_port(&listeners));
         let health = crate::upstream::health::Checker::default();
         health.sync(&shared.state.load());
+        tokio::spawn(crate::upstream::pool::sweep(Arc::downgrade(&shared.state)));
         Ok(Arc::new(Server {
             shared,
             listeners: Mutex::new(listeners),

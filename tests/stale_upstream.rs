@@ -96,3 +96,37 @@ async fn a_connection_the_server_closed_after_answering_is_not_a_failure() {
     }
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 6);
 }
+
+/// A pooled connection left idle is closed after `keepalive_timeout` even
+/// when no request comes to look at it, as nginx's upstream
+/// `keepalive_timeout` does: it would otherwise stay open, and in
+/// CLOSE_WAIT once the app gave up on it.
+#[tokio::test]
+async fn an_idle_pooled_connection_is_closed_after_keepalive_timeout_with_no_traffic() {
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (addr, conns) = raw_upstream(move |mut s| {
+        let closed = closed_tx.clone();
+        async move {
+            if read_head(&mut s).await {
+                s.write_all(RAW_OK).await.unwrap();
+                // Kept alive: the next thing is the proxy's close.
+                let ended_by_proxy = !read_head(&mut s).await;
+                let _ = closed.send(ended_by_proxy);
+            }
+        }
+    })
+    .await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{addr}\"]\nkeepalive_timeout = \"200ms\"\n[[route]]\nupstream = \"app\"\n"
+    )))
+    .await;
+    let (status, _, body) = get(&p.url("/")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    // No more requests. The guard only stops a hang.
+    let mut closed_rx = closed_rx;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), closed_rx.recv())
+        .await
+        .expect("the idle pooled connection was kept");
+    assert_eq!(closed, Some(true));
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -86,6 +86,30 @@ impl Pool {
         None
     }
 
+    /// Close idle connections older than `max_age`. `checkout` only looks
+    /// when a request comes: after a burst, a pool left alone would keep its
+    /// connections for ever, in CLOSE_WAIT once the server gave up on them
+    /// (gunicorn after 2 s), where nginx's upstream `keepalive_timeout`
+    /// closes them.
+    pub fn expire(&self, max_age: Duration) {
+        let now = super::now_ms();
+        let max_age = max_age.as_millis();
+        for shard in self.shards.get().into_iter().flatten() {
+            let old = match shard.lock() {
+                Ok(mut idle) => {
+                    // Oldest first: they came back in order.
+                    let n = idle.partition_point(|(_, since)| {
+                        u128::from(now.saturating_sub(*since)) >= max_age
+                    });
+                    idle.drain(..n).collect::<Vec<_>>()
+                }
+                Err(_) => continue,
+            };
+            // Closed outside the lock, which the worker takes per request.
+            drop(old);
+        }
+    }
+
     /// Close every idle connection (they are suspected stale).
     pub fn clear(&self) {
         for shard in self.shards.get().into_iter().flatten() {
@@ -205,5 +229,25 @@ impl InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Once a second, close the idle connections of every pool in the running
+/// config that are older than their upstream's `keepalive_timeout`. Ends
+/// with the server's state.
+pub async fn sweep(state: std::sync::Weak<crate::state::State>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        let snap = state.load();
+        for up in snap.upstreams.values() {
+            for server in &up.servers {
+                server.pool.expire(up.settings.keepalive_timeout);
+            }
+        }
     }
 }
