@@ -75,6 +75,16 @@ pub(crate) struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
+    /// Whether an error was reported at `place` or inside it (`place.key`,
+    /// `place[0]`), but not at a sibling whose name it begins.
+    fn has_errors_under(&self, place: &str) -> bool {
+        self.errs.0.iter().any(|e| {
+            e.place
+                .strip_prefix(place)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+    }
+
     fn duration(&mut self, v: &Option<String>, place: &str, default: Duration) -> Duration {
         match v {
             None => default,

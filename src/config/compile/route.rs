@@ -86,7 +86,10 @@ impl Compiler<'_> {
             match upstreams.get(name) {
                 Some(u) => Some(Action::Upstream(u.clone())),
                 None => {
-                    if !broken.upstream.contains(name) {
+                    // One that failed to compile has its own errors.
+                    if !broken.upstream.contains(name)
+                        && !self.has_errors_under(&format!("upstream.{name}"))
+                    {
                         let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
                         let defined = list_or_none(&known);
                         // An address written here (`http://u:p@app:8000`)
@@ -158,13 +161,7 @@ impl Compiler<'_> {
         let jwt = r.jwt.as_ref().and_then(|j| policies.get(j).cloned());
         if let Some(j) = r.jwt.as_ref().filter(|_| jwt.is_none()) {
             // A policy that failed to compile has its own error already.
-            if !broken.jwt.contains(j)
-                && !self
-                    .errs
-                    .0
-                    .iter()
-                    .any(|e| e.place.starts_with(&format!("jwt.{j}")))
-            {
+            if !broken.jwt.contains(j) && !self.has_errors_under(&format!("jwt.{j}")) {
                 let known: Vec<&str> = policies.keys().map(String::as_str).collect();
                 self.errs.add(
                     format!("{place}.jwt"),

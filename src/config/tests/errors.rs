@@ -150,6 +150,37 @@ upstream = "missing"
 }
 
 #[test]
+fn an_upstream_that_fails_to_compile_causes_no_follow_up_on_its_routes() {
+    let e = errs(&format!(
+        r#"{LISTEN}
+[upstream.app]
+servers = ["not an address"]
+[upstream.app2]
+servers = []
+[[route]]
+upstream = "app"
+[[route]]
+path = "/x"
+upstream = "ap"
+"#
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("upstream.app.servers[0]: \"not an address\""),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("upstream.app2.servers: no servers"),
+        "{e:?}"
+    );
+    // "ap" begins "app" and "app2" but is neither: still named.
+    assert!(
+        e[2].starts_with("route[1].upstream: no upstream named \"ap\""),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn a_value_of_the_wrong_type_is_placed_at_its_key() {
     let mut e = errs(&format!(
         r#"{LISTEN}[server]
