@@ -189,17 +189,15 @@ fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
-/// `name: value` with a token for a name and no control byte: not a
-/// continuation (obs-fold), not a bare LF inside.
+/// `name: value` that the `http` crate takes as a field, as the head's
+/// fields are: a token for a name and no control byte in the value, so
+/// not a continuation (obs-fold) and no bare LF inside.
 fn is_field_line(line: &[u8]) -> bool {
     let Some(colon) = line.iter().position(|&b| b == b':') else {
         return false;
     };
-    colon > 0
-        && line[..colon]
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        && !line[colon..].iter().any(|&b| is_ctl(b))
+    HeaderName::from_bytes(&line[..colon]).is_ok()
+        && HeaderValue::from_bytes(&line[colon + 1..]).is_ok()
 }
 
 /// What a head's fields say about the body's framing and the connection,
