@@ -79,7 +79,7 @@ impl Pool {
         let mut idle = self.shard().0.lock().ok()?;
         let now = super::now_ms();
         while let Some((mut conn, since)) = idle.pop() {
-            if u128::from(now.saturating_sub(since)) < max_age.as_millis() && !conn.is_stale() {
+            if !too_old(now, since, max_age) && !conn.is_stale() {
                 return Some(conn);
             }
         }
@@ -93,14 +93,11 @@ impl Pool {
     /// closes them.
     pub fn expire(&self, max_age: Duration) {
         let now = super::now_ms();
-        let max_age = max_age.as_millis();
         for shard in self.shards.get().into_iter().flatten() {
             let old = match shard.lock() {
                 Ok(mut idle) => {
                     // Oldest first: they came back in order.
-                    let n = idle.partition_point(|(_, since)| {
-                        u128::from(now.saturating_sub(*since)) >= max_age
-                    });
+                    let n = idle.partition_point(|&(_, since)| too_old(now, since, max_age));
                     idle.drain(..n).collect::<Vec<_>>()
                 }
                 Err(_) => continue,
@@ -230,6 +227,11 @@ impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Whether a connection idle since `since` is past `max_age` at `now`.
+fn too_old(now: u64, since: u64, max_age: Duration) -> bool {
+    u128::from(now.saturating_sub(since)) >= max_age.as_millis()
 }
 
 /// Once a second, close the idle connections of every pool in the running
