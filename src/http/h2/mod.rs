@@ -6,61 +6,22 @@ use crate::service::{self, ConnInfo};
 use crate::state::State;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-/// The reads that brought bytes, for a closing connection's client.
-struct ActivityIo<T> {
-    inner: T,
-    reads: Arc<AtomicU64>,
-}
+mod io;
 
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.reads.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+/// What a connection's task, its streams and its byte stream share.
+struct Shared {
+    streams: Streams,
+    uptake: Uptake,
+    counts: io::Counts,
 }
 
 /// A connection's streams, for its idle rule: it is idle when no stream
@@ -78,21 +39,22 @@ struct Streams {
 
 /// One stream, counted from its request until hyper drops its response
 /// body (sent or reset), or its future if it never answered.
-struct Stream(Arc<Streams>);
+struct Stream(Arc<Shared>);
 
 impl Stream {
-    fn new(streams: &Arc<Streams>) -> Self {
-        streams.open.fetch_add(1, Ordering::Relaxed);
-        Stream(streams.clone())
+    fn new(conn: &Arc<Shared>) -> Self {
+        conn.streams.open.fetch_add(1, Ordering::Relaxed);
+        Stream(conn.clone())
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.0
+        let streams = &self.0.streams;
+        streams
             .last_ms
             .store(crate::upstream::now_ms(), Ordering::Relaxed);
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        streams.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -185,13 +147,12 @@ impl Uptake {
     }
 }
 
-/// A response body that reports to its connection's `Uptake`, and holds
-/// its stream open for the idle rule.
+/// A response body that reports to its connection's `Uptake` and the
+/// data it served, and holds its stream open for the idle rule.
 struct Tracked<B> {
     inner: B,
-    uptake: Arc<Uptake>,
     handed: bool,
-    _stream: Stream,
+    stream: Stream,
 }
 
 impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Tracked<B> {
@@ -203,16 +164,21 @@ impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Tracke
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         let this = &mut *self;
+        let conn = &*this.stream.0;
         if std::mem::take(&mut this.handed) {
             // Polled again: the last frame went on.
-            this.uptake.waiting.fetch_sub(1, Ordering::Relaxed);
-            this.uptake.moved();
+            conn.uptake.waiting.fetch_sub(1, Ordering::Relaxed);
+            conn.uptake.moved();
         }
         let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(&r, Poll::Ready(Some(Ok(f))) if f.is_data()) {
-            this.handed = true;
-            this.uptake.waiting.fetch_add(1, Ordering::Relaxed);
-            this.uptake.moved();
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(data) = f.data_ref() {
+                this.handed = true;
+                conn.uptake.waiting.fetch_add(1, Ordering::Relaxed);
+                conn.uptake.moved();
+                let n = data.len() as u64;
+                conn.counts.served.fetch_add(n, Ordering::Relaxed);
+            }
         }
         r
     }
@@ -229,7 +195,8 @@ impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Tracke
 impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
         if self.handed {
-            self.uptake.waiting.fetch_sub(1, Ordering::Relaxed);
+            let uptake = &self.stream.0.uptake;
+            uptake.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -247,27 +214,25 @@ pub async fn serve<IO>(
         let s = &snap.server;
         (s.idle_timeout, s.max_header_size, s.max_concurrent_streams)
     };
-    let streams = Arc::new(Streams {
-        open: AtomicUsize::new(0),
-        last_ms: AtomicU64::new(crate::upstream::now_ms()),
+    let shared = Arc::new(Shared {
+        streams: Streams {
+            open: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(crate::upstream::now_ms()),
+        },
+        uptake: Uptake::default(),
+        counts: io::Counts::default(),
     });
-    let reads = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(ActivityIo {
-        inner: io,
-        reads: reads.clone(),
-    });
+    shared.uptake.moved();
+    let io = TokioIo::new(io::MeteredIo::new(io, shared.clone()));
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(max_header as u32)
         .max_concurrent_streams(max_streams);
-    let uptake = Arc::new(Uptake::default());
-    uptake.moved();
-    let conn_uptake = uptake.clone();
-    let conn_streams = streams.clone();
+    let peer = info.peer;
+    let conn_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let uptake = conn_uptake.clone();
-        let stream = Stream::new(&conn_streams);
+        let stream = Stream::new(&conn_shared);
         let (info, state) = (info.clone(), state.clone());
         // Boxed: hyper keeps a slot of this future's size per stream. The
         // request's future is made inside, so that it is never moved.
@@ -281,9 +246,8 @@ pub async fn serve<IO>(
             }
             Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
                 inner,
-                uptake,
                 handed: false,
-                _stream: stream,
+                stream,
             }))
         })
     });
@@ -306,34 +270,37 @@ pub async fn serve<IO>(
     loop {
         tokio::select! {
             r = conn.as_mut() => {
-                if let Err(e) = r {
+                if shared.counts.flooded.load(Ordering::Relaxed) {
+                    tracing::info!(%peer, "HTTP/2 control frame flood; connection closed");
+                } else if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with error");
                 }
                 return;
             }
             _ = std::future::poll_fn(|cx| {
-                poll_idle(timer.as_mut(), &streams, idle, cx)
+                poll_idle(timer.as_mut(), &shared.streams, idle, cx)
             }), if close == Close::Open => {
                 conn.as_mut().graceful_shutdown();
-                close = Close::Since(reads.load(Ordering::Relaxed));
+                close = Close::Since(shared.counts.reads.load(Ordering::Relaxed));
                 grace.as_mut().reset(tokio::time::Instant::now() + idle);
             }
             _ = std::future::poll_fn(|cx| {
-                super::poll_stalled(uptake_timer.as_mut(), uptake.last_ms.load(Ordering::Relaxed), idle, cx)
+                let since = shared.uptake.last_ms.load(Ordering::Relaxed);
+                super::poll_stalled(uptake_timer.as_mut(), since, idle, cx)
             }) => {
-                if uptake.waiting.load(Ordering::Relaxed) > 0 {
+                if shared.uptake.waiting.load(Ordering::Relaxed) > 0 {
                     tracing::debug!("the client took no response data for idle_timeout; closing");
                     return;
                 }
-                uptake.moved();
+                shared.uptake.moved();
             }
             _ = shutdown.changed(), if close == Close::Open => {
                 conn.as_mut().graceful_shutdown();
-                close = Close::Since(reads.load(Ordering::Relaxed));
+                close = Close::Since(shared.counts.reads.load(Ordering::Relaxed));
                 grace.as_mut().reset(tokio::time::Instant::now() + idle);
             }
             _ = grace.as_mut(), if matches!(close, Close::Since(_)) => {
-                if close == Close::Since(reads.load(Ordering::Relaxed)) {
+                if close == Close::Since(shared.counts.reads.load(Ordering::Relaxed)) {
                     tracing::debug!("no answer to GOAWAY's PING within idle_timeout; closing");
                     return;
                 }
