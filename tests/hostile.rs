@@ -114,6 +114,7 @@ async fn a_gated_path_cannot_be_reached_by_spelling_it_another_way() {
         "*",
         "/api\\x",
         "/z\\..\\api/x",
+        "/z%5C..%5Capi/x",
     ] {
         assert_eq!(get(a, path, "").await.0, 400, "{path}");
     }

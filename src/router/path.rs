@@ -18,7 +18,8 @@
 //!   (gunicorn does) must not find a `..` or an empty segment that was
 //!   hidden from the router. Routes match `%2F` as a `/` (`Router::find`).
 //!
-//! Invalid escapes, an encoded NUL and a backslash are refused.
+//! Invalid escapes, an encoded NUL and a backslash, raw or encoded, are
+//! refused.
 
 use std::borrow::Cow;
 
@@ -110,6 +111,12 @@ fn decode_unreserved(path: &str) -> Result<String, &'static str> {
         if v == 0 {
             return Err("an encoded NUL in the path");
         }
+        // A server that decodes it and then takes it for a separator
+        // (IIS) reads `/x%5C..%5Capi/y` as `/api/y`, which the router
+        // would see as one segment under `/`.
+        if v == b'\\' {
+            return Err("an encoded backslash in the path");
+        }
         if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
             out.push(v);
         } else {
@@ -188,6 +195,8 @@ mod tests {
             "/a%00b",
             "/api\\x",
             "/z\\..\\api/x",
+            "/z%5C..%5Capi/x",
+            "/api%5cx",
             "api/x",
         ] {
             assert!(n(p).is_err(), "{p} was accepted as {:?}", n(p));
