@@ -28,6 +28,7 @@ pub mod gate;
 pub mod handler;
 pub mod http;
 pub mod listener;
+pub mod memory;
 pub mod reload;
 pub mod router;
 pub mod server;

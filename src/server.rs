@@ -85,6 +85,7 @@ impl Server {
         let health = crate::upstream::health::Checker::default();
         health.sync(&shared.state.load());
         tokio::spawn(crate::upstream::pool::sweep(Arc::downgrade(&shared.state)));
+        crate::memory::start();
         Ok(Arc::new(Server {
             shared,
             listeners: Mutex::new(listeners),
