@@ -2,7 +2,7 @@
 //! framed and whether the connection may be reused; and which headers are
 //! hop-by-hop, for requests and responses alike.
 
-use super::{Framing, Head, ProtoError, MAX_HEADERS};
+use super::{Framing, Head, ProtoError, MAX_HEAD, MAX_HEADERS};
 use crate::http::decode::{HeadFraming, Length};
 use crate::http::raw;
 use bytes::{Buf, BytesMut};
@@ -18,6 +18,10 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     let parsed = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
     let len = match parsed {
+        // The same bound whether the head came in one read or in many.
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Err(ProtoError::Invalid("response head too large"))
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -59,6 +63,13 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     } else if let Some(only_chunked) = chunked {
         if !only_chunked {
             return Err(ProtoError::Invalid("unsupported Transfer-Encoding"));
+        }
+        // Framed two ways (with a length too), or by a coding HTTP/1.0 does
+        // not have: read by the chunks, but what follows them could be
+        // where the server thinks the next answer starts (RFC 9112 §6.1:
+        // close after such a message).
+        if !matches!(length, Length::Absent) || version == Version::HTTP_10 {
+            keep_alive = false;
         }
         Framing::Chunked
     } else {

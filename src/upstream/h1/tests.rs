@@ -94,10 +94,18 @@ fn bodiless_answers_have_no_body_whatever_their_length_says() {
 }
 
 #[test]
-fn chunked_wins_over_a_length_and_other_codings_are_refused() {
+fn chunked_wins_over_a_length_but_ends_the_connection_and_other_codings_are_refused() {
     let h = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert_eq!(h.framing, Framing::Chunked);
     assert!(!map(&h).contains_key("content-length"));
+    assert!(
+        !h.keep_alive,
+        "an answer framed two ways ends its connection"
+    );
+    let h = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(h.framing, Framing::Chunked);
+    assert!(!h.keep_alive, "chunked in HTTP/1.0 ends its connection");
+    assert!(head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").keep_alive);
     for raw in [
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
@@ -133,6 +141,12 @@ fn incomplete_and_malformed_heads() {
         .collect();
     let raw = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
     assert!(head_of(&raw, Method::GET).is_err());
+    // Whole in one buffer, as one read can bring it: still too large.
+    let big = format!("HTTP/1.1 200 OK\r\nx-a: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+    assert!(matches!(
+        head_of(&big, Method::GET),
+        Err(ProtoError::Invalid("response head too large"))
+    ));
 }
 
 fn server() -> Arc<crate::upstream::Server> {
