@@ -336,9 +336,6 @@ async fn read_head(
                     continue
                 }
                 Ok(Some(head)) => return Ok(head),
-                Ok(None) if buf.len() >= MAX_HEAD => {
-                    return Err((ProtoError::Invalid("response head too large"), true))
-                }
                 Ok(None) => {}
                 Err(e) => return Err((e, true)),
             }

@@ -147,6 +147,12 @@ fn incomplete_and_malformed_heads() {
         head_of(&big, Method::GET),
         Err(ProtoError::Invalid("response head too large"))
     ));
+    // And unfinished at that size: no use waiting for the rest.
+    let unfinished = &big[..MAX_HEAD];
+    assert!(matches!(
+        head_of(unfinished, Method::GET),
+        Err(ProtoError::Invalid("response head too large"))
+    ));
 }
 
 fn server() -> Arc<crate::upstream::Server> {
