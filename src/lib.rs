@@ -22,6 +22,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod gate;

@@ -139,7 +139,11 @@ fn check(path: &Path) -> ExitCode {
                     .as_ref()
                     .map(|p| format!(" jwt={}", p.name))
                     .unwrap_or_default();
-                println!("  route[{}] {host}{} -> {action}{jwt}", r.index, r.prefix);
+                let addrs = r.addrs.as_ref().map(|a| a.to_string()).unwrap_or_default();
+                println!(
+                    "  route[{}] {host}{} -> {action}{jwt}{addrs}",
+                    r.index, r.prefix
+                );
             }
             ExitCode::SUCCESS
         }

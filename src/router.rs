@@ -2,6 +2,7 @@
 //! path prefix. Host-specific routes win over any-host routes; among those,
 //! exact hosts win over wildcards, longer wildcards over shorter ones.
 
+use crate::client::AddrRules;
 use crate::gate::Policy;
 use crate::handler::static_files::Site;
 use crate::upstream::Upstream;
@@ -86,6 +87,9 @@ pub struct Route {
     pub prefix: String,
     pub action: Action,
     pub jwt: Option<Arc<Policy>>,
+    /// `allow`/`deny` on the client's address; `None` when the route has
+    /// neither, so that most requests pay one branch.
+    pub addrs: Option<AddrRules>,
     /// Response headers set on every answer of this route.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }

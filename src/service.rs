@@ -185,6 +185,16 @@ fn dispatch<'a>(
                 .find(host, parts.uri.path())
                 .ok_or(ProxyError::NoRoute)?
         };
+        // Before the token: a client that may not reach the route learns
+        // nothing of its policy, and no signature is checked for it.
+        if let Some(rules) = &route.addrs {
+            let ip = crate::client::client_ip(&parts.headers, snap, conn);
+            if !rules.admits(ip) {
+                out.reason = Some("client address not allowed");
+                tracing::info!(route = route.index, client = %ip, "request refused by the route's allow/deny rules");
+                return Ok(handler::text(StatusCode::FORBIDDEN, "forbidden\n"));
+            }
+        }
         if let Some(policy) = &route.jwt {
             if let Err(rej) = policy.check(&mut parts).await {
                 return Ok(refused(route, policy, rej, out));
@@ -357,7 +367,9 @@ fn entry(
     Box::new(Entry {
         time: SystemTime::now(),
         start: Instant::now(),
-        client: crate::state::canonical_ip(conn.peer.ip()),
+        // Behind trusted proxies, the client they name, as nginx's realip
+        // module makes `$remote_addr`.
+        client: crate::client::client_ip(&parts.headers, snap, conn),
         method: parts.method.clone(),
         target: parts.uri.path_and_query().cloned(),
         version: parts.version,

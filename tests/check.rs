@@ -77,9 +77,18 @@ servers = ["127.0.0.1:8001", "unix:/run/app.sock"]
 [[route]]
 path = "/api/"
 upstream = "app"
+[[route]]
+path = "/admin/"
+upstream = "app"
+allow = ["10.0.0.0/8", "::1"]
+deny = ["10.0.0.5"]
 "#,
     );
     assert_eq!(code, 0);
+    assert!(
+        out.contains("route[1] */admin/ -> upstream app allow=10.0.0.0/8,::1/128 deny=10.0.0.5/32"),
+        "{out}"
+    );
     assert!(out.contains("listen   127.0.0.1:8080"), "{out}");
     assert!(
         out.contains("upstream app: 127.0.0.1:8001, unix:/run/app.sock"),

@@ -288,6 +288,8 @@ pub struct RawRoute {
     pub respond: Option<RawRespond>,
     pub jwt: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,8 +20,9 @@ mod buffer;
 mod hop;
 mod spill;
 
+use crate::client::client_ip;
 use buffer::read_whole;
-use hop::{client_ip, prepare};
+use hop::prepare;
 pub(crate) use spill::FileSlot;
 
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`

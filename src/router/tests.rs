@@ -13,6 +13,7 @@ fn route(index: usize, host: &str, prefix: &str) -> Route {
             content_type: HeaderValue::from_static("text/plain"),
         },
         jwt: None,
+        addrs: None,
         headers: vec![],
     }
 }

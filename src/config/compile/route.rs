@@ -2,6 +2,7 @@
 //! the response headers.
 
 use super::{list_or_none, Compiler};
+use crate::client::AddrRules;
 use crate::config::raw::*;
 use crate::config::Broken;
 use crate::router::{Action, HostMatch, Route};
@@ -188,6 +189,7 @@ impl Compiler<'_> {
                     .add(format!("{place}.headers.{k}"), "not a valid header value"),
             }
         }
+        let addrs = self.addr_rules(place, r.allow.as_deref(), r.deny.as_deref());
         if self.errs.0.len() > n_errs {
             return None;
         }
@@ -197,8 +199,50 @@ impl Compiler<'_> {
             prefix,
             action: action?,
             jwt,
+            addrs,
             headers,
         })
+    }
+
+    /// `allow` and `deny`: addresses, CIDRs, or `"all"` (nginx's word).
+    fn addr_rules(
+        &mut self,
+        place: &str,
+        allow: Option<&[String]>,
+        deny: Option<&[String]>,
+    ) -> Option<AddrRules> {
+        if allow.is_none() && deny.is_none() {
+            return None;
+        }
+        if allow.is_some_and(<[String]>::is_empty) {
+            // From a script whose list came out empty, this could mean
+            // "no one" or "no restriction": neither is guessed.
+            self.errs.add(
+                format!("{place}.allow"),
+                "an empty list would admit no client: to refuse everyone write deny = [\"all\"]; to admit everyone leave allow out",
+            );
+        }
+        let allow = allow.map(|l| self.addr_list(&format!("{place}.allow"), l));
+        let deny = deny
+            .map(|l| self.addr_list(&format!("{place}.deny"), l))
+            .unwrap_or_default();
+        Some(AddrRules { allow, deny })
+    }
+
+    fn addr_list(&mut self, place: &str, list: &[String]) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            if s.trim().eq_ignore_ascii_case("all") {
+                out.push(ipnet::IpNet::V4(Default::default()));
+                out.push(ipnet::IpNet::V6(Default::default()));
+                continue;
+            }
+            match super::parse_cidr(s.trim()) {
+                Ok(n) => out.push(n),
+                Err(e) => self.errs.add(format!("{place}[{i}]"), e),
+            }
+        }
+        out
     }
 }
 

@@ -251,3 +251,63 @@ fn max_body_in_memory_follows_a_smaller_max_buffered() {
     let s = load_str(&toml, &src, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.server.body_temp_dir, dir.path().join("bodies"));
 }
+
+#[test]
+fn allow_and_deny_forms_and_errors() {
+    let route = |rules: &str| {
+        format!("{LISTEN}[[route]]\npath = \"/admin/\"\nrespond = {{ body = \"x\" }}\n{rules}\n[[route]]\nrespond = {{ body = \"y\" }}\n")
+    };
+    let s = ok(&route(
+        "allow = [\"10.0.0.0/8\", \" 192.168.1.7 \", \"2001:db8::/32\"]\ndeny = [\"10.0.0.5\"]",
+    ));
+    let rules = s
+        .router
+        .find("", "/admin/x")
+        .unwrap()
+        .addrs
+        .as_ref()
+        .unwrap();
+    assert!(rules.admits("192.168.1.7".parse().unwrap()));
+    assert!(rules.admits("10.200.0.1".parse().unwrap()));
+    assert!(!rules.admits("10.0.0.5".parse().unwrap()));
+    assert!(!rules.admits("192.168.1.8".parse().unwrap()));
+    // A route without either key has no rules: nothing is checked.
+    assert!(s.router.find("", "/other").unwrap().addrs.is_none());
+    // "all", as nginx writes it, is every IPv4 and IPv6 address.
+    let s = ok(&route("deny = [\"all\"]"));
+    let rules = s
+        .router
+        .find("", "/admin/")
+        .unwrap()
+        .addrs
+        .as_ref()
+        .unwrap();
+    assert!(!rules.admits("203.0.113.1".parse().unwrap()));
+    assert!(!rules.admits("::1".parse().unwrap()));
+    let s = ok(&route("allow = [\"ALL\"]\ndeny = [\"127.0.0.1\"]"));
+    let rules = s
+        .router
+        .find("", "/admin/")
+        .unwrap()
+        .addrs
+        .as_ref()
+        .unwrap();
+    assert!(rules.admits("2001:db8::1".parse().unwrap()));
+    assert!(!rules.admits("127.0.0.1".parse().unwrap()));
+
+    assert_eq!(
+        errs(&route(
+            "allow = [\"10.0.0.0/8\", \"intranet\"]\ndeny = [\"10.0.0.0/33\"]"
+        )),
+        [
+            "route[0].allow[1]: \"intranet\" is not an IP address or CIDR like \"10.0.0.0/8\"",
+            "route[0].deny[0]: \"10.0.0.0/33\" is not an IP address or CIDR like \"10.0.0.0/8\"",
+        ]
+    );
+    let e = errs(&route("allow = []"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("route[0].allow: an empty list would admit no client"),
+        "{e:?}"
+    );
+}

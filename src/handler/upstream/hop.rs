@@ -1,9 +1,9 @@
 //! The request as it goes to the upstream: hop-by-hop fields out, the
 //! forwarding fields (`X-Forwarded-*`, the client certificate's subject) set
 //! from what the connection knows, trusting a client's own only when it
-//! comes through a trusted proxy; and the real client's address for
-//! `ip_hash`.
+//! comes through a trusted proxy.
 
+use crate::client::{join_values, X_FORWARDED_FOR};
 use crate::error::ProxyError;
 use crate::service::ConnInfo;
 use crate::state::{canonical_ip, Snapshot};
@@ -14,7 +14,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 use std::net::IpAddr;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
@@ -142,42 +141,6 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
         *last = Some((ip, v.clone()));
         v
     })
-}
-
-/// The real client: the peer, or, behind trusted proxies, the right-most
-/// X-Forwarded-For address that is not itself a trusted proxy.
-pub(super) fn client_ip(h: &HeaderMap, snap: &Snapshot, conn: &ConnInfo) -> IpAddr {
-    let peer = canonical_ip(conn.peer.ip());
-    if snap.server.trusted_proxies.is_empty() || !snap.server.is_trusted(peer) {
-        return peer;
-    }
-    let chain = join_values(h, &X_FORWARDED_FOR);
-    let mut best = peer;
-    for part in chain.rsplit(',') {
-        match part.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                best = canonical_ip(ip);
-                if !snap.server.is_trusted(best) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    best
-}
-
-fn join_values(h: &HeaderMap, name: &HeaderName) -> String {
-    let mut s = String::new();
-    for v in h.get_all(name) {
-        if let Ok(v) = v.to_str() {
-            if !s.is_empty() {
-                s.push_str(", ");
-            }
-            s.push_str(v);
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -174,6 +174,7 @@ async fn a_file_root_serves_that_file_at_the_route_path() {
             prefix: "/robots.txt".into(),
             action: Action::Static(Arc::new(site)),
             jwt: None,
+            addrs: None,
             headers: vec![],
         },
     };

@@ -63,6 +63,7 @@ fn site_with(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawStaticDetailed)) 
         prefix: "/static/".into(),
         action: Action::Static(Arc::new(site)),
         jwt: None,
+        addrs: None,
         headers: vec![],
     };
     T { dir, route }
