@@ -28,6 +28,7 @@ pub mod error;
 pub mod gate;
 pub mod handler;
 pub mod http;
+pub mod limit;
 pub mod listener;
 pub mod memory;
 pub mod reload;

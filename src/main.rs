@@ -140,8 +140,13 @@ fn check(path: &Path) -> ExitCode {
                     .map(|p| format!(" jwt={}", p.name))
                     .unwrap_or_default();
                 let addrs = r.addrs.as_ref().map(|a| a.to_string()).unwrap_or_default();
+                let limit = r
+                    .rate_limit
+                    .as_ref()
+                    .map(|l| format!(" rate={} burst={}", l.rate, l.burst))
+                    .unwrap_or_default();
                 println!(
-                    "  route[{}] {host}{} -> {action}{jwt}{addrs}",
+                    "  route[{}] {host}{} -> {action}{jwt}{addrs}{limit}",
                     r.index, r.prefix
                 );
             }

@@ -5,6 +5,7 @@
 use crate::client::AddrRules;
 use crate::gate::Policy;
 use crate::handler::static_files::Site;
+use crate::limit::RateLimit;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -90,6 +91,8 @@ pub struct Route {
     /// `allow`/`deny` on the client's address; `None` when the route has
     /// neither, so that most requests pay one branch.
     pub addrs: Option<AddrRules>,
+    /// Requests per client address (`rate_limit`), shared by the workers.
+    pub rate_limit: Option<Arc<RateLimit>>,
     /// Response headers set on every answer of this route.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }

@@ -7,12 +7,16 @@ use crate::error::ProxyError;
 use crate::handler::{self, Resp};
 use crate::router::Action;
 use crate::state::{ListenKind, Snapshot, State};
-use http::header::{HeaderName, CONTENT_LENGTH, REFERER, USER_AGENT, WWW_AUTHENTICATE};
+use http::header::{HeaderName, REFERER, USER_AGENT, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, StatusCode};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+mod checks;
+
+use checks::{content_length, h2_fields, normalize_path};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -187,12 +191,9 @@ fn dispatch<'a>(
         };
         // Before the token: a client that may not reach the route learns
         // nothing of its policy, and no signature is checked for it.
-        if let Some(rules) = &route.addrs {
-            let ip = crate::client::client_ip(&parts.headers, snap, conn);
-            if !rules.admits(ip) {
-                out.reason = Some("client address not allowed");
-                tracing::info!(route = route.index, client = %ip, "request refused by the route's allow/deny rules");
-                return Ok(handler::text(StatusCode::FORBIDDEN, "forbidden\n"));
+        if route.addrs.is_some() || route.rate_limit.is_some() {
+            if let Some(refusal) = client_rules(route, snap, conn, &parts, out) {
+                return Ok(refusal);
             }
         }
         if let Some(policy) = &route.jwt {
@@ -225,6 +226,32 @@ fn dispatch<'a>(
     }
 }
 
+/// The route's `allow`/`deny` and `rate_limit` on the client's address:
+/// the answer when they refuse it.
+fn client_rules(
+    route: &crate::router::Route,
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    out: &mut Outcome,
+) -> Option<Resp> {
+    let ip = crate::client::client_ip(&parts.headers, snap, conn);
+    if route.addrs.as_ref().is_some_and(|r| !r.admits(ip)) {
+        out.reason = Some("client address not allowed");
+        tracing::info!(route = route.index, client = %ip, "request refused by the route's allow/deny rules");
+        return Some(handler::text(StatusCode::FORBIDDEN, "forbidden\n"));
+    }
+    let wait = route.rate_limit.as_ref()?.check(ip).err()?;
+    out.reason = Some("rate limited");
+    // Debug, not info: a client over its limit makes one of these per
+    // request, and the access log has each with its reason.
+    tracing::debug!(route = route.index, client = %ip, retry_after = wait, "request refused by the route's rate_limit");
+    let mut r = handler::text(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(wait));
+    Some(r)
+}
+
 /// The answer to a request the route's JWT policy refused.
 fn refused(
     route: &crate::router::Route,
@@ -246,68 +273,6 @@ fn refused(
         r.headers_mut().insert(WWW_AUTHENTICATE, v);
     }
     r
-}
-
-/// What the HTTP/1 server checks as it reads a head, for HTTP/2: one valid
-/// host, in :authority or a single Host field, and one Content-Length.
-/// h2 checks framing and field syntax, not these.
-fn h2_fields(parts: &mut http::request::Parts) -> Result<(), &'static str> {
-    use http::header::HOST;
-    match parts.uri.authority() {
-        Some(a) => {
-            if a.as_str().contains('@') || !crate::router::valid_host(a.as_str().as_bytes()) {
-                return Err("bad :authority");
-            }
-        }
-        None => {
-            let mut hosts = parts.headers.get_all(HOST).iter();
-            let one = hosts.next();
-            if hosts.next().is_some()
-                || one.is_some_and(|h| !crate::router::valid_host(h.as_bytes()))
-            {
-                return Err("missing, duplicate or bad Host header");
-            }
-        }
-    }
-    // h2 has made sure that several agree; one goes on.
-    let mut lengths = parts.headers.get_all(CONTENT_LENGTH).iter();
-    if let (Some(n), Some(_)) = (lengths.next().cloned(), lengths.next()) {
-        parts.headers.insert(CONTENT_LENGTH, n);
-    }
-    Ok(())
-}
-
-/// Put the request's path in its normal form (`router::normalize`) for the
-/// route, the policy, the handler and the upstream alike.
-fn normalize_path(parts: &mut http::request::Parts) -> Result<(), &'static str> {
-    let path = parts.uri.path();
-    if path == "*" && parts.method == Method::OPTIONS {
-        return Ok(());
-    }
-    let normal = match crate::router::normalize(path)? {
-        std::borrow::Cow::Borrowed(_) => return Ok(()),
-        std::borrow::Cow::Owned(n) => n,
-    };
-    let pq = match parts.uri.query() {
-        Some(q) => format!("{normal}?{q}"),
-        None => normal,
-    };
-    let mut up = std::mem::take(&mut parts.uri).into_parts();
-    // The normal form only drops characters of a valid path and decodes
-    // escapes of unreserved ones: still a valid path.
-    up.path_and_query = Some(pq.parse().map_err(|_| "bad request target")?);
-    parts.uri = http::Uri::from_parts(up).map_err(|_| "bad request target")?;
-    Ok(())
-}
-
-fn content_length(parts: &http::request::Parts) -> Option<u64> {
-    parts
-        .headers
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// Keep a sane client-supplied id (so a chain of proxies shares one),

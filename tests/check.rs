@@ -82,11 +82,12 @@ path = "/admin/"
 upstream = "app"
 allow = ["10.0.0.0/8", "::1"]
 deny = ["10.0.0.5"]
+rate_limit = { rate = "10r/s", burst = 20 }
 "#,
     );
     assert_eq!(code, 0);
     assert!(
-        out.contains("route[1] */admin/ -> upstream app allow=10.0.0.0/8,::1/128 deny=10.0.0.5/32"),
+        out.contains("route[1] */admin/ -> upstream app allow=10.0.0.0/8,::1/128 deny=10.0.0.5/32 rate=10r/s burst=20"),
         "{out}"
     );
     assert!(out.contains("listen   127.0.0.1:8080"), "{out}");

@@ -290,6 +290,14 @@ pub struct RawRoute {
     pub headers: Option<BTreeMap<String, String>>,
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub rate: String,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

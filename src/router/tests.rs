@@ -14,6 +14,7 @@ fn route(index: usize, host: &str, prefix: &str) -> Route {
         },
         jwt: None,
         addrs: None,
+        rate_limit: None,
         headers: vec![],
     }
 }

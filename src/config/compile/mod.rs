@@ -31,7 +31,13 @@ pub fn compile(
     });
     let upstreams = c.upstreams(raw.upstream, prev);
     let policies = crate::gate::compile::policies(raw.jwt, &mut c.errs, src, &mut c.files, prev);
-    let routes = c.routes(raw.route, broken, &upstreams, &policies);
+    let routes = c.routes(
+        raw.route,
+        broken,
+        &upstreams,
+        &policies,
+        prev.map(|p| &p.router),
+    );
     let mut hidden: Vec<String> = policies
         .values()
         .flat_map(|p| p.query_names())
@@ -65,6 +71,7 @@ pub fn compile(
     }
 }
 
+mod client;
 mod route;
 mod upstream;
 

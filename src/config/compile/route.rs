@@ -2,15 +2,24 @@
 //! the response headers.
 
 use super::{list_or_none, Compiler};
-use crate::client::AddrRules;
 use crate::config::raw::*;
 use crate::config::Broken;
-use crate::router::{Action, HostMatch, Route};
+use crate::router::{Action, HostMatch, Route, Router};
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// What a route may name, compiled before the routes; and the routes a
+/// reload replaces.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    broken: &'a Broken,
+    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    policies: &'a BTreeMap<String, Arc<crate::gate::Policy>>,
+    prev: Option<&'a Router>,
+}
 
 impl Compiler<'_> {
     pub(super) fn routes(
@@ -19,29 +28,34 @@ impl Compiler<'_> {
         broken: &Broken,
         upstreams: &BTreeMap<String, Arc<Upstream>>,
         policies: &BTreeMap<String, Arc<crate::gate::Policy>>,
+        prev: Option<&Router>,
     ) -> Vec<Route> {
+        let known = Known {
+            broken,
+            upstreams,
+            policies,
+            prev,
+        };
         let mut out = Vec::new();
         for (i, r) in raw.into_iter().enumerate() {
             if broken.route.contains(&i) {
                 continue;
             }
             let place = format!("route[{i}]");
-            if let Some(route) = self.route(i, r, &place, broken, upstreams, policies) {
+            if let Some(route) = self.route(i, r, &place, &known) {
                 out.push(route);
             }
         }
         out
     }
 
-    fn route(
-        &mut self,
-        index: usize,
-        r: RawRoute,
-        place: &str,
-        broken: &Broken,
-        upstreams: &BTreeMap<String, Arc<Upstream>>,
-        policies: &BTreeMap<String, Arc<crate::gate::Policy>>,
-    ) -> Option<Route> {
+    fn route(&mut self, index: usize, r: RawRoute, place: &str, ctx: &Known) -> Option<Route> {
+        let Known {
+            broken,
+            upstreams,
+            policies,
+            prev,
+        } = *ctx;
         let n_errs = self.errs.0.len();
         let host = match r.host.as_deref() {
             None => HostMatch::Any,
@@ -190,6 +204,7 @@ impl Compiler<'_> {
             }
         }
         let addrs = self.addr_rules(place, r.allow.as_deref(), r.deny.as_deref());
+        let rate_limit = self.rate_limit(place, r.rate_limit.as_ref(), &host, &prefix, prev);
         if self.errs.0.len() > n_errs {
             return None;
         }
@@ -200,49 +215,9 @@ impl Compiler<'_> {
             action: action?,
             jwt,
             addrs,
+            rate_limit,
             headers,
         })
-    }
-
-    /// `allow` and `deny`: addresses, CIDRs, or `"all"` (nginx's word).
-    fn addr_rules(
-        &mut self,
-        place: &str,
-        allow: Option<&[String]>,
-        deny: Option<&[String]>,
-    ) -> Option<AddrRules> {
-        if allow.is_none() && deny.is_none() {
-            return None;
-        }
-        if allow.is_some_and(<[String]>::is_empty) {
-            // From a script whose list came out empty, this could mean
-            // "no one" or "no restriction": neither is guessed.
-            self.errs.add(
-                format!("{place}.allow"),
-                "an empty list would admit no client: to refuse everyone write deny = [\"all\"]; to admit everyone leave allow out",
-            );
-        }
-        let allow = allow.map(|l| self.addr_list(&format!("{place}.allow"), l));
-        let deny = deny
-            .map(|l| self.addr_list(&format!("{place}.deny"), l))
-            .unwrap_or_default();
-        Some(AddrRules { allow, deny })
-    }
-
-    fn addr_list(&mut self, place: &str, list: &[String]) -> Vec<ipnet::IpNet> {
-        let mut out = Vec::new();
-        for (i, s) in list.iter().enumerate() {
-            if s.trim().eq_ignore_ascii_case("all") {
-                out.push(ipnet::IpNet::V4(Default::default()));
-                out.push(ipnet::IpNet::V6(Default::default()));
-                continue;
-            }
-            match super::parse_cidr(s.trim()) {
-                Ok(n) => out.push(n),
-                Err(e) => self.errs.add(format!("{place}[{i}]"), e),
-            }
-        }
-        out
     }
 }
 

@@ -311,3 +311,35 @@ fn allow_and_deny_forms_and_errors() {
         "{e:?}"
     );
 }
+
+#[test]
+fn rate_limit_forms_and_errors() {
+    let route = |limit: &str| {
+        format!("{LISTEN}[[route]]\npath = \"/login/\"\nrespond = {{ body = \"x\" }}\nrate_limit = {limit}\n")
+    };
+    let s = ok(&route("{ rate = \"30/m\" }"));
+    let l = s
+        .router
+        .find("", "/login/")
+        .unwrap()
+        .rate_limit
+        .clone()
+        .unwrap();
+    assert_eq!((l.rate.as_str(), l.burst), ("30/m", 0));
+    assert_eq!(
+        errs(&route("{ rate = \"fast\", burst = 2000000 }")),
+        [
+            "route[0].rate_limit.burst: must be at most 1000000",
+            "route[0].rate_limit.rate: \"fast\" is not a rate like \"10/s\", \"30/m\" or \"100/h\"",
+        ]
+    );
+    let e = errs(&route("{ rate = \"0/s\" }"));
+    assert!(
+        e[0].starts_with("route[0].rate_limit.rate: \"0/s\": a rate of 0"),
+        "{e:?}"
+    );
+    let e = errs(&route("{ burst = 5 }"));
+    assert!(e[0].contains("missing field `rate`"), "{e:?}");
+    let e = errs(&route("{ rate = \"1/s\", zone = \"x\" }"));
+    assert!(e[0].contains("unknown field `zone`"), "{e:?}");
+}

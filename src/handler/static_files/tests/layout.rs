@@ -175,6 +175,7 @@ async fn a_file_root_serves_that_file_at_the_route_path() {
             action: Action::Static(Arc::new(site)),
             jwt: None,
             addrs: None,
+            rate_limit: None,
             headers: vec![],
         },
     };

@@ -64,6 +64,7 @@ fn site_with(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawStaticDetailed)) 
         action: Action::Static(Arc::new(site)),
         jwt: None,
         addrs: None,
+        rate_limit: None,
         headers: vec![],
     };
     T { dir, route }

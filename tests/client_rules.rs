@@ -1,6 +1,7 @@
-//! A route's `allow`/`deny` rules through the real server: the address is
-//! the one `server.trusted_proxies` makes the client's, a refusal is a 403
-//! that reaches no upstream, and it comes before the route's JWT policy.
+//! A route's rules on the client through the real server: `allow`/`deny`
+//! and `rate_limit`. The address is the one `server.trusted_proxies` makes
+//! the client's, a refusal (403, 429) reaches no upstream, and it comes
+//! before the route's JWT policy.
 
 mod common;
 
@@ -141,4 +142,63 @@ async fn the_access_log_names_the_forwarded_client() {
     // Without a forwarded address, the peer.
     let (_, h, _) = get(&p.url("/c")).await;
     assert_eq!(json(&log_line(&log, &h).await)["client"], "127.0.0.1");
+}
+
+/// `/login/` limited to one request an hour past a burst of 2: no request
+/// in a test waits for the bucket, so no timing is involved.
+fn login_config(rate: &str, addr: &str) -> String {
+    cfg(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[upstream.app]\nservers = [\"{addr}\"]\n\
+         [[route]]\npath = \"/login/\"\nupstream = \"app\"\nrate_limit = {{ rate = \"{rate}\", burst = 2 }}\n\
+         [[route]]\nupstream = \"app\"\n"
+    ))
+}
+
+#[tokio::test]
+async fn a_client_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let e = echo().await;
+    let p = proxy(&login_config("1/h", &e.addr)).await;
+    let url = p.url("/login/");
+    let alice = || send(from(&url, Some("203.0.113.1")));
+    for i in 0..3 {
+        assert_eq!(alice().await.0, 200, "request {i} of the burst");
+    }
+    let (st, h, body) = alice().await;
+    assert_eq!((st, body.as_str()), (429, "too many requests\n"));
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((3000..=3600).contains(&wait), "retry-after {wait}");
+    assert_eq!(e.hits(), 3, "a limited request reached the upstream");
+    // Another client has its own bucket; the rest of the site no limit.
+    assert_eq!(send(from(&url, Some("203.0.113.2"))).await.0, 200);
+    for _ in 0..5 {
+        assert_eq!(
+            send(from(&p.url("/home"), Some("203.0.113.1"))).await.0,
+            200
+        );
+    }
+    assert_eq!(e.hits(), 9);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_what_an_unchanged_limit_knows() {
+    let e = echo().await;
+    let p = proxy(&login_config("1/h", &e.addr)).await;
+    let url = p.url("/login/");
+    for _ in 0..3 {
+        assert_eq!(send(from(&url, Some("203.0.113.1"))).await.0, 200);
+    }
+    assert_eq!(send(from(&url, Some("203.0.113.1"))).await.0, 429);
+    // Another route added: the limited route and its limit stay, and so
+    // does the client's empty bucket. A reload is no fresh burst.
+    let mut toml = login_config("1/h", &e.addr);
+    toml.push_str("[[route]]\npath = \"/healthz\"\nrespond = { body = \"ok\" }\n");
+    std::fs::write(&p.config_path, &toml).unwrap();
+    p.server.reload().await.unwrap();
+    assert_eq!(get(&p.url("/healthz")).await.2, "ok");
+    assert_eq!(send(from(&url, Some("203.0.113.1"))).await.0, 429);
+    // A new rate is a new limit.
+    std::fs::write(&p.config_path, login_config("2/h", &e.addr)).unwrap();
+    p.server.reload().await.unwrap();
+    assert_eq!(send(from(&url, Some("203.0.113.1"))).await.0, 200);
+    assert_eq!(e.hits(), 4);
 }

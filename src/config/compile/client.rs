@@ -1,0 +1,148 @@
+//! A route's rules on the client: `allow`/`deny` on its address and its
+//! `rate_limit`.
+
+use super::Compiler;
+use crate::client::AddrRules;
+use crate::config::raw::RawRateLimit;
+use crate::limit::RateLimit;
+use crate::router::{HostMatch, Router};
+use std::sync::Arc;
+
+/// Fastest rate accepted: the limiter counts in microseconds.
+const MAX_PER_SECOND: f64 = 1_000_000.0;
+const MAX_BURST: u32 = 1_000_000;
+
+impl Compiler<'_> {
+    /// `allow` and `deny`: addresses, CIDRs, or `"all"` (nginx's word).
+    pub(super) fn addr_rules(
+        &mut self,
+        place: &str,
+        allow: Option<&[String]>,
+        deny: Option<&[String]>,
+    ) -> Option<AddrRules> {
+        if allow.is_none() && deny.is_none() {
+            return None;
+        }
+        if allow.is_some_and(<[String]>::is_empty) {
+            // From a script whose list came out empty, this could mean
+            // "no one" or "no restriction": neither is guessed.
+            self.errs.add(
+                format!("{place}.allow"),
+                "an empty list would admit no client: to refuse everyone write deny = [\"all\"]; to admit everyone leave allow out",
+            );
+        }
+        let allow = allow.map(|l| self.addr_list(&format!("{place}.allow"), l));
+        let deny = deny
+            .map(|l| self.addr_list(&format!("{place}.deny"), l))
+            .unwrap_or_default();
+        Some(AddrRules { allow, deny })
+    }
+
+    fn addr_list(&mut self, place: &str, list: &[String]) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            if s.trim().eq_ignore_ascii_case("all") {
+                out.push(ipnet::IpNet::V4(Default::default()));
+                out.push(ipnet::IpNet::V6(Default::default()));
+                continue;
+            }
+            match super::parse_cidr(s.trim()) {
+                Ok(n) => out.push(n),
+                Err(e) => self.errs.add(format!("{place}[{i}]"), e),
+            }
+        }
+        out
+    }
+
+    /// `rate_limit = { rate = "10/s", burst = 20 }`. A reload that keeps a
+    /// route (same host and path) and its limit keeps what the limit knows
+    /// of each client, as nginx keeps a `limit_req_zone`: a reload is no
+    /// fresh burst for anyone.
+    pub(super) fn rate_limit(
+        &mut self,
+        place: &str,
+        raw: Option<&RawRateLimit>,
+        host: &HostMatch,
+        prefix: &str,
+        prev: Option<&Router>,
+    ) -> Option<Arc<RateLimit>> {
+        let raw = raw?;
+        let place = format!("{place}.rate_limit");
+        let burst = raw.burst.unwrap_or(0);
+        if burst > MAX_BURST {
+            self.errs.add(
+                format!("{place}.burst"),
+                format!("must be at most {MAX_BURST}"),
+            );
+        }
+        let per_second = match parse_rate(&raw.rate) {
+            Ok(r) => r,
+            Err(e) => {
+                self.errs.add(format!("{place}.rate"), e);
+                return None;
+            }
+        };
+        let same = |r: &&crate::router::Route| {
+            r.host == *host
+                && r.prefix == prefix
+                && r.rate_limit
+                    .as_ref()
+                    .is_some_and(|l| l.rate == raw.rate && l.burst == burst)
+        };
+        if let Some(kept) = prev
+            .and_then(|p| p.routes().iter().find(same))
+            .and_then(|r| r.rate_limit.clone())
+        {
+            return Some(kept);
+        }
+        Some(Arc::new(RateLimit::new(
+            raw.rate.clone(),
+            per_second,
+            burst,
+        )))
+    }
+}
+
+/// `"10/s"`, `"30/m"`, `"100/h"`; nginx's `"10r/s"` too. Requests a second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let bad = || format!("{s:?} is not a rate like \"10/s\", \"30/m\" or \"100/h\"");
+    let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+    let n = n.trim();
+    let n: u32 = n
+        .strip_suffix('r')
+        .unwrap_or(n)
+        .parse()
+        .map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let per_second = f64::from(n) / secs;
+    if n == 0 {
+        return Err(format!(
+            "{s:?}: a rate of 0 would refuse every request; for that use deny = [\"all\"]"
+        ));
+    }
+    if per_second > MAX_PER_SECOND {
+        return Err(format!("{s:?}: at most 1000000/s"));
+    }
+    Ok(per_second)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_in_each_unit_and_nginx_form() {
+        assert_eq!(super::parse_rate("10/s"), Ok(10.0));
+        assert_eq!(super::parse_rate("10r/s"), Ok(10.0));
+        assert_eq!(super::parse_rate(" 30 / m "), Ok(0.5));
+        assert_eq!(super::parse_rate("3600/h"), Ok(1.0));
+        for bad in ["10", "10/d", "-1/s", "ten/s", "1.5/s", "10/ s/"] {
+            assert!(super::parse_rate(bad).is_err(), "{bad}");
+        }
+        assert!(super::parse_rate("0/s").unwrap_err().contains("deny"));
+        assert!(super::parse_rate("2000000/s").is_err());
+    }
+}
