@@ -28,6 +28,9 @@ enum Kind {
     Upstream(UpstreamBody),
     /// A static file: a plain-TCP connection may send it without copying.
     File(FileBody),
+    /// An upstream's body, gzipped on the way (a route's `compress`).
+    /// Boxed: inline, the encoder would make every body larger.
+    Gzip(Box<crate::handler::compress::GzipBody>),
 }
 
 impl ProxyBody {
@@ -63,6 +66,20 @@ impl ProxyBody {
             kind: Kind::File(f),
             log: None,
             fields: None,
+        }
+    }
+    /// Gzip an upstream's body as it streams; other bodies stay as they
+    /// are. False when there was nothing to compress.
+    pub fn gzip(&mut self) -> bool {
+        match std::mem::replace(&mut self.kind, Kind::Empty) {
+            Kind::Upstream(b) => {
+                self.kind = Kind::Gzip(Box::new(crate::handler::compress::GzipBody::new(b)));
+                true
+            }
+            other => {
+                self.kind = other;
+                false
+            }
         }
     }
     /// The file behind this body, for a connection that sends it itself.
@@ -107,6 +124,7 @@ impl Body for ProxyBody {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
             Kind::File(f) => Pin::new(f).poll_frame(cx).map_err(Into::into),
+            Kind::Gzip(g) => Pin::new(&mut **g).poll_frame(cx),
         };
         if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (this.log.as_mut(), &res) {
             if let Some(d) = frame.data_ref() {
@@ -122,6 +140,7 @@ impl Body for ProxyBody {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::File(f) => f.is_end_stream(),
+            Kind::Gzip(g) => g.is_end_stream(),
         }
     }
 
@@ -131,6 +150,8 @@ impl Body for ProxyBody {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b) => b.size_hint(),
             Kind::File(f) => f.size_hint(),
+            // Known only once it is all compressed.
+            Kind::Gzip(_) => SizeHint::default(),
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct Route {
     /// `allow`/`deny` on the client's address; `None` when the route has
     /// neither, so that most requests pay one branch.
     pub addrs: Option<AddrRules>,
+    /// Gzip upstream answers for clients that accept it (`compress`).
+    pub compress: bool,
     /// Requests per client address (`rate_limit`), shared by the workers.
     pub rate_limit: Option<Arc<RateLimit>>,
     /// Response headers set on every answer of this route.

@@ -291,6 +291,7 @@ pub struct RawRoute {
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
     pub rate_limit: Option<RawRateLimit>,
+    pub compress: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
 //! What a route does with a request once it is allowed through.
 
+pub mod compress;
 pub mod static_files;
 pub mod upstream;
 

@@ -18,6 +18,7 @@
 mod body;
 pub use body::FileBody;
 mod cond;
+pub(crate) use cond::{accepted as accepted_codings, Coding};
 mod hot;
 mod mime;
 mod open;

@@ -15,6 +15,7 @@ fn route(index: usize, host: &str, prefix: &str) -> Route {
         jwt: None,
         addrs: None,
         rate_limit: None,
+        compress: false,
         headers: vec![],
     }
 }

@@ -204,6 +204,13 @@ impl Compiler<'_> {
             }
         }
         let addrs = self.addr_rules(place, r.allow.as_deref(), r.deny.as_deref());
+        let compress = r.compress.unwrap_or(false);
+        if compress && r.upstream.is_none() {
+            self.errs.add(
+                format!("{place}.compress"),
+                "goes with upstream: static files are sent as they are on disk, or as their .gz and .br with precompressed",
+            );
+        }
         let rate_limit = self.rate_limit(place, r.rate_limit.as_ref(), &host, &prefix, prev);
         if self.errs.0.len() > n_errs {
             return None;
@@ -216,6 +223,7 @@ impl Compiler<'_> {
             jwt,
             addrs,
             rate_limit,
+            compress,
             headers,
         })
     }

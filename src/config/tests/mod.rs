@@ -343,3 +343,19 @@ fn rate_limit_forms_and_errors() {
     let e = errs(&route("{ rate = \"1/s\", zone = \"x\" }"));
     assert!(e[0].contains("unknown field `zone`"), "{e:?}");
 }
+
+#[test]
+fn compress_goes_with_upstream_routes() {
+    let s = ok(&format!(
+        "{LISTEN}[upstream.app]\nservers = [\"127.0.0.1:8001\"]\n[[route]]\nupstream = \"app\"\ncompress = true\n"
+    ));
+    assert!(s.router.find("", "/").unwrap().compress);
+    let e = errs(&format!(
+        "{LISTEN}[[route]]\nstatic = \"/srv/static\"\ncompress = true\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("route[0].compress: goes with upstream")),
+        "{e:?}"
+    );
+}

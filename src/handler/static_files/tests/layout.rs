@@ -176,6 +176,7 @@ async fn a_file_root_serves_that_file_at_the_route_path() {
             jwt: None,
             addrs: None,
             rate_limit: None,
+            compress: false,
             headers: vec![],
         },
     };

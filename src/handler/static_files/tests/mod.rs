@@ -65,6 +65,7 @@ fn site_with(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawStaticDetailed)) 
         jwt: None,
         addrs: None,
         rate_limit: None,
+        compress: false,
         headers: vec![],
     };
     T { dir, route }
