@@ -15,15 +15,18 @@ use http::{Method, StatusCode};
 use http_body::{Body, Frame};
 use std::io::Write;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 /// Smaller answers are sent as they are: gzip's header and trailer alone
 /// are 18 bytes, and a small answer fits one packet either way.
 pub const MIN_LENGTH: u64 = 256;
 
-/// nginx's default `gzip_comp_level`: most of the saving for a fraction of
-/// the CPU of the higher levels.
-const LEVEL: u32 = 1;
+/// zlib-rs's level 2 is what zlib's level 1 (nginx's default
+/// `gzip_comp_level`) is: most of the saving for a fraction of the CPU of
+/// the higher levels. zlib-rs's level 1 is a quicker, looser strategy. On a
+/// 30 KiB admin page: 4,261 bytes in 60 µs here, 5,501 bytes in 62 µs at
+/// level 1, 3,525 bytes in 146 µs at level 6; nginx sends 4,399.
+const LEVEL: u32 = 2;
 
 /// Whether the request lets its answer be gzipped: not HEAD (its fields
 /// would have to say what a GET's body would be), and gzip accepted.
@@ -151,22 +154,31 @@ fn merged_vary(vary: &[Vec<u8>]) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&out).ok()
 }
 
-/// The upstream's body through a gzip encoder. Each piece the upstream
-/// sends is flushed out of the encoder at once (a sync flush), so a
-/// response that streams (a long poll, a slow page) streams compressed.
+/// The upstream's body through a gzip encoder. What the encoder holds is
+/// flushed out (a sync flush) whenever the upstream has nothing more ready,
+/// so a response that streams (a long poll, a slow page) streams
+/// compressed; while more is ready, it is compressed on without a flush,
+/// which would cost ratio and time at each of the body's reads.
 pub struct GzipBody {
     inner: UpstreamBody,
     /// `None` once the gzip trailer is out.
     enc: Option<GzEncoder<Vec<u8>>>,
+    /// Input written since the last flush.
+    unflushed: bool,
     /// The upstream's trailers, held until the gzip trailer is out.
     trailers: Option<http::HeaderMap>,
 }
+
+/// Compressed output handed on without waiting for a flush once it is this
+/// large.
+const OUT_CHUNK: usize = 16 * 1024;
 
 impl GzipBody {
     pub fn new(inner: UpstreamBody) -> Self {
         GzipBody {
             inner,
             enc: Some(GzEncoder::new(Vec::new(), Compression::new(LEVEL))),
+            unflushed: false,
             trailers: None,
         }
     }
@@ -197,10 +209,21 @@ impl Body for GzipBody {
             let Some(enc) = this.enc.as_mut() else {
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             };
-            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(f)) => f,
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => {
+            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => {
+                    if this.unflushed {
+                        this.unflushed = false;
+                        enc.flush()?;
+                        let out = std::mem::take(enc.get_mut());
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out.into()))));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(f))) => f,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
                     let tail = this.finish()?;
                     return Poll::Ready(Some(Ok(Frame::data(tail))));
                 }
@@ -208,9 +231,9 @@ impl Body for GzipBody {
             match frame.into_data() {
                 Ok(data) => {
                     enc.write_all(&data)?;
-                    enc.flush()?;
-                    let out = std::mem::take(enc.get_mut());
-                    if !out.is_empty() {
+                    this.unflushed = true;
+                    if enc.get_ref().len() >= OUT_CHUNK {
+                        let out = std::mem::take(enc.get_mut());
                         return Poll::Ready(Some(Ok(Frame::data(out.into()))));
                     }
                 }
