@@ -76,6 +76,7 @@ RATIOS = [
     ("static 1 MiB throughput portcullis/nginx", "static-1m", "portcullis", "nginx", 0.9, True),
     ("upload 64 KiB req/s portcullis/nginx", "upload-64k", "portcullis", "nginx", None, True),
     ("upload 4 MiB req/s portcullis/nginx", "upload-4m", "portcullis", "nginx", None, True),
+    ("gzip of a 30 KiB page req/s portcullis/nginx", "gzip", "portcullis", "nginx", None, True),
     ("h2 over TLS req/s portcullis/nginx", "h2", "portcullis", "nginx", 1.0, True),
     ("idle memory per connection portcullis/nginx", "idle", "portcullis", "nginx", 1.0, False),
 ]
