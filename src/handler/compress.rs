@@ -8,25 +8,16 @@ use crate::body::BoxError;
 use crate::handler::Resp;
 use crate::upstream::body::UpstreamBody;
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use gzip::Gzip;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame};
-use std::io::Write;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Smaller answers are sent as they are: gzip's header and trailer alone
 /// are 18 bytes, and a small answer fits one packet either way.
 pub const MIN_LENGTH: u64 = 256;
-
-/// zlib-rs's level 2 is what zlib's level 1 (nginx's default
-/// `gzip_comp_level`) is: most of the saving for a fraction of the CPU of
-/// the higher levels. zlib-rs's level 1 is a quicker, looser strategy. On a
-/// 30 KiB admin page: 4,261 bytes in 60 µs here, 5,501 bytes in 62 µs at
-/// level 1, 3,525 bytes in 146 µs at level 6; nginx sends 4,399.
-const LEVEL: u32 = 2;
 
 /// Whether the request lets its answer be gzipped: not HEAD (its fields
 /// would have to say what a GET's body would be), and gzip accepted.
@@ -161,8 +152,7 @@ fn merged_vary(vary: &[Vec<u8>]) -> Option<HeaderValue> {
 /// which would cost ratio and time at each of the body's reads.
 pub struct GzipBody {
     inner: UpstreamBody,
-    /// `None` once the gzip trailer is out.
-    enc: Option<GzEncoder<Vec<u8>>>,
+    enc: Gzip,
     /// Input written since the last flush.
     unflushed: bool,
     /// The upstream's trailers, held until the gzip trailer is out.
@@ -177,22 +167,14 @@ impl GzipBody {
     pub fn new(inner: UpstreamBody) -> Self {
         GzipBody {
             inner,
-            enc: Some(GzEncoder::new(Vec::new(), Compression::new(LEVEL))),
+            enc: Gzip::new(),
             unflushed: false,
             trailers: None,
         }
     }
 
-    /// The gzip trailer, after which nothing more is compressed.
-    fn finish(&mut self) -> std::io::Result<Bytes> {
-        match self.enc.take() {
-            Some(enc) => enc.finish().map(Bytes::from),
-            None => Ok(Bytes::new()),
-        }
-    }
-
     pub fn is_end_stream(&self) -> bool {
-        self.enc.is_none() && self.trailers.is_none()
+        self.enc.is_finished() && self.trailers.is_none()
     }
 }
 
@@ -206,15 +188,15 @@ impl Body for GzipBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            let Some(enc) = this.enc.as_mut() else {
+            if this.enc.is_finished() {
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
-            };
+            }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => {
                     if this.unflushed {
                         this.unflushed = false;
-                        enc.flush()?;
-                        let out = std::mem::take(enc.get_mut());
+                        this.enc.flush()?;
+                        let out = this.enc.take();
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out.into()))));
                         }
@@ -224,28 +206,28 @@ impl Body for GzipBody {
                 Poll::Ready(Some(Ok(f))) => f,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
-                    let tail = this.finish()?;
-                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    let tail = this.enc.finish()?;
+                    return Poll::Ready(Some(Ok(Frame::data(tail.into()))));
                 }
             };
             match frame.into_data() {
                 Ok(data) => {
-                    enc.write_all(&data)?;
+                    this.enc.write(&data)?;
                     this.unflushed = true;
-                    if enc.get_ref().len() >= OUT_CHUNK {
-                        let out = std::mem::take(enc.get_mut());
-                        return Poll::Ready(Some(Ok(Frame::data(out.into()))));
+                    if this.enc.pending() >= OUT_CHUNK {
+                        return Poll::Ready(Some(Ok(Frame::data(this.enc.take().into()))));
                     }
                 }
                 Err(frame) => {
                     this.trailers = frame.into_trailers().ok();
-                    let tail = this.finish()?;
-                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    let tail = this.enc.finish()?;
+                    return Poll::Ready(Some(Ok(Frame::data(tail.into()))));
                 }
             }
         }
     }
 }
 
+mod gzip;
 #[cfg(test)]
 mod tests;
