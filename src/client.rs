@@ -19,9 +19,14 @@ pub fn client_ip(h: &HeaderMap, snap: &Snapshot, conn: &ConnInfo) -> IpAddr {
     if snap.server.trusted_proxies.is_empty() || !snap.server.is_trusted(peer) {
         return peer;
     }
-    let chain = join_values(h, &X_FORWARDED_FOR);
+    // Read from the right, field by field, without joining them: this runs
+    // for the log, the rules and the balancer of one request.
     let mut best = peer;
-    for part in chain.rsplit(',') {
+    let values = h.get_all(&X_FORWARDED_FOR).iter().rev();
+    for part in values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','))
+    {
         match part.trim().parse::<IpAddr>() {
             Ok(ip) => {
                 best = canonical_ip(ip);

@@ -68,8 +68,9 @@ impl RateLimit {
         Ok(())
     }
 
-    /// Clients tracked now: for tests.
-    pub fn tracked(&self) -> usize {
+    /// Clients tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())

@@ -84,9 +84,19 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_checked() {
     // What the client itself put to the left of it is not believed.
     assert_eq!(send(from(&url, Some("10.1.2.3, 192.0.2.7"))).await.0, 403);
     assert_eq!(send(from(&url, Some("10.6.6.6"))).await.0, 403);
+    // Two X-Forwarded-For fields read as one list, the last field last.
+    let two = |first: &str, second: &str| {
+        Request::get(&url)
+            .header("x-forwarded-for", first)
+            .header("x-forwarded-for", second)
+            .body(Body::default())
+            .unwrap()
+    };
+    assert_eq!(send(two("192.0.2.7", "10.1.2.3")).await.0, 200);
+    assert_eq!(send(two("10.1.2.3", "192.0.2.7, 127.0.0.1")).await.0, 403);
     // No forwarded address: the trusted peer itself, outside allow.
     assert_eq!(send(from(&url, None)).await.0, 403);
-    assert_eq!(e.hits(), 2);
+    assert_eq!(e.hits(), 3);
 }
 
 #[tokio::test]
