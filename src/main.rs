@@ -145,8 +145,15 @@ fn check(path: &Path) -> ExitCode {
                     .as_ref()
                     .map(|l| format!(" rate={} burst={}", l.rate, l.burst))
                     .unwrap_or_default();
+                // Only a route's own: the server's is on the bodies line.
+                let body = if r.max_body == s.max_body {
+                    String::new()
+                } else {
+                    format!(" max_body={}", size(r.max_body))
+                };
+                let gzip = if r.compress { " compress" } else { "" };
                 println!(
-                    "  route[{}] {host}{} -> {action}{jwt}{addrs}{limit}",
+                    "  route[{}] {host}{} -> {action}{jwt}{addrs}{limit}{body}{gzip}",
                     r.index, r.prefix
                 );
             }

@@ -95,6 +95,9 @@ pub struct Route {
     pub compress: bool,
     /// Requests per client address (`rate_limit`), shared by the workers.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// The largest request body this route takes (its `max_body`, else the
+    /// server's): past it, 413.
+    pub max_body: u64,
     /// Response headers set on every answer of this route.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }

@@ -166,9 +166,6 @@ fn dispatch<'a>(
         if conn.kind == ListenKind::RedirectHttps {
             return Ok(handler::redirect_https(&parts, state.https_port()));
         }
-        if content_length(&parts).is_some_and(|n| n > snap.server.max_body) {
-            return Err(ProxyError::BodyTooLarge);
-        }
         // CONNECT: no tunnels (the HTTP/1 server refuses it as it reads the
         // head). TRACE would echo the request, cookies and all, back to a
         // script that could not read them (nginx answers 405 too).
@@ -200,6 +197,11 @@ fn dispatch<'a>(
                 return Ok(refusal);
             }
         }
+        // Before the token too, as nginx's client_max_body_size: a body
+        // that will be refused is not worth a signature check.
+        if content_length(&parts).is_some_and(|n| n > route.max_body) {
+            return Err(ProxyError::BodyTooLarge);
+        }
         if let Some(policy) = &route.jwt {
             if let Err(rej) = policy.check(&mut parts).await {
                 return Ok(refused(route, policy, rej, out));
@@ -209,8 +211,16 @@ fn dispatch<'a>(
         let mut resp = match &route.action {
             Action::Upstream(up) => {
                 out.gzip = route.compress && handler::compress::wanted(&parts);
-                let mut resp =
-                    crate::handler::upstream::forward(up, snap, conn, parts, body, out).await?;
+                let mut resp = crate::handler::upstream::forward(
+                    up,
+                    route.max_body,
+                    snap,
+                    conn,
+                    parts,
+                    body,
+                    out,
+                )
+                .await?;
                 if out.gzip {
                     handler::compress::apply(&mut resp);
                 }

@@ -57,6 +57,63 @@ async fn body_over_max_body_is_413_by_length_and_while_streaming() {
 }
 
 #[tokio::test]
+async fn a_route_max_body_overrides_the_server_one_both_ways() {
+    // An upload route that takes more than the server's 1 KiB, and an API
+    // route that takes less; /stream sends bodies on as they come rather
+    // than read whole first, so its limit trips mid-stream.
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[server]\nmax_body = \"1KiB\"\n\
+         [upstream.app]\nservers = [\"{0}\"]\n\
+         [upstream.streamed]\nservers = [\"{0}\"]\nbuffer_requests = false\nbuffer_chunked = false\n\
+         [[route]]\npath = \"/upload\"\nupstream = \"app\"\nmax_body = \"4KiB\"\n\
+         [[route]]\npath = \"/stream\"\nupstream = \"streamed\"\nmax_body = \"4KiB\"\n\
+         [[route]]\npath = \"/api\"\nupstream = \"app\"\nmax_body = \"100\"\n\
+         [[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let post = |path: &str, n: usize| {
+        Request::post(p.url(path))
+            .body(Full::new(Bytes::from(vec![b'x'; n])))
+            .unwrap()
+    };
+    let chunked = |path: &str, pieces: usize| {
+        let chunks = (0..pieces).map(|_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
+                b'y';
+                512
+            ])))
+        });
+        Request::post(p.url(path))
+            .body(StreamBody::new(futures_util::stream::iter(chunks)))
+            .unwrap()
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    for path in ["/upload", "/stream"] {
+        let (status, _, body) = send(post(path, 4096)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(json(&body)["body_len"], 4096, "{path}");
+        let (status, _, _) = send(post(path, 4097)).await;
+        assert_eq!(status, 413, "{path} by length");
+        // 3 KiB chunked is over the server's limit but within the route's.
+        let resp = client.request(chunked(path, 6)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path} chunked within");
+        let resp = client.request(chunked(path, 10)).await.unwrap();
+        assert_eq!(resp.status(), 413, "{path} chunked past");
+    }
+    let (status, _, _) = send(post("/api", 100)).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = send(post("/api", 101)).await;
+    assert_eq!(status, 413, "below the server's limit, above the route's");
+    let resp = client.request(chunked("/api", 1)).await.unwrap();
+    assert_eq!(resp.status(), 413, "a chunked body past the route's limit");
+    let (status, _, _) = send(post("/other", 1025)).await;
+    assert_eq!(status, 413, "a route without its own takes the server's");
+}
+
+#[tokio::test]
 async fn huge_headers_get_431_and_long_uri_414() {
     let e = echo().await;
     let p = proxy(&cfg(&format!(

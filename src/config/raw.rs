@@ -292,6 +292,7 @@ pub struct RawRoute {
     pub deny: Option<Vec<String>>,
     pub rate_limit: Option<RawRateLimit>,
     pub compress: Option<bool>,
+    pub max_body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

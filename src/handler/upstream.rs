@@ -28,6 +28,7 @@ pub(crate) use spill::FileSlot;
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`
 pub fn forward<'a>(
     up: &'a Arc<Upstream>,
+    max_body: u64,
     snap: &'a Snapshot,
     conn: &'a ConnInfo,
     mut parts: http::request::Parts,
@@ -50,14 +51,14 @@ pub fn forward<'a>(
                 up.settings.buffer_chunked
             }
         {
-            let whole = read_whole(body, &snap.server).await?;
+            let whole = read_whole(body, max_body, &snap.server).await?;
             let len = whole.whole_len().unwrap_or(0);
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             whole
         } else {
-            SendBody::Stream(RequestBody::limited(body, snap.server.max_body))
+            SendBody::Stream(RequestBody::limited(body, max_body))
         };
         // A request may go again to another server after it was sent only when
         // it is harmless to repeat and its body (if any) is still at hand.

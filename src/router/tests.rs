@@ -16,6 +16,7 @@ fn route(index: usize, host: &str, prefix: &str) -> Route {
         addrs: None,
         rate_limit: None,
         compress: false,
+        max_body: 10 << 20,
         headers: vec![],
     }
 }

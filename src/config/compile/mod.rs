@@ -22,7 +22,7 @@ pub fn compile(
         src,
         files: Vec::new(),
     };
-    let server = c.server(&raw.server);
+    let mut server = c.server(&raw.server);
     let log = c.log(&raw.log);
     let listeners = c.listeners(&raw.listen, &broken.listen, raw.tls.is_some() || broken.tls);
     let tls = raw.tls.as_ref().and_then(|t| {
@@ -37,7 +37,9 @@ pub fn compile(
         &upstreams,
         &policies,
         prev.map(|p| &p.router),
+        server.max_body,
     );
+    c.spill_room(&mut server, &routes, raw.server.max_spilled.is_none());
     let mut hidden: Vec<String> = policies
         .values()
         .flat_map(|p| p.query_names())
@@ -109,6 +111,28 @@ impl Compiler<'_> {
                 self.errs.add(place, e);
                 default
             }),
+        }
+    }
+
+    /// A route's `max_body` may pass the server's (an upload route), and a
+    /// body that size is spilled like any other: `max_spilled` unset grows
+    /// to the largest, and one set smaller is an error at that route.
+    fn spill_room(
+        &mut self,
+        server: &mut ServerSettings,
+        routes: &[crate::router::Route],
+        unset: bool,
+    ) {
+        if unset {
+            let largest = routes.iter().map(|r| r.max_body).max().unwrap_or(0);
+            server.max_spilled = server.max_spilled.max(largest);
+            return;
+        }
+        for r in routes.iter().filter(|r| r.max_body > server.max_spilled) {
+            self.errs.add(
+                format!("route[{}].max_body", r.index),
+                "must be at most server.max_spilled: a body that size could never be kept",
+            );
         }
     }
 

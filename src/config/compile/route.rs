@@ -19,6 +19,8 @@ struct Known<'a> {
     upstreams: &'a BTreeMap<String, Arc<Upstream>>,
     policies: &'a BTreeMap<String, Arc<crate::gate::Policy>>,
     prev: Option<&'a Router>,
+    /// `server.max_body`: a route without its own takes it.
+    max_body: u64,
 }
 
 impl Compiler<'_> {
@@ -29,12 +31,14 @@ impl Compiler<'_> {
         upstreams: &BTreeMap<String, Arc<Upstream>>,
         policies: &BTreeMap<String, Arc<crate::gate::Policy>>,
         prev: Option<&Router>,
+        max_body: u64,
     ) -> Vec<Route> {
         let known = Known {
             broken,
             upstreams,
             policies,
             prev,
+            max_body,
         };
         let mut out = Vec::new();
         for (i, r) in raw.into_iter().enumerate() {
@@ -55,6 +59,7 @@ impl Compiler<'_> {
             upstreams,
             policies,
             prev,
+            max_body,
         } = *ctx;
         let n_errs = self.errs.0.len();
         let host = match r.host.as_deref() {
@@ -212,6 +217,7 @@ impl Compiler<'_> {
             );
         }
         let rate_limit = self.rate_limit(place, r.rate_limit.as_ref(), &host, &prefix, prev);
+        let max_body = self.size(&r.max_body, &format!("{place}.max_body"), max_body);
         if self.errs.0.len() > n_errs {
             return None;
         }
@@ -224,6 +230,7 @@ impl Compiler<'_> {
             addrs,
             rate_limit,
             compress,
+            max_body,
             headers,
         })
     }

@@ -230,6 +230,36 @@ fn nice_follows_the_policy_unless_given() {
 }
 
 #[test]
+fn a_route_max_body_overrides_the_server_one_and_max_spilled_follows() {
+    let routes = "[[route]]\npath = \"/upload\"\nrespond = { body = \"x\" }\nmax_body = \"2GiB\"\n\
+                  [[route]]\npath = \"/api\"\nrespond = { body = \"x\" }\nmax_body = \"64KiB\"\n\
+                  [[route]]\nrespond = { body = \"x\" }\n";
+    let s = ok(&format!("{LISTEN}{routes}"));
+    let body = |path: &str| s.router.find("example.com", path).unwrap().max_body;
+    assert_eq!(body("/upload/x"), 2 << 30);
+    assert_eq!(body("/api/x"), 64 << 10);
+    assert_eq!(body("/other"), 10 << 20, "the server's");
+    // Unset, max_spilled grows to the largest body a route takes.
+    assert_eq!(s.server.max_spilled, 2 << 30);
+    assert_eq!(s.server.max_body, 10 << 20, "the server's own is unchanged");
+    // Set, it is a bound the route must fit in; the error names the route.
+    let e = errs(&format!(
+        "[server]\nmax_spilled = \"1GiB\"\n{LISTEN}{routes}"
+    ));
+    assert_eq!(
+        e,
+        ["route[0].max_body: must be at most server.max_spilled: a body that size could never be kept"]
+    );
+    let e = errs(&format!(
+        "{LISTEN}[[route]]\nrespond = {{ body = \"x\" }}\nmax_body = \"big\"\n"
+    ));
+    assert!(
+        e.len() == 1 && e[0].starts_with("route[0].max_body: \"big\" is not a size"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn max_body_in_memory_follows_a_smaller_max_buffered() {
     // A config from before max_body_in_memory, with a small budget, still
     // compiles: the default comes down to the budget.

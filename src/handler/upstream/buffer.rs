@@ -70,17 +70,18 @@ impl AsRef<[u8]> for Held {
     }
 }
 
-/// The whole body, up to `max_body` (else 413), in memory or in a temporary
-/// file (see the module's comment).
+/// The whole body, up to `max` (the route's `max_body`, else 413), in memory
+/// or in a temporary file (see the module's comment).
 pub(super) async fn read_whole<B>(
     mut body: B,
+    max: u64,
     server: &ServerSettings,
 ) -> Result<SendBody, ProxyError>
 where
     B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
 {
     use http_body_util::BodyExt;
-    let (max, keep) = (server.max_body, server.max_body_in_memory);
+    let keep = server.max_body_in_memory;
     let mut share = Share::memory();
     let mut whole = BytesMut::new();
     let mut spill = None;
@@ -195,9 +196,11 @@ mod tests {
     async fn a_small_body_stays_in_memory() {
         let _budgets = BUDGETS.lock().await;
         let s = server("max_body_in_memory = \"1KiB\"");
-        let b = read_whole(sized(b"hello"), &s).await.unwrap();
+        let b = read_whole(sized(b"hello"), s.max_body, &s).await.unwrap();
         assert_eq!(contents(&b), ("memory", b"hello".to_vec()));
-        let b = read_whole(lengthless(&[b"he", b"llo"]), &s).await.unwrap();
+        let b = read_whole(lengthless(&[b"he", b"llo"]), s.max_body, &s)
+            .await
+            .unwrap();
         assert_eq!(contents(&b), ("memory", b"hello".to_vec()));
     }
 
@@ -210,13 +213,15 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         // Known from its length at once...
-        let b = read_whole(sized(&big), &s).await.unwrap();
+        let b = read_whole(sized(&big), s.max_body, &s).await.unwrap();
         assert_eq!(contents(&b), ("file", big.clone()));
         // ...or found out on the way: what was held goes to the file first;
         // pieces that straddle a stage's end are split across writes.
         let mut pieces: Vec<&[u8]> = vec![&big[..700], &big[700..1024]];
         pieces.extend(big[1024..].chunks(7777));
-        let b = read_whole(lengthless(&pieces), &s).await.unwrap();
+        let b = read_whole(lengthless(&pieces), s.max_body, &s)
+            .await
+            .unwrap();
         assert_eq!(contents(&b), ("file", big.clone()));
     }
 
@@ -226,9 +231,11 @@ mod tests {
         // No budget at all: every body is a file, none refused.
         let s = server("max_buffered = \"0\"");
         assert_eq!(s.max_body_in_memory, 0);
-        let b = read_whole(sized(b"small"), &s).await.unwrap();
+        let b = read_whole(sized(b"small"), s.max_body, &s).await.unwrap();
         assert_eq!(contents(&b), ("file", b"small".to_vec()));
-        let b = read_whole(lengthless(&[b"sm", b"all"]), &s).await.unwrap();
+        let b = read_whole(lengthless(&[b"sm", b"all"]), s.max_body, &s)
+            .await
+            .unwrap();
         assert_eq!(contents(&b), ("file", b"small".to_vec()));
     }
 
@@ -238,9 +245,9 @@ mod tests {
         let s = server("max_body = \"2KiB\"\nmax_body_in_memory = \"1KiB\"");
         let big = vec![b'x'; 3000];
         for body in [
-            read_whole(sized(&big), &s).await,
-            read_whole(lengthless(&[&big[..500], &big[500..]]), &s).await,
-            read_whole(lengthless(&[&big[..1500], &big[1500..]]), &s).await,
+            read_whole(sized(&big), s.max_body, &s).await,
+            read_whole(lengthless(&[&big[..500], &big[500..]]), s.max_body, &s).await,
+            read_whole(lengthless(&[&big[..1500], &big[1500..]]), s.max_body, &s).await,
         ] {
             assert!(matches!(body, Err(ProxyError::BodyTooLarge)));
         }
@@ -252,19 +259,19 @@ mod tests {
         let s =
             server("max_body = \"4KiB\"\nmax_body_in_memory = \"1KiB\"\nmax_spilled = \"4KiB\"");
         let body = vec![b's'; 3000];
-        let first = read_whole(sized(&body), &s).await.unwrap();
+        let first = read_whole(sized(&body), s.max_body, &s).await.unwrap();
         assert_eq!(contents(&first).0, "file");
         // 3000 bytes on disk of 4 KiB: another 3000 do not fit, in one piece...
-        let e = read_whole(sized(&body), &s).await.err();
+        let e = read_whole(sized(&body), s.max_body, &s).await.err();
         assert!(matches!(e, Some(ProxyError::BodyStore)), "{e:?}");
         // ...or found out on the way.
-        let e = read_whole(lengthless(&[&body[..1500], &body[1500..]]), &s)
+        let e = read_whole(lengthless(&[&body[..1500], &body[1500..]]), s.max_body, &s)
             .await
             .err();
         assert!(matches!(e, Some(ProxyError::BodyStore)), "{e:?}");
         // Once the first file is closed its bytes are given back.
         drop(first);
-        let again = read_whole(lengthless(&[&body[..1500], &body[1500..]]), &s)
+        let again = read_whole(lengthless(&[&body[..1500], &body[1500..]]), s.max_body, &s)
             .await
             .unwrap();
         assert_eq!(contents(&again), ("file", body));
@@ -302,10 +309,15 @@ mod tests {
         // wait at the yield)...
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let server = s.clone();
-        let first = tokio::spawn(async move { read_whole(Declared(8000, rx), &server).await });
+        let first =
+            tokio::spawn(
+                async move { read_whole(Declared(8000, rx), server.max_body, &server).await },
+            );
         tokio::task::yield_now().await;
         // ...but none of the disk budget: 6000 bytes of another fit.
-        let second = read_whole(sized(&[b'x'; 6000]), &s).await.unwrap();
+        let second = read_whole(sized(&[b'x'; 6000]), s.max_body, &s)
+            .await
+            .unwrap();
         assert_eq!(contents(&second).0, "file");
         // Its bytes, once they come, do not.
         tx.send(Bytes::from(vec![b'y'; 8000])).unwrap();
@@ -322,13 +334,13 @@ mod tests {
             dir.path().display()
         ));
         drop(dir);
-        let Err(e) = read_whole(sized(b"too big for memory"), &s).await else {
+        let Err(e) = read_whole(sized(b"too big for memory"), s.max_body, &s).await else {
             panic!("kept with no directory to keep it in");
         };
         assert!(matches!(e, ProxyError::BodyStore), "{e}");
         assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         // A small one does not need the directory.
-        let b = read_whole(sized(b"ok"), &s).await.unwrap();
+        let b = read_whole(sized(b"ok"), s.max_body, &s).await.unwrap();
         assert_eq!(contents(&b), ("memory", b"ok".to_vec()));
     }
 }

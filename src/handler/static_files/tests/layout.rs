@@ -177,6 +177,7 @@ async fn a_file_root_serves_that_file_at_the_route_path() {
             addrs: None,
             rate_limit: None,
             compress: false,
+            max_body: 10 << 20,
             headers: vec![],
         },
     };

@@ -66,6 +66,7 @@ fn site_with(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawStaticDetailed)) 
         addrs: None,
         rate_limit: None,
         compress: false,
+        max_body: 10 << 20,
         headers: vec![],
     };
     T { dir, route }

@@ -39,6 +39,7 @@ fn the_request_future_stays_small() {
     // 2,176 bytes when set; it was 3,064 while each async fn on the way
     // kept its arguments twice; 2,336 once a static body carried a kept
     // file's bytes beside its descriptor (32 bytes, for a 8 % faster
-    // small-file path).
-    assert!(size <= 2336, "request future is {size} bytes");
+    // small-file path); 2,344 with a route's own max_body passed to the
+    // upstream handler (an argument of an async fn is kept whole).
+    assert!(size <= 2344, "request future is {size} bytes");
 }
