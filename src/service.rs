@@ -7,7 +7,7 @@ use crate::error::ProxyError;
 use crate::handler::{self, Resp};
 use crate::router::Action;
 use crate::state::{ListenKind, Snapshot, State};
-use http::header::{HeaderName, REFERER, USER_AGENT, WWW_AUTHENTICATE};
+use http::header::{HeaderName, REFERER, USER_AGENT, VARY, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, StatusCode};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -239,7 +239,11 @@ fn dispatch<'a>(
         let st = resp.status();
         if st.is_success() || st.is_redirection() {
             for (k, v) in &route.headers {
-                resp.headers_mut().insert(k.clone(), v.clone());
+                if k == VARY {
+                    handler::add_vary(&mut resp, v);
+                } else {
+                    resp.headers_mut().insert(k.clone(), v.clone());
+                }
             }
         }
         Ok(resp)

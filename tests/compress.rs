@@ -128,6 +128,33 @@ async fn a_text_answer_is_gzipped_for_a_client_that_accepts_it() {
 }
 
 #[tokio::test]
+async fn a_route_vary_joins_the_answers_rather_than_replacing_it() {
+    // A route's other headers replace the app's; Vary is a list a cache
+    // keys on, and losing the app's Cookie or gzip's Accept-Encoding from
+    // it would let the cache serve one client's answer to another.
+    let a = app().await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n\
+         [[route]]\npath = \"/gz/\"\nupstream = \"app\"\ncompress = true\n\
+         headers = {{ Vary = \"Origin\", ETag = \"route\" }}\n\
+         [[route]]\nupstream = \"app\"\nheaders = {{ Vary = \"origin, cookie\" }}\n",
+        a.addr
+    )))
+    .await;
+    let (st, h, body) = fetch(&p.url("/gz/orders"), true).await;
+    assert_eq!(st, 200);
+    assert_eq!(gunzip(&body), page());
+    assert_eq!(h["vary"], "Origin, Cookie, Accept-Encoding");
+    assert_eq!(h["etag"], "route", "other fields are still replaced");
+    let (_, h, _) = fetch(&p.url("/gz/orders"), false).await;
+    assert_eq!(h["vary"], "Origin, Cookie");
+    // An item in both, in any case, is there once.
+    let (_, h, _) = fetch(&p.url("/orders"), true).await;
+    assert_eq!(h["vary"], "origin, cookie");
+    assert_eq!(h.get_all("vary").iter().count(), 1);
+}
+
+#[tokio::test]
 async fn answers_that_must_stay_as_they_are_are_not_touched() {
     let a = app().await;
     let p = proxy(&config(&a.addr)).await;

@@ -5,7 +5,7 @@
 //! upstream marked `no-transform`.
 
 use crate::body::BoxError;
-use crate::handler::Resp;
+use crate::handler::{has_token, Resp};
 use crate::upstream::body::UpstreamBody;
 use bytes::Bytes;
 use gzip::Gzip;
@@ -56,7 +56,7 @@ pub fn apply(resp: &mut Resp) {
         if is("content-encoding") || is("content-range") {
             return;
         } else if is("cache-control") {
-            if has_token(value, "no-transform") {
+            if has_token(value, b"no-transform") {
                 return;
             }
         } else if is("content-type") {
@@ -121,18 +121,12 @@ fn compressible_type(value: &[u8]) -> bool {
         )
 }
 
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// The upstream's Vary with Accept-Encoding in it; `None` when it is there
 /// already (or `*`, which covers it).
 fn merged_vary(vary: &[Vec<u8>]) -> Option<HeaderValue> {
     if vary
         .iter()
-        .any(|v| has_token(v, "accept-encoding") || has_token(v, "*"))
+        .any(|v| has_token(v, b"accept-encoding") || has_token(v, b"*"))
     {
         return None;
     }

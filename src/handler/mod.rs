@@ -6,10 +6,54 @@ pub mod upstream;
 
 use crate::body::ProxyBody;
 use crate::router::Route;
-use http::header::{CONTENT_TYPE, LOCATION};
+use http::header::{CONTENT_TYPE, LOCATION, VARY};
 use http::{HeaderValue, Response, StatusCode};
 
 pub type Resp = Response<ProxyBody>;
+
+/// Is `token` one of the comma-separated items of a field's value?
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// A route's `Vary` joins the answer's rather than replacing it, unlike its
+/// other `headers`: an item dropped from Vary lets a cache hand one
+/// client's variant to another (the app's `Cookie`, gzip's or
+/// `precompressed`'s `Accept-Encoding`).
+pub fn add_vary(resp: &mut Resp, add: &HeaderValue) {
+    let set: Vec<&[u8]> = resp
+        .headers()
+        .get_all(VARY)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    // Set here by the proxy (which merged the app's), else the app's own.
+    let have: Vec<&[u8]> = if set.is_empty() {
+        resp.body()
+            .fields()
+            .into_iter()
+            .flat_map(|f| f.iter())
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"vary"))
+            .map(|(_, v)| v)
+            .collect()
+    } else {
+        set
+    };
+    let mut out = add.as_bytes().trim_ascii().to_vec();
+    for item in have.iter().flat_map(|v| v.split(|&b| b == b',')) {
+        let item = item.trim_ascii();
+        if !item.is_empty() && !has_token(&out, item) {
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(item);
+        }
+    }
+    // Every piece was a valid field value already.
+    if let Ok(v) = HeaderValue::from_bytes(&out) {
+        resp.headers_mut().insert(VARY, v);
+    }
+}
 
 pub fn text(status: StatusCode, body: &'static str) -> Resp {
     let mut r = Response::new(ProxyBody::full(body));
@@ -97,4 +141,43 @@ fn redirectable_host(host: &str) -> bool {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_vary(values: &[&'static str]) -> Resp {
+        let mut r = text(StatusCode::OK, "x");
+        for v in values {
+            r.headers_mut().append(VARY, HeaderValue::from_static(v));
+        }
+        r
+    }
+
+    #[test]
+    fn a_route_vary_adds_to_the_answers_once() {
+        let cases: [(&[&'static str], &str, &str); 5] = [
+            (&[], "Origin", "Origin"),
+            (
+                &["Cookie, Accept-Encoding"],
+                "Origin",
+                "Origin, Cookie, Accept-Encoding",
+            ),
+            // Two fields are one list; an item already named is not repeated.
+            (
+                &["Cookie", "accept-encoding"],
+                " Accept-Encoding ",
+                "Accept-Encoding, Cookie",
+            ),
+            (&["cookie"], "Cookie", "Cookie"),
+            (&[" , Cookie,"], "Origin", "Origin, Cookie"),
+        ];
+        for (have, add, want) in cases {
+            let mut r = with_vary(have);
+            add_vary(&mut r, &HeaderValue::from_static(add));
+            let got: Vec<_> = r.headers().get_all(VARY).iter().collect();
+            assert_eq!(got, [want], "{have:?} + {add:?}");
+        }
+    }
 }
