@@ -115,6 +115,16 @@ fn check(path: &Path) -> ExitCode {
                     u.settings.balance
                 );
             }
+            let pages = |p: &portcullis::handler::error_page::ErrorPages| {
+                let each: Vec<String> =
+                    p.0.iter()
+                        .map(|(st, pg)| format!("{st}={}", pg.path.display()))
+                        .collect();
+                each.join(",")
+            };
+            if let Some(p) = &snap.error_pages {
+                println!("  errors   {}", pages(p));
+            }
             for name in snap.policies.keys() {
                 println!("  jwt      {name}");
             }
@@ -152,8 +162,15 @@ fn check(path: &Path) -> ExitCode {
                     format!(" max_body={}", size(r.max_body))
                 };
                 let gzip = if r.compress { " compress" } else { "" };
+                let strip = if r.strip_prefix { " strip_prefix" } else { "" };
+                // Only where a route's differ from the server's.
+                let errs = match (&r.error_pages, &snap.error_pages) {
+                    (Some(a), Some(b)) if std::sync::Arc::ptr_eq(a, b) => String::new(),
+                    (Some(a), _) => format!(" error_pages={}", pages(a)),
+                    (None, _) => String::new(),
+                };
                 println!(
-                    "  route[{}] {host}{} -> {action}{jwt}{addrs}{limit}{body}{gzip}",
+                    "  route[{}] {host}{} -> {action}{jwt}{addrs}{limit}{strip}{body}{gzip}{errs}",
                     r.index, r.prefix
                 );
             }

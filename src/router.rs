@@ -93,11 +93,20 @@ pub struct Route {
     pub addrs: Option<AddrRules>,
     /// Gzip upstream answers for clients that accept it (`compress`).
     pub compress: bool,
+    /// Send the upstream the path after the prefix (`strip_prefix`).
+    pub strip_prefix: bool,
     /// Requests per client address (`rate_limit`), shared by the workers.
     pub rate_limit: Option<Arc<RateLimit>>,
     /// The largest request body this route takes (its `max_body`, else the
     /// server's): past it, 413.
     pub max_body: u64,
+    /// Pages for the proxy's own error answers on this route: its
+    /// `error_pages` over the server's.
+    pub error_pages: Option<Arc<crate::handler::error_page::ErrorPages>>,
+    /// Where it is in the router's order, from 1, for `Router::at`: two
+    /// bytes, kept beside a request's other small fields (`Outcome`);
+    /// `None` past the 65,535th route, whose errors get the server's pages.
+    pub pos: Option<std::num::NonZeroU16>,
     /// Response headers set on every answer of this route.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -195,6 +204,11 @@ impl Router {
                 )
                 .then(a.index.cmp(&b.index))
         });
+        for (i, r) in routes.iter_mut().enumerate() {
+            r.pos = u16::try_from(i + 1)
+                .ok()
+                .and_then(std::num::NonZeroU16::new);
+        }
         Router { routes }
     }
 
@@ -204,6 +218,11 @@ impl Router {
         self.routes
             .iter()
             .find(|r| r.host.matches(host) && prefix_len_in(&r.prefix, path, spellings).is_some())
+    }
+
+    /// The route at `Route::pos`.
+    pub fn at(&self, pos: std::num::NonZeroU16) -> Option<&Route> {
+        self.routes.get(usize::from(pos.get()) - 1)
     }
 
     pub fn routes(&self) -> &[Route] {

@@ -7,15 +7,17 @@ use crate::error::ProxyError;
 use crate::handler::{self, Resp};
 use crate::router::Action;
 use crate::state::{ListenKind, Snapshot, State};
-use http::header::{HeaderName, REFERER, USER_AGENT, VARY, WWW_AUTHENTICATE};
-use http::{HeaderValue, Method, Request, StatusCode};
+use http::header::{HeaderName, REFERER, USER_AGENT, VARY};
+use http::{HeaderValue, Method, Request};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+mod answers;
 mod checks;
 
+use answers::{client_rules, error_page, refused};
 use checks::{content_length, h2_fields, normalize_path};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -50,6 +52,9 @@ pub struct Outcome {
     /// accepts it. Here rather than in a local of the request's future,
     /// which it would make 8 bytes larger (it fits beside `attempts`).
     pub gzip: bool,
+    /// The route found (`Route::pos`), for its error pages: beside
+    /// `attempts` too.
+    pub route: Option<std::num::NonZeroU16>,
     pub reason: Option<&'static str>,
     pub upstream_head: Option<std::time::Duration>,
     /// The request's access-log entry when the log is on; the fields above
@@ -108,6 +113,9 @@ pub fn handle(
                 handler::text(e.status(), e.public_message())
             }
         };
+        if resp.status().as_u16() >= 400 {
+            error_page(&snap, &out, &mut resp);
+        }
         if conn.is_tls() {
             if let Some(hsts) = snap.tls.as_ref().and_then(|t| t.hsts.clone()) {
                 resp.headers_mut()
@@ -190,6 +198,7 @@ fn dispatch<'a>(
                 .find(host, parts.uri.path())
                 .ok_or(ProxyError::NoRoute)?
         };
+        out.route = route.pos;
         // Before the token: a client that may not reach the route learns
         // nothing of its policy, and no signature is checked for it.
         if route.addrs.is_some() || route.rate_limit.is_some() {
@@ -210,6 +219,9 @@ fn dispatch<'a>(
         let head = parts.method == Method::HEAD;
         let mut resp = match &route.action {
             Action::Upstream(up) => {
+                if route.strip_prefix {
+                    handler::upstream::strip_prefix(route, &mut parts)?;
+                }
                 out.gzip = route.compress && handler::compress::wanted(&parts);
                 let mut resp = crate::handler::upstream::forward(
                     up,
@@ -248,55 +260,6 @@ fn dispatch<'a>(
         }
         Ok(resp)
     }
-}
-
-/// The route's `allow`/`deny` and `rate_limit` on the client's address:
-/// the answer when they refuse it.
-fn client_rules(
-    route: &crate::router::Route,
-    snap: &Snapshot,
-    conn: &ConnInfo,
-    parts: &http::request::Parts,
-    out: &mut Outcome,
-) -> Option<Resp> {
-    let ip = crate::client::client_ip(&parts.headers, snap, conn);
-    if route.addrs.as_ref().is_some_and(|r| !r.admits(ip)) {
-        out.reason = Some("client address not allowed");
-        tracing::info!(route = route.index, client = %ip, "request refused by the route's allow/deny rules");
-        return Some(handler::text(StatusCode::FORBIDDEN, "forbidden\n"));
-    }
-    let wait = route.rate_limit.as_ref()?.check(ip).err()?;
-    out.reason = Some("rate limited");
-    // Debug, not info: a client over its limit makes one of these per
-    // request, and the access log has each with its reason.
-    tracing::debug!(route = route.index, client = %ip, retry_after = wait, "request refused by the route's rate_limit");
-    let mut r = handler::text(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
-    r.headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from(wait));
-    Some(r)
-}
-
-/// The answer to a request the route's JWT policy refused.
-fn refused(
-    route: &crate::router::Route,
-    policy: &crate::gate::Policy,
-    rej: crate::gate::Rejection,
-    out: &mut Outcome,
-) -> Resp {
-    out.reason = Some(rej.reason);
-    tracing::info!(route = route.index, policy = %policy.name, reason = rej.reason, "request refused by jwt policy");
-    let mut r = handler::text(
-        rej.status,
-        match rej.status {
-            StatusCode::FORBIDDEN => "forbidden\n",
-            StatusCode::BAD_REQUEST => "bad request\n",
-            _ => "unauthorized\n",
-        },
-    );
-    if let Some(v) = rej.www_authenticate {
-        r.headers_mut().insert(WWW_AUTHENTICATE, v);
-    }
-    r
 }
 
 /// Keep a sane client-supplied id (so a chain of proxies shares one),

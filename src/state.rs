@@ -191,6 +191,9 @@ pub struct Snapshot {
     /// whatever its route, since an app behind an open route trusts them
     /// as much as one behind a gated route.
     pub claim_headers: Vec<http::HeaderName>,
+    /// `server.error_pages`, for the answers no route was found for (each
+    /// route holds its own merged over these).
+    pub error_pages: Option<Arc<crate::handler::error_page::ErrorPages>>,
 }
 
 pub struct State {

@@ -53,6 +53,8 @@ pub struct RawServer {
     pub max_concurrent_streams: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
     pub watch: Option<bool>,
+    /// Status -> file: the proxy's own error answers as a page.
+    pub error_pages: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,6 +295,8 @@ pub struct RawRoute {
     pub rate_limit: Option<RawRateLimit>,
     pub compress: Option<bool>,
     pub max_body: Option<String>,
+    pub error_pages: Option<BTreeMap<String, String>>,
+    pub strip_prefix: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! What a route does with a request once it is allowed through.
 
 pub mod compress;
+pub mod error_page;
 pub mod static_files;
 pub mod upstream;
 
@@ -58,6 +59,8 @@ pub fn add_vary(resp: &mut Resp, add: &HeaderValue) {
 pub fn text(status: StatusCode, body: &'static str) -> Resp {
     let mut r = Response::new(ProxyBody::full(body));
     *r.status_mut() = status;
+    // Only the proxy's own answers get `error_pages` (a box, on errors alone).
+    r.extensions_mut().insert(error_page::Own);
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

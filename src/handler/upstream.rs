@@ -23,6 +23,7 @@ mod spill;
 use crate::client::client_ip;
 use buffer::read_whole;
 use hop::prepare;
+pub use hop::strip_prefix;
 pub(crate) use spill::FileSlot;
 
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`

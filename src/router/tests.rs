@@ -16,7 +16,10 @@ fn route(index: usize, host: &str, prefix: &str) -> Route {
         addrs: None,
         rate_limit: None,
         compress: false,
+        strip_prefix: false,
         max_body: 10 << 20,
+        error_pages: None,
+        pos: None,
         headers: vec![],
     }
 }

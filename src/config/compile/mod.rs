@@ -29,16 +29,18 @@ pub fn compile(
         let prev = prev.and_then(|p| p.tls.as_deref());
         crate::tls::compile::compile(t, src, prev, &mut c.files, &mut c.errs).map(Arc::new)
     });
+    let error_pages = c.error_pages(raw.server.error_pages.as_ref(), "server", None);
     let upstreams = c.upstreams(raw.upstream, prev);
     let policies = crate::gate::compile::policies(raw.jwt, &mut c.errs, src, &mut c.files, prev);
-    let routes = c.routes(
-        raw.route,
+    let known = route::Known {
         broken,
-        &upstreams,
-        &policies,
-        prev.map(|p| &p.router),
-        server.max_body,
-    );
+        upstreams: &upstreams,
+        policies: &policies,
+        prev: prev.map(|p| &p.router),
+        max_body: server.max_body,
+        error_pages: error_pages.as_ref(),
+    };
+    let routes = c.routes(raw.route, known);
     c.spill_room(&mut server, &routes, raw.server.max_spilled.is_none());
     let mut hidden: Vec<String> = policies
         .values()
@@ -67,6 +69,7 @@ pub fn compile(
             access_log: None,
             log_hidden: (!hidden.is_empty()).then(|| hidden.into()),
             claim_headers,
+            error_pages,
         })
     } else {
         Err(c.errs)
@@ -74,6 +77,7 @@ pub fn compile(
 }
 
 mod client;
+mod pages;
 mod route;
 mod upstream;
 

@@ -14,35 +14,22 @@ use std::sync::Arc;
 /// What a route may name, compiled before the routes; and the routes a
 /// reload replaces.
 #[derive(Clone, Copy)]
-struct Known<'a> {
-    broken: &'a Broken,
-    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
-    policies: &'a BTreeMap<String, Arc<crate::gate::Policy>>,
-    prev: Option<&'a Router>,
+pub(super) struct Known<'a> {
+    pub(super) broken: &'a Broken,
+    pub(super) upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    pub(super) policies: &'a BTreeMap<String, Arc<crate::gate::Policy>>,
+    pub(super) prev: Option<&'a Router>,
     /// `server.max_body`: a route without its own takes it.
-    max_body: u64,
+    pub(super) max_body: u64,
+    /// `server.error_pages`, under a route's own.
+    pub(super) error_pages: Option<&'a Arc<crate::handler::error_page::ErrorPages>>,
 }
 
 impl Compiler<'_> {
-    pub(super) fn routes(
-        &mut self,
-        raw: Vec<RawRoute>,
-        broken: &Broken,
-        upstreams: &BTreeMap<String, Arc<Upstream>>,
-        policies: &BTreeMap<String, Arc<crate::gate::Policy>>,
-        prev: Option<&Router>,
-        max_body: u64,
-    ) -> Vec<Route> {
-        let known = Known {
-            broken,
-            upstreams,
-            policies,
-            prev,
-            max_body,
-        };
+    pub(super) fn routes(&mut self, raw: Vec<RawRoute>, known: Known) -> Vec<Route> {
         let mut out = Vec::new();
         for (i, r) in raw.into_iter().enumerate() {
-            if broken.route.contains(&i) {
+            if known.broken.route.contains(&i) {
                 continue;
             }
             let place = format!("route[{i}]");
@@ -60,6 +47,7 @@ impl Compiler<'_> {
             policies,
             prev,
             max_body,
+            error_pages,
         } = *ctx;
         let n_errs = self.errs.0.len();
         let host = match r.host.as_deref() {
@@ -216,8 +204,16 @@ impl Compiler<'_> {
                 "goes with upstream: static files are sent as they are on disk, or as their .gz and .br with precompressed",
             );
         }
+        let strip_prefix = r.strip_prefix.unwrap_or(false);
+        if strip_prefix && r.upstream.is_none() {
+            self.errs.add(
+                format!("{place}.strip_prefix"),
+                "goes with upstream: a static root already stands for the prefix, and a redirect has {rest}",
+            );
+        }
         let rate_limit = self.rate_limit(place, r.rate_limit.as_ref(), &host, &prefix, prev);
         let max_body = self.size(&r.max_body, &format!("{place}.max_body"), max_body);
+        let error_pages = self.error_pages(r.error_pages.as_ref(), place, error_pages);
         if self.errs.0.len() > n_errs {
             return None;
         }
@@ -230,7 +226,10 @@ impl Compiler<'_> {
             addrs,
             rate_limit,
             compress,
+            strip_prefix,
             max_body,
+            error_pages,
+            pos: None, // set by Router::new
             headers,
         })
     }

@@ -3,6 +3,7 @@
 //! error never repeats, in errors.rs.
 
 mod errors;
+mod pages;
 
 use super::{load_str, Errors, Source};
 use crate::state::{AccessTarget, ListenKind, Snapshot};

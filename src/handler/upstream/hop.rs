@@ -5,12 +5,14 @@
 
 use crate::client::{join_values, X_FORWARDED_FOR};
 use crate::error::ProxyError;
+use crate::router::Route;
 use crate::service::ConnInfo;
 use crate::state::{canonical_ip, Snapshot};
 use crate::upstream::h1::strip_fixed_hop_by_hop;
 #[cfg(test)]
 use crate::upstream::h1::strip_hop_by_hop;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Uri, Version};
 use std::net::IpAddr;
 
@@ -94,6 +96,38 @@ pub(super) fn prepare(
     };
     parts.version = Version::HTTP_11;
     Ok(upgrade)
+}
+
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// A route's `strip_prefix`: the app is sent the path after the route's
+/// prefix (`/grafana/api/x` -> `/api/x`, `/grafana` -> `/`), the query
+/// unchanged, and told what was taken in `X-Forwarded-Prefix`, which
+/// replaces a client's own. The path is in its normal form by now, and
+/// the prefix matched it; a `%2F` that matched the prefix's last `/` is
+/// sent as the `/` it stood for.
+pub fn strip_prefix(route: &Route, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
+    let rest = route.rest(parts.uri.path());
+    let rest = match rest.get(..3) {
+        Some(s) if s.eq_ignore_ascii_case("%2f") => format!("/{}", &rest[3..]),
+        _ => rest.to_string(),
+    };
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest,
+    };
+    let bad = |_| ProxyError::BadRequest("bad request target");
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.path_and_query = Some(PathAndQuery::try_from(pq).map_err(bad)?);
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("bad request target"))?;
+    let prefix = route.prefix.trim_end_matches('/');
+    if !prefix.is_empty() {
+        // A prefix is a path the config checked: a valid value.
+        if let Ok(v) = HeaderValue::from_str(prefix) {
+            parts.headers.insert(X_FORWARDED_PREFIX.clone(), v);
+        }
+    }
+    Ok(())
 }
 
 /// HTTP/2 may send each cookie as a field of its own; HTTP/1.1 allows one

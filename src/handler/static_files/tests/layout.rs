@@ -177,7 +177,10 @@ async fn a_file_root_serves_that_file_at_the_route_path() {
             addrs: None,
             rate_limit: None,
             compress: false,
+            strip_prefix: false,
             max_body: 10 << 20,
+            error_pages: None,
+            pos: None,
             headers: vec![],
         },
     };

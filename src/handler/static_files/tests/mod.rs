@@ -66,7 +66,10 @@ fn site_with(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawStaticDetailed)) 
         addrs: None,
         rate_limit: None,
         compress: false,
+        strip_prefix: false,
         max_body: 10 << 20,
+        error_pages: None,
+        pos: None,
         headers: vec![],
     };
     T { dir, route }

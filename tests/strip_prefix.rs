@@ -1,0 +1,85 @@
+//! A route's `strip_prefix` through the real server: an app mounted under
+//! a path gets the path after it, with `X-Forwarded-Prefix` saying what
+//! was taken, over HTTP/1.1 and HTTP/2; a route without it passes the
+//! path whole.
+
+mod common;
+
+use common::*;
+use http::Request;
+use http_body_util::BodyExt;
+
+fn config(addr: &str) -> String {
+    cfg(&format!(
+        "[upstream.app]\nservers = [\"{addr}\"]\n\
+         [[route]]\npath = \"/grafana/\"\nupstream = \"app\"\nstrip_prefix = true\n\
+         [[route]]\npath = \"/api\"\nupstream = \"app\"\nstrip_prefix = true\n\
+         [[route]]\nupstream = \"app\"\n"
+    ))
+}
+
+/// What the app was sent: its request target and X-Forwarded-Prefix.
+async fn seen(req: Request<Body>, h2: bool) -> (String, Option<String>) {
+    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(h2)
+        .build_http::<Body>();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = json(&String::from_utf8_lossy(&body));
+    let prefix = v["headers"]["x-forwarded-prefix"]
+        .as_str()
+        .map(str::to_string);
+    (v["uri"].as_str().unwrap().to_string(), prefix)
+}
+
+#[tokio::test]
+async fn the_app_gets_the_path_after_the_prefix() {
+    let e = echo().await;
+    let p = proxy(&config(&e.addr)).await;
+    let grafana = Some("/grafana".to_string());
+    for h2 in [false, true] {
+        for (path, want, prefix) in [
+            (
+                "/grafana/api/dashboards?orgId=1",
+                "/api/dashboards?orgId=1",
+                &grafana,
+            ),
+            ("/grafana/", "/", &grafana),
+            // "/grafana/" matches "/grafana" too, as nginx's location does.
+            ("/grafana", "/", &grafana),
+            ("/grafana?x=1", "/?x=1", &grafana),
+            // The %2F gunicorn would read as the prefix's slash.
+            ("/grafana%2Fpublic/x.js", "/public/x.js", &grafana),
+            ("/api/v1/users", "/v1/users", &Some("/api".to_string())),
+            ("/apix/v1", "/apix/v1", &None),
+            ("/other/grafana/x", "/other/grafana/x", &None),
+        ] {
+            let req = Request::get(p.url(path))
+                .header("x-forwarded-prefix", "/spoofed")
+                .body(Body::default())
+                .unwrap();
+            let (uri, got_prefix) = seen(req, h2).await;
+            assert_eq!(uri, want, "{path} (h2: {h2})");
+            match prefix {
+                Some(p) => assert_eq!(got_prefix.as_ref(), Some(p), "{path}"),
+                // A route without strip_prefix leaves the field alone.
+                None => assert_eq!(got_prefix.as_deref(), Some("/spoofed"), "{path}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn strip_prefix_goes_with_upstream_only() {
+    let Err(e) = compile(&cfg(
+        "[[route]]\npath = \"/s/\"\nstatic = \"/srv\"\nstrip_prefix = true\n",
+    )) else {
+        panic!("compiled");
+    };
+    assert!(
+        e.to_string()
+            .contains("route[0].strip_prefix: goes with upstream"),
+        "{e}"
+    );
+}
