@@ -163,6 +163,17 @@ fn check(path: &Path) -> ExitCode {
                 };
                 let gzip = if r.compress { " compress" } else { "" };
                 let strip = if r.strip_prefix { " strip_prefix" } else { "" };
+                // Names only: a value may be a secret the app checks.
+                let set: Vec<&str> = r
+                    .request_headers
+                    .iter()
+                    .map(|s| s.name().as_str())
+                    .collect();
+                let set = if set.is_empty() {
+                    String::new()
+                } else {
+                    format!(" request_headers={}", set.join(","))
+                };
                 // Only where a route's differ from the server's.
                 let errs = match (&r.error_pages, &snap.error_pages) {
                     (Some(a), Some(b)) if std::sync::Arc::ptr_eq(a, b) => String::new(),
@@ -170,7 +181,7 @@ fn check(path: &Path) -> ExitCode {
                     (None, _) => String::new(),
                 };
                 println!(
-                    "  route[{}] {host}{} -> {action}{jwt}{addrs}{limit}{strip}{body}{gzip}{errs}",
+                    "  route[{}] {host}{} -> {action}{jwt}{addrs}{limit}{strip}{set}{body}{gzip}{errs}",
                     r.index, r.prefix
                 );
             }

@@ -95,6 +95,8 @@ pub struct Route {
     pub compress: bool,
     /// Send the upstream the path after the prefix (`strip_prefix`).
     pub strip_prefix: bool,
+    /// Fields set on the request to the upstream (`request_headers`).
+    pub request_headers: Vec<crate::handler::upstream::SetHeader>,
     /// Requests per client address (`rate_limit`), shared by the workers.
     pub rate_limit: Option<Arc<RateLimit>>,
     /// The largest request body this route takes (its `max_body`, else the

@@ -223,16 +223,9 @@ fn dispatch<'a>(
                     handler::upstream::strip_prefix(route, &mut parts)?;
                 }
                 out.gzip = route.compress && handler::compress::wanted(&parts);
-                let mut resp = crate::handler::upstream::forward(
-                    up,
-                    route.max_body,
-                    snap,
-                    conn,
-                    parts,
-                    body,
-                    out,
-                )
-                .await?;
+                let mut resp =
+                    crate::handler::upstream::forward(up, route, snap, conn, parts, body, out)
+                        .await?;
                 if out.gzip {
                     handler::compress::apply(&mut resp);
                 }

@@ -297,6 +297,7 @@ pub struct RawRoute {
     pub max_body: Option<String>,
     pub error_pages: Option<BTreeMap<String, String>>,
     pub strip_prefix: Option<bool>,
+    pub request_headers: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ use crate::body::{ProxyBody, ReqBody};
 use crate::error::ProxyError;
 use crate::handler::Resp;
 use crate::http::OnUpgrade;
+use crate::router::Route;
 use crate::service::{ConnInfo, Outcome};
 use crate::state::Snapshot;
 use crate::upstream::body::UpstreamBody;
@@ -18,18 +19,20 @@ use std::sync::Arc;
 
 mod buffer;
 mod hop;
+mod set_headers;
 mod spill;
 
 use crate::client::client_ip;
 use buffer::read_whole;
 use hop::prepare;
 pub use hop::strip_prefix;
+pub use set_headers::SetHeader;
 pub(crate) use spill::FileSlot;
 
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`
 pub fn forward<'a>(
     up: &'a Arc<Upstream>,
-    max_body: u64,
+    route: &'a Route,
     snap: &'a Snapshot,
     conn: &'a ConnInfo,
     mut parts: http::request::Parts,
@@ -43,6 +46,15 @@ pub fn forward<'a>(
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
         let upgrade = prepare(&mut parts, snap, conn, client_upgrade.is_some())?;
         let client_ip = client_ip(&parts.headers, snap, conn);
+        if !route.request_headers.is_empty() {
+            set_headers::apply(
+                &route.request_headers,
+                &mut parts.headers,
+                client_ip,
+                conn.is_tls(),
+            );
+        }
+        let max_body = route.max_body;
         let mut send = if http_body::Body::is_end_stream(&body) {
             SendBody::None
         } else if upgrade.is_none()

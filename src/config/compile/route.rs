@@ -204,6 +204,19 @@ impl Compiler<'_> {
                 "goes with upstream: static files are sent as they are on disk, or as their .gz and .br with precompressed",
             );
         }
+        let mut request_headers = Vec::new();
+        for (k, v) in r.request_headers.iter().flatten() {
+            match crate::handler::upstream::SetHeader::compile(k, v) {
+                Ok(s) => request_headers.push(s),
+                Err(e) => self.errs.add(format!("{place}.request_headers.{k}"), e),
+            }
+        }
+        if r.request_headers.is_some() && r.upstream.is_none() {
+            self.errs.add(
+                format!("{place}.request_headers"),
+                "goes with upstream: they are set on the request the app is sent",
+            );
+        }
         let strip_prefix = r.strip_prefix.unwrap_or(false);
         if strip_prefix && r.upstream.is_none() {
             self.errs.add(
@@ -227,6 +240,7 @@ impl Compiler<'_> {
             rate_limit,
             compress,
             strip_prefix,
+            request_headers,
             max_body,
             error_pages,
             pos: None, // set by Router::new

@@ -1,7 +1,8 @@
-//! A route's `strip_prefix` through the real server: an app mounted under
-//! a path gets the path after it, with `X-Forwarded-Prefix` saying what
-//! was taken, over HTTP/1.1 and HTTP/2; a route without it passes the
-//! path whole.
+//! What a route changes in the request the app is sent, through the real
+//! server: `strip_prefix` (an app mounted under a path gets the path after
+//! it, with `X-Forwarded-Prefix` saying what was taken, over HTTP/1.1 and
+//! HTTP/2; a route without it passes the path whole) and
+//! `request_headers` (nginx's `proxy_set_header`).
 
 mod common;
 
@@ -82,4 +83,48 @@ fn strip_prefix_goes_with_upstream_only() {
             .contains("route[0].strip_prefix: goes with upstream"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn request_headers_are_set_after_the_forwarding_fields() {
+    let e = echo().await;
+    let p = proxy(&cfg(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+         [upstream.app]\nservers = [\"{}\"]\n\
+         [[route]]\npath = \"/set/\"\nupstream = \"app\"\n\
+         request_headers = {{ X-Real-IP = \"{{client_ip}}\", X-Origin = \"{{scheme}}://{{host}}\", \
+         X-Debug = \"\", Host = \"app.internal\" }}\n\
+         [[route]]\nupstream = \"app\"\n",
+        e.addr
+    )))
+    .await;
+    let get = |path: &str| {
+        Request::get(p.url(path))
+            .header("host", "shop.example")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-real-ip", "6.6.6.6")
+            .header("x-debug", "1")
+            .body(Body::default())
+            .unwrap()
+    };
+    let c = client();
+    let body = |r: http::Response<hyper::body::Incoming>| async move {
+        json(&String::from_utf8_lossy(
+            &r.into_body().collect().await.unwrap().to_bytes(),
+        ))
+    };
+    let v = body(c.request(get("/set/x")).await.unwrap()).await;
+    let h = &v["headers"];
+    // The client behind the trusted proxy (127.0.0.1), not what it claimed.
+    assert_eq!(h["x-real-ip"], "203.0.113.9");
+    // {host} is the Host the app would have been sent before this list.
+    assert_eq!(h["x-origin"], "http://shop.example");
+    assert_eq!(h["host"], "app.internal");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    assert!(h.get("x-debug").is_none(), "an empty value removes: {h}");
+    // Another route: the client's fields as they were.
+    let v = body(c.request(get("/other")).await.unwrap()).await;
+    assert_eq!(v["headers"]["x-real-ip"], "6.6.6.6");
+    assert_eq!(v["headers"]["host"], "shop.example");
+    assert_eq!(v["headers"]["x-debug"], "1");
 }
