@@ -21,6 +21,7 @@
 //! worker thread's runtime with the upstream connections it uses.
 
 pub mod access_log;
+pub mod basic_auth;
 pub mod body;
 pub mod client;
 pub mod config;

@@ -46,6 +46,14 @@ enum Cmd {
     },
     /// Mint a token that a [jwt.NAME] policy accepts, for testing a deployment.
     Token(portcullis::gate::mint::TokenArgs),
+    /// Print a `basic_auth` users-file line for NAME, the password read from
+    /// standard input (as `htpasswd -nB`, without apache2-utils).
+    Htpasswd {
+        name: String,
+        /// bcrypt's cost: each step doubles the work of a check and of a guess.
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +82,24 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Token(args) => portcullis::gate::mint::run(&cli.config, &args),
+        Cmd::Htpasswd { name, cost } => {
+            let mut password = String::new();
+            let read = std::io::stdin().read_line(&mut password);
+            let password = password.trim_end_matches(['\r', '\n']);
+            match read
+                .map_err(|e| e.to_string())
+                .and_then(|_| portcullis::basic_auth::htpasswd_line(&name, password, cost))
+            {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis htpasswd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -163,6 +189,11 @@ fn check(path: &Path) -> ExitCode {
                 };
                 let gzip = if r.compress { " compress" } else { "" };
                 let strip = if r.strip_prefix { " strip_prefix" } else { "" };
+                let basic = r
+                    .basic_auth
+                    .as_ref()
+                    .map(|a| format!(" basic_auth={} users", a.users()))
+                    .unwrap_or_default();
                 // Names only: a value may be a secret the app checks.
                 let set: Vec<&str> = r
                     .request_headers
@@ -181,7 +212,7 @@ fn check(path: &Path) -> ExitCode {
                     (None, _) => String::new(),
                 };
                 println!(
-                    "  route[{}] {host}{} -> {action}{jwt}{addrs}{limit}{strip}{set}{body}{gzip}{errs}",
+                    "  route[{}] {host}{} -> {action}{jwt}{basic}{addrs}{limit}{strip}{set}{body}{gzip}{errs}",
                     r.index, r.prefix
                 );
             }

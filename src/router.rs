@@ -95,6 +95,8 @@ pub struct Route {
     pub compress: bool,
     /// Send the upstream the path after the prefix (`strip_prefix`).
     pub strip_prefix: bool,
+    /// HTTP Basic authentication (`basic_auth`), checked before `jwt`.
+    pub basic_auth: Option<Arc<crate::basic_auth::BasicAuth>>,
     /// Fields set on the request to the upstream (`request_headers`).
     pub request_headers: Vec<crate::handler::upstream::SetHeader>,
     /// Requests per client address (`rate_limit`), shared by the workers.

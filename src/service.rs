@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 mod answers;
 mod checks;
 
-use answers::{client_rules, error_page, refused};
+use answers::{basic_refused, client_rules, error_page, refused};
 use checks::{content_length, h2_fields, normalize_path};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -210,6 +210,17 @@ fn dispatch<'a>(
         // that will be refused is not worth a signature check.
         if content_length(&parts).is_some_and(|n| n > route.max_body) {
             return Err(ProxyError::BodyTooLarge);
+        }
+        if let Some(auth) = &route.basic_auth {
+            let verdict = match auth.quick(&parts.headers) {
+                Some(v) => v,
+                // Boxed: bcrypt's wait comes once per client, and inline
+                // its state would grow every request's future.
+                None => Box::pin(auth.verify(&parts.headers)).await,
+            };
+            if let Err(rej) = verdict {
+                return Ok(basic_refused(route, rej, out));
+            }
         }
         if let Some(policy) = &route.jwt {
             if let Err(rej) = policy.check(&mut parts).await {

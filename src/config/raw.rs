@@ -298,6 +298,15 @@ pub struct RawRoute {
     pub error_pages: Option<BTreeMap<String, String>>,
     pub strip_prefix: Option<bool>,
     pub request_headers: Option<BTreeMap<String, String>>,
+    pub basic_auth: Option<RawBasicAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    /// An htpasswd file of bcrypt hashes.
+    pub users: String,
+    pub realm: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,7 @@ fn route(index: usize, host: &str, prefix: &str) -> Route {
         rate_limit: None,
         compress: false,
         strip_prefix: false,
+        basic_auth: None,
         request_headers: Vec::new(),
         max_body: 10 << 20,
         error_pages: None,

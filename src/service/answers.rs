@@ -68,3 +68,23 @@ pub(super) fn refused(
     }
     r
 }
+
+/// The answer to a request the route's `basic_auth` refused: 401 with the
+/// realm, so that a browser asks for a name and a password.
+pub(super) fn basic_refused(
+    route: &crate::router::Route,
+    rej: crate::gate::Rejection,
+    out: &mut Outcome,
+) -> Resp {
+    out.reason = Some(rej.reason);
+    tracing::info!(
+        route = route.index,
+        reason = rej.reason,
+        "request refused by basic_auth"
+    );
+    let mut r = handler::text(rej.status, "unauthorized\n");
+    if let Some(v) = rej.www_authenticate {
+        r.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    r
+}

@@ -1,9 +1,10 @@
-//! A route's rules on the client: `allow`/`deny` on its address and its
-//! `rate_limit`.
+//! A route's rules on the client: `allow`/`deny` on its address, its
+//! `rate_limit`, and `basic_auth`.
 
 use super::Compiler;
+use crate::basic_auth::BasicAuth;
 use crate::client::AddrRules;
-use crate::config::raw::RawRateLimit;
+use crate::config::raw::{RawBasicAuth, RawRateLimit};
 use crate::limit::RateLimit;
 use crate::router::{HostMatch, Router};
 use std::sync::Arc;
@@ -13,6 +14,48 @@ const MAX_PER_SECOND: f64 = 1_000_000.0;
 const MAX_BURST: u32 = 1_000_000;
 
 impl Compiler<'_> {
+    /// `basic_auth`: the users file read now (and watched), so that a
+    /// request never waits on the disk.
+    pub(super) fn basic_auth(
+        &mut self,
+        place: &str,
+        raw: Option<&RawBasicAuth>,
+    ) -> Option<Arc<BasicAuth>> {
+        let raw = raw?;
+        let path = self.src.resolve(&raw.users);
+        if !self.files.contains(&path) {
+            self.files.push(path.clone());
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errs.add(
+                    format!("{place}.basic_auth.users"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        };
+        let realm = raw.realm.as_deref().unwrap_or("restricted");
+        match BasicAuth::new(realm, &text) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                let key = if e.starts_with("realm") {
+                    "realm"
+                } else {
+                    "users"
+                };
+                let msg = if key == "users" {
+                    format!("{}: {e}", path.display())
+                } else {
+                    e
+                };
+                self.errs.add(format!("{place}.basic_auth.{key}"), msg);
+                None
+            }
+        }
+    }
+
     /// `allow` and `deny`: addresses, CIDRs, or `"all"` (nginx's word).
     pub(super) fn addr_rules(
         &mut self,

@@ -217,6 +217,13 @@ impl Compiler<'_> {
                 "goes with upstream: they are set on the request the app is sent",
             );
         }
+        let basic_auth = self.basic_auth(place, r.basic_auth.as_ref());
+        if r.basic_auth.is_some() && r.jwt.is_some() {
+            self.errs.add(
+                format!("{place}.basic_auth"),
+                "a route asks for one kind of credentials: basic_auth or jwt, not both",
+            );
+        }
         let strip_prefix = r.strip_prefix.unwrap_or(false);
         if strip_prefix && r.upstream.is_none() {
             self.errs.add(
@@ -240,6 +247,7 @@ impl Compiler<'_> {
             rate_limit,
             compress,
             strip_prefix,
+            basic_auth,
             request_headers,
             max_body,
             error_pages,

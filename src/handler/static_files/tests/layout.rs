@@ -178,6 +178,7 @@ async fn a_file_root_serves_that_file_at_the_route_path() {
             rate_limit: None,
             compress: false,
             strip_prefix: false,
+            basic_auth: None,
             request_headers: Vec::new(),
             max_body: 10 << 20,
             error_pages: None,

@@ -67,6 +67,7 @@ fn site_with(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawStaticDetailed)) 
         rate_limit: None,
         compress: false,
         strip_prefix: false,
+        basic_auth: None,
         request_headers: Vec::new(),
         max_body: 10 << 20,
         error_pages: None,
