@@ -19,6 +19,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
+/// The name a request's credentials passed for: the access log's user, and
+/// `{user}` in the route's `request_headers`.
+#[derive(Clone, Debug)]
+pub struct User(pub Arc<str>);
+
 /// Credentials remembered per route: past it, the set starts again.
 const REMEMBERED: usize = 1024;
 /// A longer Authorization field is not a name and a password.
@@ -27,7 +32,8 @@ const MAX_FIELD: usize = 4096;
 pub struct BasicAuth {
     /// `Basic realm="...", charset="UTF-8"`, sent with each 401.
     challenge: HeaderValue,
-    users: HashMap<String, Arc<str>>,
+    /// Name -> hash; the name's `Arc` is what a request that passed carries.
+    users: HashMap<Arc<str>, Arc<str>>,
     /// Checked for a name not in the file: a real hash, so the same work,
     /// and a match on it still refuses.
     decoy: Arc<str>,
@@ -74,7 +80,7 @@ impl BasicAuth {
             if hash.parse::<bcrypt::HashParts>().is_err() {
                 return Err(format!("line {n} ({name}): not a whole bcrypt hash"));
             }
-            if users.insert(name.to_string(), Arc::from(hash)).is_some() {
+            if users.insert(Arc::from(name), Arc::from(hash)).is_some() {
                 return Err(format!("line {n}: {name} is listed twice"));
             }
         }
@@ -106,42 +112,49 @@ impl BasicAuth {
     /// What can be decided without bcrypt: `Some(Ok)` for credentials that
     /// passed before, `Some(Err)` for none or malformed ones; `None` when
     /// `verify` must decide.
-    pub fn quick(&self, headers: &HeaderMap) -> Option<Result<(), Rejection>> {
+    pub fn quick(&self, headers: &HeaderMap) -> Option<Result<User, Rejection>> {
         let Some(field) = headers.get(AUTHORIZATION) else {
             return Some(Err(self.refuse("no credentials")));
         };
-        if credentials(field).is_none() {
+        let Some((name, _)) = credentials(field) else {
             return Some(Err(self.refuse("malformed basic credentials")));
-        }
-        // A poisoned lock only means a panic elsewhere mid-insert: the set
-        // is still a set.
-        let passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
-        passed.contains(&digest(field)).then_some(Ok(()))
+        };
+        let remembered = {
+            // A poisoned lock only means a panic elsewhere mid-insert: the
+            // set is still a set.
+            let passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
+            passed.contains(&digest(field))
+        };
+        // Remembered credentials were checked against a name in the file.
+        remembered
+            .then(|| self.users.get_key_value(name.as_str()))
+            .flatten()
+            .map(|(n, _)| Ok(User(n.clone())))
     }
 
     /// The bcrypt check, off the worker threads.
-    pub async fn verify(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+    pub async fn verify(&self, headers: &HeaderMap) -> Result<User, Rejection> {
         let field = headers
             .get(AUTHORIZATION)
             .ok_or_else(|| self.refuse("no credentials"))?;
         let (name, password) =
             credentials(field).ok_or_else(|| self.refuse("malformed basic credentials"))?;
-        let known = self.users.get(&name).cloned();
-        let hash = known.clone().unwrap_or_else(|| self.decoy.clone());
+        let known = self.users.get_key_value(name.as_str());
+        let hash = known.map_or_else(|| self.decoy.clone(), |(_, h)| h.clone());
         // The semaphore is never closed.
         let _permit = self.hashing.clone().acquire_owned().await;
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .is_ok_and(|r| r.unwrap_or(false));
-        if !(ok && known.is_some()) {
+        let Some((name, _)) = known.filter(|_| ok) else {
             return Err(self.refuse("wrong name or password"));
-        }
+        };
         let mut passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
         if passed.len() >= REMEMBERED {
             passed.clear();
         }
         passed.insert(digest(field));
-        Ok(())
+        Ok(User(name.clone()))
     }
 }
 
@@ -208,7 +221,7 @@ mod tests {
         let h = field("alice:s3cret");
         assert!(a.quick(&h).is_none(), "not known yet: bcrypt decides");
         assert!(a.verify(&h).await.is_ok());
-        assert!(matches!(a.quick(&h), Some(Ok(()))));
+        assert!(matches!(a.quick(&h), Some(Ok(User(n))) if &*n == "alice"));
         for wrong in ["alice:S3cret", "bob:s3cret", "alice:"] {
             let h = field(wrong);
             assert!(a.quick(&h).is_none(), "{wrong}");

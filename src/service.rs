@@ -218,8 +218,14 @@ fn dispatch<'a>(
                 // its state would grow every request's future.
                 None => Box::pin(auth.verify(&parts.headers)).await,
             };
-            if let Err(rej) = verdict {
-                return Ok(basic_refused(route, rej, out));
+            match verdict {
+                Ok(user) => {
+                    if let Some(e) = out.log.as_mut() {
+                        e.user = Some(user.0.clone());
+                    }
+                    parts.extensions.insert(user);
+                }
+                Err(rej) => return Ok(basic_refused(route, rej, out)),
             }
         }
         if let Some(policy) = &route.jwt {
@@ -338,6 +344,7 @@ fn entry(
         upstream: None,
         attempts: 0,
         upstream_head: None,
+        user: None,
         reason: None,
         raw_line: None,
         hidden: snap.log_hidden.clone(),

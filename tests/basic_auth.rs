@@ -6,6 +6,7 @@
 mod common;
 
 use base64::Engine;
+use common::jwt::eventually_contains;
 use common::*;
 use http::Request;
 
@@ -36,7 +37,7 @@ async fn status(p: &Proxy, path: &str, auth: Option<&str>) -> (u16, http::Header
 
 #[tokio::test]
 async fn a_route_asks_for_a_name_and_password_and_a_reload_changes_them() {
-    let app = fixed("staging").await;
+    let app = echo().await;
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("htpasswd");
     std::fs::write(
@@ -50,13 +51,15 @@ async fn a_route_asks_for_a_name_and_password_and_a_reload_changes_them() {
     .unwrap();
     let p = proxy_in(
         dir,
-        &cfg(&format!(
-            "[upstream.app]\nservers = [\"{}\"]\n\
+        &format!(
+            "[log]\naccess = \"access.log\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+             [upstream.app]\nservers = [\"{}\"]\n\
              [[route]]\npath = \"/staging/\"\nupstream = \"app\"\n\
              basic_auth = {{ users = \"htpasswd\", realm = \"Staging\" }}\n\
+             request_headers = {{ X-Remote-User = \"{{user}}\" }}\n\
              [[route]]\nupstream = \"app\"\n",
             app.addr
-        )),
+        ),
     )
     .await;
 
@@ -76,12 +79,27 @@ async fn a_route_asks_for_a_name_and_password_and_a_reload_changes_them() {
         assert_eq!(status(&p, "/staging/x", Some("alice:s3cret")).await.0, 200);
     }
     assert_eq!(status(&p, "/staging/x", Some("bob:hunter2")).await.0, 200);
+    // The app is told who passed (Django's RemoteUserMiddleware, with its
+    // header set to HTTP_X_REMOTE_USER), whatever the client claimed.
+    let req = Request::get(p.url("/staging/who"))
+        .header("authorization", basic("bob:hunter2"))
+        .header("x-remote-user", "alice")
+        .body(Body::default())
+        .unwrap();
+    let (_, _, body) = send(req).await;
+    assert_eq!(json(&body)["headers"]["x-remote-user"], "bob");
+    // And the access log names them, as nginx's $remote_user.
+    let log = p.dir.path().join("access.log");
+    eventually_contains(&log, "\"GET /staging/who HTTP/1.1\"").await;
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let who = lines.lines().find(|l| l.contains("/staging/who")).unwrap();
+    assert!(who.contains(" - bob ["), "{who}");
     assert_eq!(
         status(&p, "/open", None).await.0,
         200,
         "another route is open"
     );
-    assert_eq!(app.hits(), 4);
+    assert_eq!(app.hits(), 5);
 
     // alice's password changes on disk: after the reload the old one is
     // refused, though it had passed (and was remembered) before.
@@ -119,6 +137,22 @@ fn basic_auth_and_jwt_on_one_route_is_an_error() {
     );
     assert!(
         e.contains("route[0].basic_auth.users: cannot read /nonexistent/htpasswd"),
+        "{e}"
+    );
+}
+
+#[test]
+fn user_in_request_headers_needs_basic_auth() {
+    let Err(e) = compile(&cfg(
+        "[upstream.app]\nservers = [\"127.0.0.1:9\"]\n\
+         [[route]]\nupstream = \"app\"\nrequest_headers = { X-Remote-User = \"{user}\" }\n",
+    )) else {
+        panic!("compiled");
+    };
+    assert!(
+        e.to_string().contains(
+            "route[0].request_headers.x-remote-user: {user} is the name basic_auth lets through"
+        ),
         "{e}"
     );
 }

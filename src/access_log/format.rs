@@ -44,6 +44,19 @@ fn quoted(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(rest);
 }
 
+/// A name from the users file, as one unquoted field: a space, a quote, a
+/// backslash or any byte outside printable ASCII as `\xNN`, as nginx
+/// escapes `$remote_user`, so that the line still splits on spaces.
+fn user(out: &mut Vec<u8>, name: &str) {
+    for &b in name.as_bytes() {
+        if b.is_ascii_graphic() && b != b'"' && b != b'\\' {
+            out.push(b);
+        } else {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+}
+
 fn dash(out: &mut Vec<u8>, s: &str) {
     if s.is_empty() {
         out.push(b'-');
@@ -68,7 +81,12 @@ fn seconds_ms(out: &mut Vec<u8>, ms: u128) {
 /// the upstream's time to its response head.
 pub(super) fn combined(out: &mut Vec<u8>, clf: &mut Clf, e: &Entry, micros: u64) {
     let mut n = itoa::Buffer::new();
-    let _ = write!(out, "{} - - [", e.client);
+    let _ = write!(out, "{} - ", e.client);
+    match &e.user {
+        Some(u) => user(out, u),
+        None => out.push(b'-'),
+    }
+    out.extend_from_slice(b" [");
     out.extend_from_slice(clf_time_cached(clf, e.time).as_bytes());
     out.extend_from_slice(b"] \"");
     match &e.raw_line {
@@ -154,6 +172,10 @@ pub(super) fn json(out: &mut Vec<u8>, e: &Entry, micros: u64) {
     string(out, &hidden(e, text(&e.referer)));
     out.extend_from_slice(b",\"user_agent\":");
     string(out, &text(&e.user_agent));
+    if let Some(u) = &e.user {
+        out.extend_from_slice(b",\"user\":");
+        string(out, u);
+    }
     out.extend_from_slice(b",\"upstream\":");
     match &e.upstream {
         Some(u) => string(out, u),

@@ -39,6 +39,8 @@ pub struct Entry {
     /// response head (nginx's `$upstream_header_time`): the app's own time
     /// next to `rt`, the whole request's.
     pub upstream_head: Option<Duration>,
+    /// The name a route's `basic_auth` let through (nginx's `$remote_user`).
+    pub user: Option<Arc<str>>,
     /// Why a request was refused (JWT gate), for the log only.
     pub reason: Option<&'static str>,
     /// For a head refused before it could be parsed: its first line as

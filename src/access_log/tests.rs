@@ -61,6 +61,7 @@ fn entry(logger: Arc<Logger>) -> Entry {
         upstream: Some("127.0.0.1:8001".into()),
         attempts: 1,
         upstream_head: Some(Duration::from_micros(1_002_900)),
+        user: None,
         reason: None,
         raw_line: None,
         hidden: Some(vec!["jwt".to_string()].into()),
@@ -110,6 +111,23 @@ fn combined_and_json_lines() {
         v["reason"].is_null() && v.get("request_line").is_none(),
         "{v}"
     );
+
+    assert!(v.get("user").is_none(), "{v}");
+
+    // A name basic_auth let through: one field, whatever it holds.
+    e.user = Some("jo \"x\"\\é".into());
+    let mut s = Vec::new();
+    format::combined(&mut s, &mut clf, &e, 1000);
+    let s = String::from_utf8(s).unwrap();
+    assert!(
+        s.starts_with("10.1.2.3 - jo\\x20\\x22x\\x22\\x5C\\xC3\\xA9 [10/Oct"),
+        "{s}"
+    );
+    let mut j = Vec::new();
+    format::json(&mut j, &e, 1000);
+    let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+    assert_eq!(v["user"], "jo \"x\"\\é");
+    e.user = None;
 
     // No upstream answered (a static file, or every attempt failed).
     e.upstream_head = None;

@@ -47,12 +47,7 @@ pub fn forward<'a>(
         let upgrade = prepare(&mut parts, snap, conn, client_upgrade.is_some())?;
         let client_ip = client_ip(&parts.headers, snap, conn);
         if !route.request_headers.is_empty() {
-            set_headers::apply(
-                &route.request_headers,
-                &mut parts.headers,
-                client_ip,
-                conn.is_tls(),
-            );
+            set_headers::apply(&route.request_headers, &mut parts, client_ip, conn.is_tls());
         }
         let max_body = route.max_body;
         let mut send = if http_body::Body::is_end_stream(&body) {

@@ -218,6 +218,14 @@ impl Compiler<'_> {
             );
         }
         let basic_auth = self.basic_auth(place, r.basic_auth.as_ref());
+        if r.basic_auth.is_none() {
+            for s in request_headers.iter().filter(|s| s.uses_user()) {
+                self.errs.add(
+                    format!("{place}.request_headers.{}", s.name()),
+                    "{user} is the name basic_auth lets through, and this route has no basic_auth",
+                );
+            }
+        }
         if r.basic_auth.is_some() && r.jwt.is_some() {
             self.errs.add(
                 format!("{place}.basic_auth"),

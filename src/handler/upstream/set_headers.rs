@@ -1,10 +1,10 @@
 //! A route's `request_headers`: fields set on the request as it goes to the
 //! app, after the proxy's own forwarding fields, as nginx's
 //! `proxy_set_header`. A value may name what the proxy knows of the
-//! request (`{client_ip}`, `{scheme}`, `{host}`); an empty one removes the
-//! field.
+//! request (`{client_ip}`, `{scheme}`, `{host}`, `{user}`); an empty one
+//! removes the field.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -18,6 +18,8 @@ enum Part {
     /// The Host the app would be sent without the list (which may set
     /// Host too: the list's order is not the file's).
     Host,
+    /// The name the route's `basic_auth` let through.
+    User,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,11 @@ impl SetHeader {
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
+
+    /// Whether the value names `{user}`, which only `basic_auth` knows.
+    pub fn uses_user(&self) -> bool {
+        matches!(&self.value, Some(Value::Parts(p)) if p.contains(&Part::User))
+    }
 }
 
 fn parse(value: &str) -> Result<Vec<Part>, String> {
@@ -100,9 +107,10 @@ fn parse(value: &str) -> Result<Vec<Part>, String> {
             "client_ip" => Part::ClientIp,
             "scheme" => Part::Scheme,
             "host" => Part::Host,
+            "user" => Part::User,
             other => {
                 return Err(format!(
-                    "{{{other}}} is not one of {{client_ip}}, {{scheme}}, {{host}}"
+                    "{{{other}}} is not one of {{client_ip}}, {{scheme}}, {{host}}, {{user}}"
                 ))
             }
         });
@@ -114,9 +122,11 @@ fn parse(value: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
-/// Set (or remove) each field, in the config's order, on a request whose
-/// forwarding fields and Host are already the app's.
-pub fn apply(list: &[SetHeader], h: &mut HeaderMap, client: IpAddr, tls: bool) {
+/// Set (or remove) each field on a request whose forwarding fields and
+/// Host are already the app's.
+pub fn apply(list: &[SetHeader], parts: &mut http::request::Parts, client: IpAddr, tls: bool) {
+    let user = parts.extensions.get::<crate::basic_auth::User>();
+    let h = &mut parts.headers;
     let host = h.get(header::HOST).cloned();
     for s in list {
         match &s.value {
@@ -140,6 +150,9 @@ pub fn apply(list: &[SetHeader], h: &mut HeaderMap, client: IpAddr, tls: bool) {
                             let host = host.as_ref().and_then(|v| v.to_str().ok());
                             out.push_str(host.unwrap_or(""));
                         }
+                        // The config allows {user} only beside basic_auth,
+                        // which passed: the name is there.
+                        Part::User => out.push_str(user.map_or("", |u| &u.0)),
                     }
                 }
                 // Each piece is a valid value (checked at load, or the
@@ -155,13 +168,20 @@ pub fn apply(list: &[SetHeader], h: &mut HeaderMap, client: IpAddr, tls: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderMap;
 
     fn set(list: &[(&str, &str)], h: &mut HeaderMap, tls: bool) {
         let list: Vec<SetHeader> = list
             .iter()
             .map(|(n, v)| SetHeader::compile(n, v).unwrap())
             .collect();
-        apply(&list, h, "2001:db8::7".parse().unwrap(), tls);
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.headers = std::mem::take(h);
+        parts
+            .extensions
+            .insert(crate::basic_auth::User("alice".into()));
+        apply(&list, &mut parts, "2001:db8::7".parse().unwrap(), tls);
+        *h = parts.headers;
     }
 
     #[test]
@@ -174,6 +194,7 @@ mod tests {
             &[
                 ("X-Real-IP", "{client_ip}"),
                 ("X-Url", "{scheme}://{host}/"),
+                ("X-Remote-User", "{user}"),
                 ("X-Powered-By", ""),
                 ("X-Secret", "s3cret"),
                 ("Host", "app.internal"),
@@ -188,6 +209,7 @@ mod tests {
         );
         assert!(!h.contains_key("x-powered-by"));
         assert_eq!(h["x-secret"], "s3cret");
+        assert_eq!(h["x-remote-user"], "alice");
         assert_eq!(h["host"], "app.internal");
     }
 

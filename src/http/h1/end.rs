@@ -132,6 +132,7 @@ async fn reject<T: Io>(
             upstream: None,
             attempts: 0,
             upstream_head: None,
+            user: None,
             reason: Some(text.trim_end()),
             raw_line: Some(line),
             hidden: snap.log_hidden.clone(),
