@@ -116,6 +116,29 @@ pub struct Route {
 }
 
 impl Route {
+    /// A route with no key but its place and action, for tests that build
+    /// one without a config.
+    #[cfg(test)]
+    pub fn bare(index: usize, host: HostMatch, prefix: &str, action: Action) -> Route {
+        Route {
+            index,
+            host,
+            prefix: prefix.into(),
+            action,
+            jwt: None,
+            addrs: None,
+            compress: false,
+            strip_prefix: false,
+            basic_auth: None,
+            request_headers: Vec::new(),
+            rate_limit: None,
+            max_body: 10 << 20,
+            error_pages: None,
+            pos: None,
+            headers: Vec::new(),
+        }
+    }
+
     /// The request path minus the route prefix: `/` when nothing is left,
     /// else what follows the prefix (a `/`, or the `%2F` that matched one).
     pub fn rest<'a>(&self, path: &'a str) -> &'a str {

@@ -3,27 +3,16 @@
 use super::*;
 
 fn route(index: usize, host: &str, prefix: &str) -> Route {
-    Route {
+    Route::bare(
         index,
-        host: HostMatch::parse(host).unwrap(),
-        prefix: prefix.into(),
-        action: Action::Respond {
+        HostMatch::parse(host).unwrap(),
+        prefix,
+        Action::Respond {
             status: StatusCode::OK,
             body: Bytes::new(),
             content_type: HeaderValue::from_static("text/plain"),
         },
-        jwt: None,
-        addrs: None,
-        rate_limit: None,
-        compress: false,
-        strip_prefix: false,
-        basic_auth: None,
-        request_headers: Vec::new(),
-        max_body: 10 << 20,
-        error_pages: None,
-        pos: None,
-        headers: vec![],
-    }
+    )
 }
 
 fn find(r: &Router, host: &str, path: &str) -> Option<usize> {

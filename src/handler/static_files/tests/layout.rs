@@ -168,23 +168,12 @@ async fn a_file_root_serves_that_file_at_the_route_path() {
     let site = compile(&RawStatic::Detailed(raw), "r", &src, &mut errs).expect("compiles");
     let t = T {
         dir,
-        route: Route {
-            index: 0,
-            host: HostMatch::Any,
-            prefix: "/robots.txt".into(),
-            action: Action::Static(Arc::new(site)),
-            jwt: None,
-            addrs: None,
-            rate_limit: None,
-            compress: false,
-            strip_prefix: false,
-            basic_auth: None,
-            request_headers: Vec::new(),
-            max_body: 10 << 20,
-            error_pages: None,
-            pos: None,
-            headers: vec![],
-        },
+        route: Route::bare(
+            0,
+            HostMatch::Any,
+            "/robots.txt",
+            Action::Static(Arc::new(site)),
+        ),
     };
     let g = get(&t, "/robots.txt", &[]).await;
     assert_eq!((g.status, g.text().as_str()), (200, "User-agent: *"));

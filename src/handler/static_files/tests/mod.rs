@@ -57,23 +57,12 @@ fn site_with(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawStaticDetailed)) 
         &mut errs,
     )
     .unwrap_or_else(|| panic!("does not compile: {errs}"));
-    let route = Route {
-        index: 0,
-        host: HostMatch::Any,
-        prefix: "/static/".into(),
-        action: Action::Static(Arc::new(site)),
-        jwt: None,
-        addrs: None,
-        rate_limit: None,
-        compress: false,
-        strip_prefix: false,
-        basic_auth: None,
-        request_headers: Vec::new(),
-        max_body: 10 << 20,
-        error_pages: None,
-        pos: None,
-        headers: vec![],
-    };
+    let route = Route::bare(
+        0,
+        HostMatch::Any,
+        "/static/",
+        Action::Static(Arc::new(site)),
+    );
     T { dir, route }
 }
 
