@@ -161,9 +161,10 @@ class Deployment:
             (r'^servers = \["unix:run/gunicorn\.sock"\]', f'servers = ["unix:{self.socket}"]'),
             (r'^static = "staticfiles"', f'static = "{self.static_root}"'),
             (r'^access = "stdout"', f'access = "{self.tmp / "portcullis-access.log"}"'),
+            (r'"errors/502\.html"', f'"{HERE / "errors" / "502.html"}"'),
         ]:
             text, n = re.subn(pattern, repl, text, flags=re.M)
-            if n != 1:
+            if n != (2 if "errors" in pattern else 1):
                 raise SetupError(f"{self.config}: expected one line matching {pattern!r}, found {n}")
         conf = self.tmp / "portcullis.toml"
         conf.write_text(text)
@@ -419,11 +420,23 @@ class Checks:
         check(status_line.startswith("HTTP/1.1 413"), f"got {status_line!r}, want 413")
         self.d.assert_never_reached_gunicorn(marker)
 
+    def maintenance_page(self):
+        """with gunicorn stopped, a browser gets the site's error page (error_pages), not a line of text"""
+        self.d.stop(self.d.gunicorn)
+        page = (HERE / "errors" / "502.html").read_bytes()
+        status, headers, body = self.d.request("GET", "/public/", {"Accept": "text/html"})
+        check(status in (502, 503), f"status {status}, want 502 or 503")
+        check(body == page, f"body is not errors/502.html: {body[:200]!r}")
+        ctype = headers.get("Content-Type", "")
+        check(ctype.startswith("text/html"), f"Content-Type {ctype!r}")
+
 
 ORDER = [
     "tls_certificate", "public_is_open", "obtain_tokens", "protected_with_token",
     "protected_without_token", "refresh_as_bearer", "tampered_token", "refresh_and_use",
     "forwarded_headers", "static_file", "redirect_to_https", "large_upload", "too_large_upload",
+    # Last: it stops gunicorn.
+    "maintenance_page",
 ]
 
 
