@@ -141,11 +141,17 @@ impl BasicAuth {
             credentials(field).ok_or_else(|| self.refuse("malformed basic credentials"))?;
         let known = self.users.get_key_value(name.as_str());
         let hash = known.map_or_else(|| self.decoy.clone(), |(_, h)| h.clone());
-        // The semaphore is never closed.
-        let _permit = self.hashing.clone().acquire_owned().await;
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-            .await
-            .is_ok_and(|r| r.unwrap_or(false));
+        // The semaphore is never closed. The permit goes with the hashing,
+        // not with this future: a client that hangs up mid-check would
+        // otherwise free its place while its bcrypt still runs, and a
+        // client that hangs up again and again would run any number.
+        let permit = self.hashing.clone().acquire_owned().await;
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            bcrypt::verify(password, &hash)
+        })
+        .await
+        .is_ok_and(|r| r.unwrap_or(false));
         let Some((name, _)) = known.filter(|_| ok) else {
             return Err(self.refuse("wrong name or password"));
         };

@@ -53,6 +53,12 @@ async fn the_app_gets_the_path_after_the_prefix() {
             // The %2F gunicorn would read as the prefix's slash.
             ("/grafana%2Fpublic/x.js", "/public/x.js", &grafana),
             ("/api/v1/users", "/v1/users", &Some("/api".to_string())),
+            // A parameter ends the prefix's segment, as Java servers read it.
+            (
+                "/api;jsessionid=1/v1",
+                "/;jsessionid=1/v1",
+                &Some("/api".to_string()),
+            ),
             ("/apix/v1", "/apix/v1", &None),
             ("/other/grafana/x", "/other/grafana/x", &None),
         ] {
@@ -72,17 +78,21 @@ async fn the_app_gets_the_path_after_the_prefix() {
 }
 
 #[test]
-fn strip_prefix_goes_with_upstream_only() {
+fn these_keys_go_with_upstream_only() {
     let Err(e) = compile(&cfg(
-        "[[route]]\npath = \"/s/\"\nstatic = \"/srv\"\nstrip_prefix = true\n",
+        "[[route]]\npath = \"/s/\"\nstatic = \"/srv\"\nstrip_prefix = true\n\
+         request_headers = { X-A = \"1\", Connection = \"close\" }\n",
     )) else {
         panic!("compiled");
     };
-    assert!(
-        e.to_string()
-            .contains("route[0].strip_prefix: goes with upstream"),
-        "{e}"
-    );
+    let e = e.to_string();
+    for want in [
+        "route[0].strip_prefix: goes with upstream",
+        "route[0].request_headers: goes with upstream",
+        "route[0].request_headers.Connection: connection is set by the proxy",
+    ] {
+        assert!(e.contains(want), "{want:?} in {e}");
+    }
 }
 
 #[tokio::test]

@@ -105,12 +105,16 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 /// unchanged, and told what was taken in `X-Forwarded-Prefix`, which
 /// replaces a client's own. The path is in its normal form by now, and
 /// the prefix matched it; a `%2F` that matched the prefix's last `/` is
-/// sent as the `/` it stood for.
+/// sent as the `/` it stood for, and a rest that starts with a `;`
+/// parameter gets a `/` before it.
 pub fn strip_prefix(route: &Route, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
     let rest = route.rest(parts.uri.path());
     let rest = match rest.get(..3) {
         Some(s) if s.eq_ignore_ascii_case("%2f") => format!("/{}", &rest[3..]),
-        _ => rest.to_string(),
+        _ if rest.starts_with('/') => rest.to_string(),
+        // A `;` parameter that ended the prefix's last segment
+        // (`/api;x/y` under `/api`): a target starts with `/`.
+        _ => format!("/{rest}"),
     };
     let pq = match parts.uri.query() {
         Some(q) => format!("{rest}?{q}"),
