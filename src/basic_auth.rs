@@ -9,7 +9,8 @@
 //!   at a time, so a client guessing passwords cannot take every core
 //!   (pair the route with `rate_limit` to bound its guesses too);
 //! - a name not in the file is checked against a hash all the same, so the
-//!   time of a refusal does not tell which names exist.
+//!   time of a refusal does not tell which names exist (when the file's
+//!   hashes share one cost, as one `htpasswd -B -C N` run gives).
 
 use crate::gate::Rejection;
 use base64::Engine;
@@ -38,7 +39,18 @@ pub struct BasicAuth {
     /// and a match on it still refuses.
     decoy: Arc<str>,
     passed: Mutex<HashSet<[u8; 32]>>,
-    hashing: Arc<Semaphore>,
+}
+
+/// The bcrypt checks running at once, in the whole process: every route and
+/// every config still draining after a reload share it.
+fn hashing() -> Arc<Semaphore> {
+    static HASHING: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+    HASHING
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Arc::new(Semaphore::new((cores / 2).max(1)))
+        })
+        .clone()
 }
 
 impl std::fmt::Debug for BasicAuth {
@@ -87,13 +99,11 @@ impl BasicAuth {
         let Some(decoy) = users.values().next().cloned() else {
             return Err("no users in the file".into());
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(BasicAuth {
             challenge,
             users,
             decoy,
             passed: Mutex::new(HashSet::new()),
-            hashing: Arc::new(Semaphore::new((cores / 2).max(1))),
         })
     }
 
@@ -145,7 +155,7 @@ impl BasicAuth {
         // not with this future: a client that hangs up mid-check would
         // otherwise free its place while its bcrypt still runs, and a
         // client that hangs up again and again would run any number.
-        let permit = self.hashing.clone().acquire_owned().await;
+        let permit = hashing().acquire_owned().await;
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             bcrypt::verify(password, &hash)

@@ -55,6 +55,8 @@ pub struct Outcome {
     /// The route found (`Route::pos`), for its error pages: beside
     /// `attempts` too.
     pub route: Option<std::num::NonZeroU16>,
+    /// A HEAD request, whose answer from the proxy itself goes bodiless.
+    pub head: bool,
     pub reason: Option<&'static str>,
     pub upstream_head: Option<std::time::Duration>,
     /// The request's access-log entry when the log is on; the fields above
@@ -116,6 +118,9 @@ pub fn handle(
         if resp.status().as_u16() >= 400 {
             error_page(&snap, &out, &mut resp);
         }
+        if out.head {
+            handler::error_page::for_head(&mut resp);
+        }
         if conn.is_tls() {
             if let Some(hsts) = snap.tls.as_ref().and_then(|t| t.hsts.clone()) {
                 resp.headers_mut()
@@ -168,6 +173,7 @@ fn dispatch<'a>(
     out: &'a mut Outcome,
 ) -> impl std::future::Future<Output = Result<Resp, ProxyError>> + Send + 'a {
     async move {
+        out.head = parts.method == Method::HEAD;
         if parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
             return Err(ProxyError::UriTooLong);
         }
@@ -189,8 +195,8 @@ fn dispatch<'a>(
             out.reason = Some(why);
             return Err(ProxyError::BadRequest(why));
         }
-        for h in &snap.claim_headers {
-            parts.headers.remove(h);
+        if !snap.claim_headers.is_empty() {
+            checks::strip_claim_headers(&mut parts.headers, &snap.claim_headers);
         }
         let route = {
             let host = crate::router::request_host(&parts);

@@ -88,6 +88,19 @@ async fn a_route_asks_for_a_name_and_password_and_a_reload_changes_them() {
         .unwrap();
     let (_, _, body) = send(req).await;
     assert_eq!(json(&body)["headers"]["x-remote-user"], "bob");
+    // On a route without basic_auth a client cannot name itself, in either
+    // spelling of the field.
+    let req = Request::get(p.url("/open"))
+        .header("x-remote-user", "admin")
+        .header("x_remote_user", "admin")
+        .body(Body::default())
+        .unwrap();
+    let (_, _, body) = send(req).await;
+    let seen = &json(&body)["headers"];
+    assert!(
+        seen.get("x-remote-user").is_none() && seen.get("x_remote_user").is_none(),
+        "{seen}"
+    );
     // And the access log names them, as nginx's $remote_user.
     let log = p.dir.path().join("access.log");
     eventually_contains(&log, "\"GET /staging/who HTTP/1.1\"").await;
@@ -99,7 +112,7 @@ async fn a_route_asks_for_a_name_and_password_and_a_reload_changes_them() {
         200,
         "another route is open"
     );
-    assert_eq!(app.hits(), 5);
+    assert_eq!(app.hits(), 6);
 
     // alice's password changes on disk: after the reload the old one is
     // refused, though it had passed (and was remembered) before.

@@ -99,6 +99,33 @@ async fn the_proxys_own_errors_are_the_sites_pages() {
     let (st, _, body) = get(&p.url("/live/x")).await;
     assert_eq!((st, body.as_str()), (502, "django's own"));
 
+    // Over HTTP/2 too.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Body>();
+    for head in [false, true] {
+        let req = if head {
+            Request::head(p.url("/app/x"))
+        } else {
+            Request::get(p.url("/app/x"))
+        };
+        let resp = h2
+            .request(req.body(Body::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), 502);
+        assert_eq!(
+            resp.headers()["content-length"],
+            DOWN.len().to_string().as_str()
+        );
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, if head { "" } else { DOWN }, "HEAD: {head}");
+    }
+
     // HEAD: the page's fields, no body.
     let head = Request::head(p.url("/app/orders"))
         .body(Body::default())
@@ -145,4 +172,40 @@ async fn a_page_edited_on_disk_is_served_after_a_reload() {
         (st, body.as_str()),
         (502, "<h1>Maintenance until 14:00</h1>\n")
     );
+}
+
+#[tokio::test]
+async fn the_proxys_own_answer_to_head_has_a_length_and_no_body_over_http2() {
+    // HTTP/1 drops a HEAD answer's body as it writes; HTTP/2 sends what it
+    // is given, and DATA on a HEAD answer is a protocol error to clients.
+    let p = proxy(&cfg(
+        "[[route]]\npath = \"/x/\"\nrespond = { body = \"x\" }\n",
+    ))
+    .await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Body>();
+    let req = Request::head(p.url("/nowhere"))
+        .body(Body::default())
+        .unwrap();
+    let resp = h2.request(req).await.expect("a HEAD answer over HTTP/2");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.headers()["content-length"],
+        "not found\n".len().to_string().as_str()
+    );
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(body.is_empty());
+    // The same over HTTP/1.1, with the same length.
+    let (st, h, body) = send(
+        Request::head(p.url("/nowhere"))
+            .body(Body::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((st, body.as_str()), (404, ""));
+    assert_eq!(h["content-length"], "10");
 }

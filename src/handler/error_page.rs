@@ -47,6 +47,22 @@ impl ErrorPages {
     }
 }
 
+/// The proxy's own answer to a HEAD request: the length a GET's body would
+/// have, and no body. HTTP/1 drops a HEAD answer's body as it writes, but
+/// HTTP/2 sends what it is given, and DATA on a HEAD answer is a protocol
+/// error to the client.
+pub fn for_head(resp: &mut Resp) {
+    if resp.extensions().get::<Own>().is_none() {
+        return;
+    }
+    if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
+        resp.headers_mut()
+            .entry(CONTENT_LENGTH)
+            .or_insert_with(|| HeaderValue::from(n));
+    }
+    *resp.body_mut() = ProxyBody::empty();
+}
+
 /// By the file's extension: a page is HTML, JSON for an API's clients, or
 /// plain text.
 pub fn content_type(path: &std::path::Path) -> Option<&'static str> {

@@ -66,3 +66,51 @@ pub(super) fn content_length(parts: &http::request::Parts) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The fields the proxy vouches for (a JWT's `forward_claims`, a route's
+/// `{user}`), taken out of every request, whatever its route: an app
+/// trusts them as much behind an open route as behind a gated one. Their
+/// spellings with `_` for `-` go too, since some servers file `X_User_Id`
+/// where the app reads `X-User-Id` (Django under ASGI, gunicorn before 22;
+/// nginx drops such names for the same reason).
+pub(super) fn strip_claim_headers(h: &mut http::HeaderMap, claims: &[http::HeaderName]) {
+    for c in claims {
+        h.remove(c);
+    }
+    let underscored: Vec<http::HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let dashed = k.as_str().replace('_', "-");
+            claims.iter().any(|c| c.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for k in underscored {
+        h.remove(k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn claim_fields_go_in_every_spelling() {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in [
+            ("x-remote-user", "admin"),
+            ("x_remote_user", "admin"),
+            ("X_Remote-User", "admin"),
+            ("x_other_field", "kept"),
+            ("cookie", "kept"),
+        ] {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        super::strip_claim_headers(&mut h, &[http::HeaderName::from_static("x-remote-user")]);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["cookie", "x_other_field"]);
+    }
+}

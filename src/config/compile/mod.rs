@@ -53,6 +53,15 @@ pub fn compile(
         .values()
         .flat_map(|p| p.claim_headers().cloned())
         .collect();
+    // A field a route sets to the name basic_auth let through is trusted by
+    // the app as a claim is: no client may send its own, on any route.
+    claim_headers.extend(
+        routes
+            .iter()
+            .flat_map(|r| &r.request_headers)
+            .filter(|s| s.uses_user())
+            .map(|s| s.name().clone()),
+    );
     claim_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     claim_headers.dedup();
     if c.errs.is_empty() {
@@ -132,7 +141,11 @@ impl Compiler<'_> {
             server.max_spilled = server.max_spilled.max(largest);
             return;
         }
-        for r in routes.iter().filter(|r| r.max_body > server.max_spilled) {
+        // A route without its own has the server's, whose error is its own.
+        for r in routes
+            .iter()
+            .filter(|r| r.max_body > server.max_spilled && r.max_body != server.max_body)
+        {
             self.errs.add(
                 format!("route[{}].max_body", r.index),
                 "must be at most server.max_spilled: a body that size could never be kept",

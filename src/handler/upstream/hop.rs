@@ -125,12 +125,12 @@ pub fn strip_prefix(route: &Route, parts: &mut http::request::Parts) -> Result<(
     uri.path_and_query = Some(PathAndQuery::try_from(pq).map_err(bad)?);
     parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("bad request target"))?;
     let prefix = route.prefix.trim_end_matches('/');
-    if !prefix.is_empty() {
-        // A prefix is a path the config checked: a valid value.
-        if let Ok(v) = HeaderValue::from_str(prefix) {
-            parts.headers.insert(X_FORWARDED_PREFIX.clone(), v);
-        }
-    }
+    // A prefix is a path the config checked: a valid value. `/` strips
+    // nothing, and a client's own claim goes all the same.
+    match HeaderValue::from_str(prefix) {
+        Ok(v) if !prefix.is_empty() => parts.headers.insert(X_FORWARDED_PREFIX.clone(), v),
+        _ => parts.headers.remove(&X_FORWARDED_PREFIX),
+    };
     Ok(())
 }
 

@@ -155,11 +155,13 @@ pub fn apply(list: &[SetHeader], parts: &mut http::request::Parts, client: IpAdd
                         Part::User => out.push_str(user.map_or("", |u| &u.0)),
                     }
                 }
-                // Each piece is a valid value (checked at load, or the
-                // proxy's own), and so is their concatenation.
-                if let Ok(v) = HeaderValue::try_from(out) {
-                    h.insert(s.name.clone(), v);
-                }
+                // The pieces were checked at load, but a user's name comes
+                // from a file: a value that cannot be made leaves no field,
+                // never the client's own.
+                match HeaderValue::try_from(out) {
+                    Ok(v) => h.insert(s.name.clone(), v),
+                    Err(_) => h.remove(&s.name),
+                };
             }
         }
     }
