@@ -26,6 +26,8 @@ pub struct RateLimit {
     /// a reload that keeps the same limit.
     pub rate: String,
     pub burst: u32,
+    /// The `zone` the routes that share this limit name; `None`: one route's.
+    pub zone: Option<String>,
     shards: [Mutex<HashMap<u128, u64>>; SHARDS],
 }
 
@@ -39,6 +41,7 @@ impl RateLimit {
             tolerance: interval.saturating_mul(u64::from(burst)),
             rate,
             burst,
+            zone: None,
             shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
         }
     }

@@ -179,7 +179,10 @@ fn check(path: &Path) -> ExitCode {
                 let limit = r
                     .rate_limit
                     .as_ref()
-                    .map(|l| format!(" rate={} burst={}", l.rate, l.burst))
+                    .map(|l| match &l.zone {
+                        Some(z) => format!(" rate={} burst={} zone={z}", l.rate, l.burst),
+                        None => format!(" rate={} burst={}", l.rate, l.burst),
+                    })
                     .unwrap_or_default();
                 // Only a route's own: the server's is on the bodies line.
                 let body = if r.max_body == s.max_body {

@@ -212,3 +212,46 @@ async fn a_reload_keeps_what_an_unchanged_limit_knows() {
     assert_eq!(send(from(&url, Some("203.0.113.1"))).await.0, 200);
     assert_eq!(e.hits(), 4);
 }
+
+#[tokio::test]
+async fn routes_that_name_one_zone_share_each_clients_bucket() {
+    // Two login forms in one zone, an API route with a limit of its own:
+    // a client's burst of 2 is spent across the zone, not per route.
+    let e = echo().await;
+    let limit = |zone: &str| format!("rate_limit = {{ rate = \"1/h\", burst = 1{zone} }}\n");
+    let toml = |with_zone: bool| {
+        let z = if with_zone { ", zone = \"login\"" } else { "" };
+        cfg(&format!(
+            "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[upstream.app]\nservers = [\"{}\"]\n\
+             [[route]]\npath = \"/login/\"\nupstream = \"app\"\n{}\
+             [[route]]\npath = \"/admin/login/\"\nupstream = \"app\"\n{}\
+             [[route]]\npath = \"/api/\"\nupstream = \"app\"\n{}",
+            e.addr,
+            limit(z),
+            limit(z),
+            limit("")
+        ))
+    };
+    let p = proxy(&toml(true)).await;
+    let hit = |path: &str| send(from(&p.url(path), Some("203.0.113.1")));
+    assert_eq!(hit("/login/").await.0, 200);
+    assert_eq!(hit("/admin/login/").await.0, 200);
+    assert_eq!(hit("/login/").await.0, 429, "the zone's burst is spent");
+    assert_eq!(hit("/admin/login/").await.0, 429);
+    // A route with a limit of its own is not in the zone.
+    assert_eq!(hit("/api/").await.0, 200);
+    assert_eq!(hit("/api/").await.0, 200);
+    assert_eq!(hit("/api/").await.0, 429);
+    // A reload that keeps the zone keeps what it knows; without the zone
+    // each route has its own bucket again.
+    let mut more = toml(true);
+    more.push_str("[[route]]\npath = \"/healthz\"\nrespond = { body = \"ok\" }\n");
+    std::fs::write(&p.config_path, more).unwrap();
+    p.server.reload().await.unwrap();
+    assert_eq!(get(&p.url("/healthz")).await.2, "ok", "the reload took");
+    assert_eq!(hit("/admin/login/").await.0, 429);
+    std::fs::write(&p.config_path, toml(false)).unwrap();
+    p.server.reload().await.unwrap();
+    assert_eq!(hit("/login/").await.0, 200);
+    assert_eq!(hit("/admin/login/").await.0, 200);
+}

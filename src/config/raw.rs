@@ -314,6 +314,8 @@ pub struct RawBasicAuth {
 pub struct RawRateLimit {
     pub rate: String,
     pub burst: Option<u32>,
+    /// Routes that name one zone share one limit (nginx's limit_req_zone).
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

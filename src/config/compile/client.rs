@@ -125,12 +125,15 @@ impl Compiler<'_> {
                 return None;
             }
         };
+        if let Some(zone) = &raw.zone {
+            return self.zone(&place, zone, raw, per_second, burst, prev);
+        }
         let same = |r: &&crate::router::Route| {
             r.host == *host
                 && r.prefix == prefix
                 && r.rate_limit
                     .as_ref()
-                    .is_some_and(|l| l.rate == raw.rate && l.burst == burst)
+                    .is_some_and(|l| l.zone.is_none() && l.rate == raw.rate && l.burst == burst)
         };
         if let Some(kept) = prev
             .and_then(|p| p.routes().iter().find(same))
@@ -143,6 +146,53 @@ impl Compiler<'_> {
             per_second,
             burst,
         )))
+    }
+}
+
+impl Compiler<'_> {
+    /// A limit shared by every route that names `zone`: one bucket per
+    /// client across them all (nginx's `limit_req_zone` used by several
+    /// locations). A reload that keeps the zone's rate and burst keeps its
+    /// state, whichever routes name it now.
+    fn zone(
+        &mut self,
+        place: &str,
+        zone: &str,
+        raw: &RawRateLimit,
+        per_second: f64,
+        burst: u32,
+        prev: Option<&Router>,
+    ) -> Option<Arc<RateLimit>> {
+        if zone.trim().is_empty() {
+            self.errs.add(format!("{place}.zone"), "an empty name");
+            return None;
+        }
+        if let Some((l, first)) = self.zones.get(zone) {
+            if l.rate == raw.rate && l.burst == burst {
+                return Some(l.clone());
+            }
+            let msg = format!(
+                "zone {zone:?} is rate {:?}, burst {} at {first}: the routes that share a zone share its rate and burst",
+                l.rate, l.burst
+            );
+            self.errs.add(format!("{place}.zone"), msg);
+            return None;
+        }
+        let kept = prev.and_then(|p| {
+            p.routes()
+                .iter()
+                .filter_map(|r| r.rate_limit.as_ref())
+                .find(|l| l.zone.as_deref() == Some(zone) && l.rate == raw.rate && l.burst == burst)
+                .cloned()
+        });
+        let limit = kept.unwrap_or_else(|| {
+            let mut l = RateLimit::new(raw.rate.clone(), per_second, burst);
+            l.zone = Some(zone.to_string());
+            Arc::new(l)
+        });
+        self.zones
+            .insert(zone.to_string(), (limit.clone(), place.to_string()));
+        Some(limit)
     }
 }
 

@@ -21,6 +21,7 @@ pub fn compile(
         errs: Errors::default(),
         src,
         files: Vec::new(),
+        zones: Default::default(),
     };
     let mut server = c.server(&raw.server);
     let log = c.log(&raw.log);
@@ -94,6 +95,8 @@ pub(crate) struct Compiler<'a> {
     pub(crate) errs: Errors,
     pub(crate) src: &'a Source,
     pub(crate) files: Vec<std::path::PathBuf>,
+    /// `rate_limit` zones made so far, with the place that first gave each.
+    pub(crate) zones: std::collections::BTreeMap<String, (Arc<crate::limit::RateLimit>, String)>,
 }
 
 impl Compiler<'_> {

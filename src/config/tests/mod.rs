@@ -371,8 +371,50 @@ fn rate_limit_forms_and_errors() {
     );
     let e = errs(&route("{ burst = 5 }"));
     assert!(e[0].contains("missing field `rate`"), "{e:?}");
-    let e = errs(&route("{ rate = \"1/s\", zone = \"x\" }"));
-    assert!(e[0].contains("unknown field `zone`"), "{e:?}");
+    // Never held in a queue: nginx's `nodelay` is how it always is.
+    let e = errs(&route("{ rate = \"1/s\", nodelay = true }"));
+    assert!(e[0].contains("unknown field `nodelay`"), "{e:?}");
+    let e = errs(&route("{ rate = \"1/s\", zone = \" \" }"));
+    assert_eq!(e, ["route[0].rate_limit.zone: an empty name"]);
+}
+
+#[test]
+fn routes_in_one_zone_share_one_limit_of_one_rate() {
+    let route = |path: &str, limit: &str| {
+        format!(
+            "[[route]]\npath = \"{path}\"\nrespond = {{ body = \"x\" }}\nrate_limit = {limit}\n"
+        )
+    };
+    let zoned = "{ rate = \"5/m\", burst = 3, zone = \"login\" }";
+    let s = ok(&format!(
+        "{LISTEN}{}{}{}",
+        route("/a/", zoned),
+        route("/b/", zoned),
+        route("/c/", "{ rate = \"5/m\", burst = 3 }")
+    ));
+    let limit = |p: &str| {
+        s.router
+            .find("example.com", p)
+            .unwrap()
+            .rate_limit
+            .clone()
+            .unwrap()
+    };
+    assert!(Arc::ptr_eq(&limit("/a/"), &limit("/b/")));
+    assert!(
+        !Arc::ptr_eq(&limit("/a/"), &limit("/c/")),
+        "no zone: its own"
+    );
+    assert_eq!(limit("/a/").zone.as_deref(), Some("login"));
+    let e = errs(&format!(
+        "{LISTEN}{}{}",
+        route("/a/", zoned),
+        route("/b/", "{ rate = \"10/m\", burst = 3, zone = \"login\" }")
+    ));
+    assert_eq!(
+        e,
+        ["route[1].rate_limit.zone: zone \"login\" is rate \"5/m\", burst 3 at route[0].rate_limit: the routes that share a zone share its rate and burst"]
+    );
 }
 
 #[test]
