@@ -8,9 +8,12 @@
 //! - the hashing runs off the worker threads, at most `max(1, cores / 2)`
 //!   at a time, so a client guessing passwords cannot take every core
 //!   (pair the route with `rate_limit` to bound its guesses too);
-//! - a name not in the file is checked against a hash all the same, so the
-//!   time of a refusal does not tell which names exist (when the file's
-//!   hashes share one cost, as one `htpasswd -B -C N` run gives).
+//! - a name not in the file is checked against a hash all the same, one of
+//!   the file's costliest, so the time of a refusal does not tell which
+//!   names exist. That holds whole when the file's hashes share one cost,
+//!   as one `htpasswd -B -C N` run gives; a file that mixes costs is
+//!   accepted (files grow over years) and reported at load and by `check`,
+//!   since there a name's time tells its hash's cost.
 
 use crate::gate::Rejection;
 use base64::Engine;
@@ -35,9 +38,11 @@ pub struct BasicAuth {
     challenge: HeaderValue,
     /// Name -> hash; the name's `Arc` is what a request that passed carries.
     users: HashMap<Arc<str>, Arc<str>>,
-    /// Checked for a name not in the file: a real hash, so the same work,
-    /// and a match on it still refuses.
+    /// Checked for a name not in the file: a real hash of the highest cost,
+    /// so at least any name's work, and a match on it still refuses.
     decoy: Arc<str>,
+    /// The lowest and highest bcrypt cost in the file.
+    costs: (u32, u32),
     passed: Mutex<HashSet<[u8; 32]>>,
 }
 
@@ -75,6 +80,8 @@ impl BasicAuth {
             HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
                 .map_err(|_| format!("realm {realm:?} is not a valid header value"))?;
         let mut users = HashMap::new();
+        let mut costliest: Option<(u32, Arc<str>)> = None;
+        let mut lowest = u32::MAX;
         for (i, line) in htpasswd.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -89,26 +96,39 @@ impl BasicAuth {
                     "line {n} ({name}): only bcrypt hashes are accepted (htpasswd -B); MD5, SHA-1 and crypt ones are too quick to guess"
                 ));
             }
-            if hash.parse::<bcrypt::HashParts>().is_err() {
+            let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
                 return Err(format!("line {n} ({name}): not a whole bcrypt hash"));
+            };
+            let hash: Arc<str> = Arc::from(hash);
+            let cost = parts.get_cost();
+            lowest = lowest.min(cost);
+            if costliest.as_ref().is_none_or(|(c, _)| cost > *c) {
+                costliest = Some((cost, hash.clone()));
             }
-            if users.insert(Arc::from(name), Arc::from(hash)).is_some() {
+            if users.insert(Arc::from(name), hash).is_some() {
                 return Err(format!("line {n}: {name} is listed twice"));
             }
         }
-        let Some(decoy) = users.values().next().cloned() else {
+        let Some((highest, decoy)) = costliest else {
             return Err("no users in the file".into());
         };
         Ok(BasicAuth {
             challenge,
             users,
             decoy,
+            costs: (lowest, highest),
             passed: Mutex::new(HashSet::new()),
         })
     }
 
     pub fn users(&self) -> usize {
         self.users.len()
+    }
+
+    /// The lowest and highest bcrypt cost among the users' hashes: unequal,
+    /// a refusal's time can tell a cheap user's name from the others.
+    pub fn costs(&self) -> (u32, u32) {
+        self.costs
     }
 
     fn refuse(&self, reason: &'static str) -> Rejection {
@@ -277,6 +297,20 @@ mod tests {
             h.insert(AUTHORIZATION, HeaderValue::from_static(bad));
             assert!(matches!(a.quick(&h), Some(Err(_))), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_name_not_in_the_file_is_checked_against_the_costliest_hash() {
+        let cheap = bcrypt::hash("a", 4).unwrap();
+        let dear = bcrypt::hash("b", 6).unwrap();
+        let a = BasicAuth::new("r", &format!("ann:{cheap}\nbea:{dear}\ncal:{cheap}\n")).unwrap();
+        assert_eq!(a.costs(), (4, 6));
+        assert_eq!(&*a.decoy, &*dear);
+        // The decoy's own password still refuses a name not in the file.
+        assert!(a.verify(&field("zed:b")).await.is_err());
+        assert!(a.verify(&field("bea:b")).await.is_ok());
+        let one = BasicAuth::new("r", &format!("ann:{cheap}\n")).unwrap();
+        assert_eq!(one.costs(), (4, 4));
     }
 
     #[test]

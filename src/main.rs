@@ -195,7 +195,14 @@ fn check(path: &Path) -> ExitCode {
                 let basic = r
                     .basic_auth
                     .as_ref()
-                    .map(|a| format!(" basic_auth={} users", a.users()))
+                    .map(|a| match a.costs() {
+                        (lo, hi) if lo == hi => {
+                            format!(" basic_auth={} users cost={lo}", a.users())
+                        }
+                        (lo, hi) => {
+                            format!(" basic_auth={} users cost={lo}..{hi}(mixed)", a.users())
+                        }
+                    })
                     .unwrap_or_default();
                 // Names only: a value may be a secret the app checks.
                 let set: Vec<&str> = r

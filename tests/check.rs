@@ -130,6 +130,39 @@ rate_limit = { rate = "10r/s", burst = 20 }
 }
 
 #[test]
+fn a_users_file_that_mixes_bcrypt_costs_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cheap, dear) = (bcrypt::hash("a", 4).unwrap(), bcrypt::hash("b", 5).unwrap());
+    std::fs::write(
+        dir.path().join("one"),
+        format!("ann:{cheap}\ncal:{cheap}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mixed"),
+        format!("ann:{cheap}\nbea:{dear}\n"),
+    )
+    .unwrap();
+    let toml = |file: &str| {
+        format!(
+            "[[listen]]\naddr = \"127.0.0.1:8080\"\n[[route]]\nbasic_auth = {{ users = \"{file}\" }}\n\
+             respond = {{ body = \"x\" }}\n"
+        )
+    };
+    let (code, out, _) = common::check_cli(dir.path(), &toml("one"));
+    assert_eq!(code, 0);
+    assert!(out.contains("basic_auth=2 users cost=4\n"), "{out}");
+    // Accepted, since refusing would lock everyone out on a reload, and
+    // said, since a refusal's time now tells ann from the others.
+    let (code, out, _) = common::check_cli(dir.path(), &toml("mixed"));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("basic_auth=2 users cost=4..5(mixed)\n"),
+        "{out}"
+    );
+}
+
+#[test]
 fn the_example_config_checks() {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([

@@ -38,7 +38,20 @@ impl Compiler<'_> {
         };
         let realm = raw.realm.as_deref().unwrap_or("restricted");
         match BasicAuth::new(realm, &text) {
-            Ok(a) => Some(Arc::new(a)),
+            Ok(a) => {
+                let (lowest, highest) = a.costs();
+                if lowest != highest {
+                    // Accepted: a file grows over years, and refusing it
+                    // would lock everyone out on the next reload.
+                    tracing::warn!(
+                        file = %path.display(),
+                        lowest,
+                        highest,
+                        "basic_auth users mix bcrypt costs: a wrong password's time tells a cheap hash's name; rehash them with one cost"
+                    );
+                }
+                Some(Arc::new(a))
+            }
             Err(e) => {
                 let key = if e.starts_with("realm") {
                     "realm"
