@@ -164,6 +164,20 @@ impl BasicAuth {
 
     /// The bcrypt check, off the worker threads.
     pub async fn verify(&self, headers: &HeaderMap) -> Result<User, Rejection> {
+        self.verify_with(headers, hashing(), |p: &str, h: &str| {
+            bcrypt::verify(p, h).unwrap_or(false)
+        })
+        .await
+    }
+
+    /// `verify` with the limit and the check given, so that a test can hold
+    /// a check mid-way.
+    async fn verify_with(
+        &self,
+        headers: &HeaderMap,
+        limit: Arc<Semaphore>,
+        check: impl FnOnce(&str, &str) -> bool + Send + 'static,
+    ) -> Result<User, Rejection> {
         let field = headers
             .get(AUTHORIZATION)
             .ok_or_else(|| self.refuse("no credentials"))?;
@@ -175,13 +189,13 @@ impl BasicAuth {
         // not with this future: a client that hangs up mid-check would
         // otherwise free its place while its bcrypt still runs, and a
         // client that hangs up again and again would run any number.
-        let permit = hashing().acquire_owned().await;
+        let permit = limit.acquire_owned().await;
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            bcrypt::verify(password, &hash)
+            check(&password, &hash)
         })
         .await
-        .is_ok_and(|r| r.unwrap_or(false));
+        .unwrap_or(false);
         let Some((name, _)) = known.filter(|_| ok) else {
             return Err(self.refuse("wrong name or password"));
         };
@@ -311,6 +325,39 @@ mod tests {
         assert!(a.verify(&field("bea:b")).await.is_ok());
         let one = BasicAuth::new("r", &format!("ann:{cheap}\n")).unwrap();
         assert_eq!(one.costs(), (4, 4));
+    }
+
+    #[tokio::test]
+    async fn a_check_abandoned_by_its_client_keeps_its_place_until_bcrypt_ends() {
+        let a = Arc::new(auth());
+        let limit = Arc::new(Semaphore::new(1));
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let check = {
+            let (a, limit) = (a.clone(), limit.clone());
+            tokio::spawn(async move {
+                let check = move |_: &str, _: &str| {
+                    started_tx.send(()).unwrap();
+                    released.recv().is_ok()
+                };
+                a.verify_with(&field("alice:guess"), limit, check).await
+            })
+        };
+        // The check is hashing, with the one place taken.
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        // The client hangs up: its request future is dropped.
+        check.abort();
+        assert!(check.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            limit.available_permits(),
+            0,
+            "the hashing still runs, so its place is still taken"
+        );
+        release.send(()).unwrap();
+        // Given back when the hashing ends, not before.
+        drop(limit.acquire().await.unwrap());
     }
 
     #[test]
