@@ -134,7 +134,18 @@ fn check(path: &Path) -> ExitCode {
                 .iter()
                 .for_each(|l| println!("{l}"));
             for (name, u) in &snap.upstreams {
-                let servers: Vec<&str> = u.servers.iter().map(|s| &*s.label).collect();
+                let servers: Vec<String> = u
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        if u.is_backup(i) {
+                            format!("{} (backup)", s.label)
+                        } else {
+                            s.label.to_string()
+                        }
+                    })
+                    .collect();
                 println!(
                     "  upstream {name}: {} ({:?})",
                     servers.join(", "),

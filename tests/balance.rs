@@ -155,3 +155,30 @@ async fn ip_hash_keeps_clients_in_place_and_moves_few_when_a_server_goes() {
     assert_eq!(moved, on("b"));
     assert!(moved <= 90, "{moved} of {} moved", clients.len());
 }
+
+#[tokio::test]
+async fn backup_servers_answer_only_while_every_primary_is_out() {
+    let (mut a, mut c, b) = (named("a").await, named("c").await, named("b").await);
+    let p = proxy(&config(&format!(
+        "servers = [{:?}, {{ addr = {:?}, backup = true }}, {:?}]\n\
+         max_fails = 1\nfail_timeout = \"60s\"\nretries = 2",
+        a.addr, b.addr, c.addr
+    )))
+    .await;
+    let n = split(&p, 40).await;
+    assert_eq!(
+        (n.get("a"), n.get("c"), n.get("b")),
+        (Some(&20), Some(&20), None)
+    );
+    // Both primaries die: the first request tries each, then the backup,
+    // and no request fails.
+    a.kill().await;
+    c.kill().await;
+    let n = split(&p, 20).await;
+    assert_eq!(n.get("b"), Some(&20), "{n:?}");
+    // The primaries are out of service now: the backup is asked first.
+    let before = b.hits();
+    let (status, body) = get_with(&p, "/", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "b"));
+    assert_eq!(b.hits(), before + 1);
+}

@@ -73,7 +73,7 @@ fn good_config_prints_a_summary() {
 [[listen]]
 addr = "127.0.0.1:8080"
 [upstream.app]
-servers = ["127.0.0.1:8001", "unix:/run/app.sock"]
+servers = [{ addr = "127.0.0.1:8009", backup = true }, "127.0.0.1:8001", "unix:/run/app.sock"]
 [[route]]
 path = "/api/"
 upstream = "app"
@@ -92,7 +92,7 @@ rate_limit = { rate = "10r/s", burst = 20 }
     );
     assert!(out.contains("listen   127.0.0.1:8080"), "{out}");
     assert!(
-        out.contains("upstream app: 127.0.0.1:8001, unix:/run/app.sock"),
+        out.contains("upstream app: 127.0.0.1:8001, unix:/run/app.sock, 127.0.0.1:8009 (backup)"),
         "{out}"
     );
     assert!(out.contains("route[0] */api/ -> upstream app"), "{out}");

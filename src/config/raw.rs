@@ -129,7 +129,7 @@ pub struct RawUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "expected an address (\"127.0.0.1:8001\", \"unix:/path/app.sock\") or { addr = \"...\", weight = N }"
+    expecting = "expected an address (\"127.0.0.1:8001\", \"unix:/path/app.sock\") or { addr = \"...\", weight = N, backup = true }"
 )]
 pub enum RawServerEntry {
     Addr(String),
@@ -171,6 +171,8 @@ fn server_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RawServerEn
 pub struct RawServerDetailed {
     pub addr: String,
     pub weight: Option<u32>,
+    /// Sent requests only while no primary server is in service.
+    pub backup: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -260,35 +260,61 @@ impl Health {
 
 pub struct Upstream {
     pub name: String,
+    /// The primary servers first, then the backups (`backup = true`).
     pub servers: Vec<Arc<Server>>,
     pub weights: Vec<u32>,
+    /// How many of `servers` are primaries: at least one.
+    pub primaries: usize,
     pub settings: UpstreamSettings,
-    pub picker: balance::Picker,
+    picker: balance::Picker,
+    /// Over the backups, when there are any.
+    backup_picker: Option<balance::Picker>,
 }
 
 impl Upstream {
+    /// `servers` and `weights` in the order above, `primaries` of them
+    /// primaries.
     pub fn new(
         name: String,
         servers: Vec<Arc<Server>>,
         weights: Vec<u32>,
+        primaries: usize,
         settings: UpstreamSettings,
     ) -> Self {
-        let picker = balance::Picker::new(settings.balance, &weights);
+        let picker = balance::Picker::new(settings.balance, &weights[..primaries]);
+        let backup_picker = (primaries < weights.len())
+            .then(|| balance::Picker::new(settings.balance, &weights[primaries..]));
         Upstream {
             name,
             servers,
             weights,
+            primaries,
             settings,
             picker,
+            backup_picker,
         }
+    }
+
+    pub fn is_backup(&self, i: usize) -> bool {
+        i >= self.primaries
     }
 
     /// Pick a server for a request, skipping those out of service and those in
     /// `tried` (a bit set of indexes already attempted for this request).
+    /// A backup only when no primary is left, as nginx's `backup` servers.
     /// `None` when no server is left: the request fails at once with 503.
     pub fn pick(&self, client: IpAddr, tried: u64) -> Option<usize> {
-        self.picker
-            .pick(&self.servers, &self.weights, client, tried, now_ms())
+        let now = now_ms();
+        let p = self.primaries;
+        let (main, spare) = self.servers.split_at(p);
+        let (w_main, w_spare) = self.weights.split_at(p);
+        if let Some(i) = self.picker.pick(main, w_main, client, tried, now) {
+            return Some(i);
+        }
+        // With backups there are fewer than 64 primaries, so the shift holds.
+        let b = self.backup_picker.as_ref()?;
+        b.pick(spare, w_spare, client, tried.checked_shr(p as u32)?, now)
+            .map(|i| i + p)
     }
 
     /// Passive health: a connect error, a timeout, a broken exchange or (with

@@ -179,3 +179,51 @@ fn passive_health_lets_one_trial_through_and_another_if_it_is_abandoned() {
     assert!(h.available(now_ms()));
     assert_eq!(h.record_failure(2, t), None);
 }
+
+#[test]
+fn backups_take_requests_only_while_no_primary_can() {
+    for balance in [
+        Balance::RoundRobin,
+        Balance::LeastConn,
+        Balance::RandomTwo,
+        Balance::IpHash,
+    ] {
+        let mut st = settings();
+        st.balance = balance;
+        // Two primaries, then two backups weighted 3 to 1.
+        let up = super::Upstream::new("app".into(), servers(4), vec![1, 1, 3, 1], 2, st);
+        let picks = |tried: u64| {
+            let mut c = [0; 4];
+            for n in 0..400u32 {
+                let client = IpAddr::V4(std::net::Ipv4Addr::from(n));
+                if let Some(i) = up.pick(client, tried) {
+                    c[i] += 1;
+                }
+            }
+            c
+        };
+        let c = picks(0);
+        assert_eq!(c[2] + c[3], 0, "{balance:?}: primaries well, {c:?}");
+        assert!(c[0] > 0 && c[1] > 0, "{balance:?}: {c:?}");
+        // One primary out: the other takes all.
+        up.servers[0].health.set_probe_down(true);
+        assert_eq!(picks(0), [0, 400, 0, 0], "{balance:?}");
+        // The last primary already tried for this request: a backup.
+        let c = picks(0b0010);
+        assert_eq!(c[0] + c[1], 0, "{balance:?}: {c:?}");
+        assert_eq!(c[2] + c[3], 400, "{balance:?}: {c:?}");
+        // Both primaries out: the backups, by their weights, and a backup
+        // already tried is skipped as any server is.
+        up.servers[1].health.set_probe_down(true);
+        let c = picks(0);
+        assert_eq!(c[0] + c[1], 0, "{balance:?}: {c:?}");
+        if balance == Balance::RoundRobin {
+            assert_eq!(c, [0, 0, 300, 100]);
+        }
+        assert_eq!(picks(0b0100), [0, 0, 0, 400], "{balance:?}");
+        assert_eq!(picks(0b1100), [0; 4], "{balance:?}: none left");
+        // A primary back in service takes the requests back.
+        up.servers[0].health.set_probe_down(false);
+        assert_eq!(picks(0), [400, 0, 0, 0], "{balance:?}");
+    }
+}

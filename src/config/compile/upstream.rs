@@ -102,10 +102,15 @@ impl Compiler<'_> {
         let prev_up = prev.and_then(|p| p.upstreams.get(name));
         let mut servers: Vec<Arc<Server>> = Vec::new();
         let mut weights = Vec::new();
+        let mut backups = Vec::new();
         for (i, s) in u.servers.iter().enumerate() {
-            let (addr, weight) = match s {
-                RawServerEntry::Addr(a) => (a.as_str(), 1),
-                RawServerEntry::Detailed(d) => (d.addr.as_str(), d.weight.unwrap_or(1)),
+            let (addr, weight, backup) = match s {
+                RawServerEntry::Addr(a) => (a.as_str(), 1, false),
+                RawServerEntry::Detailed(d) => (
+                    d.addr.as_str(),
+                    d.weight.unwrap_or(1),
+                    d.backup.unwrap_or(false),
+                ),
             };
             let sp = format!("{place}.servers[{i}]");
             if weight == 0 || weight > 1000 {
@@ -135,11 +140,30 @@ impl Compiler<'_> {
             server.pool.set_max_requests(settings.keepalive_requests);
             servers.push(server);
             weights.push(weight.clamp(1, 1000));
+            backups.push(backup);
+        }
+        let primaries = backups.iter().filter(|b| !**b).count();
+        if primaries == 0 && !servers.is_empty() {
+            self.errs.add(
+                format!("{place}.servers"),
+                "every server is a backup: at least one must take requests while all are well",
+            );
         }
         if self.errs.0.len() > n_errs {
             return None;
         }
-        Some(Upstream::new(name.to_string(), servers, weights, settings))
+        // The primaries first, each group in the file's order (a stable sort).
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        order.sort_by_key(|&i| backups[i]);
+        let servers = order.iter().map(|&i| servers[i].clone()).collect();
+        let weights = order.iter().map(|&i| weights[i]).collect();
+        Some(Upstream::new(
+            name.to_string(),
+            servers,
+            weights,
+            primaries,
+            settings,
+        ))
     }
 
     fn health(&mut self, h: &RawHealth, place: &str) -> HealthSettings {

@@ -328,3 +328,40 @@ fn bad_health_settings_are_reported_with_their_place() {
     }
     assert!(!e.contains("expect[0]"), "{e}");
 }
+
+#[test]
+fn backup_servers_go_after_the_primaries_and_one_primary_is_needed() {
+    let s = ok(&format!(
+        r#"{LISTEN}
+[upstream.app]
+servers = [{{ addr = "127.0.0.1:8009", backup = true }}, "127.0.0.1:8001", {{ addr = "unix:/run/b.sock", backup = true, weight = 2 }}, {{ addr = "127.0.0.1:8002", weight = 3, backup = false }}]
+"#
+    ));
+    let up = &s.upstreams["app"];
+    let order: Vec<&str> = up.servers.iter().map(|s| &*s.label).collect();
+    assert_eq!(
+        order,
+        [
+            "127.0.0.1:8001",
+            "127.0.0.1:8002",
+            "127.0.0.1:8009",
+            "unix:/run/b.sock"
+        ]
+    );
+    assert_eq!(up.weights, [1, 3, 1, 2]);
+    assert_eq!(up.primaries, 2);
+    assert!(!up.is_backup(1) && up.is_backup(2));
+
+    let e = errs(&format!(
+        "{LISTEN}[upstream.app]\nservers = [{{ addr = \"127.0.0.1:8001\", backup = true }}]\n"
+    ));
+    assert_eq!(
+        e,
+        ["upstream.app.servers: every server is a backup: at least one must take requests while all are well"]
+    );
+    let e = errs(&format!(
+        "{LISTEN}[upstream.app]\nservers = [{{ addr = \"127.0.0.1:8001\", backup = \"yes\" }}]\n"
+    ));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("upstream.app.servers[0]"), "{e:?}");
+}
