@@ -32,6 +32,11 @@ pub struct User(pub Arc<str>);
 const REMEMBERED: usize = 1024;
 /// A longer Authorization field is not a name and a password.
 const MAX_FIELD: usize = 4096;
+/// bcrypt's least cost (the crate does not export it).
+const MIN_COST: u32 = 4;
+/// The costliest hash accepted: about 4 s a check on one core of the
+/// machines measured (cost 10 took 60 ms; each step doubles it).
+const MAX_COST: u32 = 16;
 
 pub struct BasicAuth {
     /// `Basic realm="...", charset="UTF-8"`, sent with each 401.
@@ -99,8 +104,16 @@ impl BasicAuth {
             let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
                 return Err(format!("line {n} ({name}): not a whole bcrypt hash"));
             };
-            let hash: Arc<str> = Arc::from(hash);
             let cost = parts.get_cost();
+            // bcrypt computes 4 to 31. Above MAX_COST one check takes
+            // minutes while holding a hashing place, and the costliest
+            // hash is what every unknown name is checked against.
+            if !(MIN_COST..=MAX_COST).contains(&cost) {
+                return Err(format!(
+                    "line {n} ({name}): bcrypt cost {cost} is outside {MIN_COST}..={MAX_COST} (htpasswd -B -C N)"
+                ));
+            }
+            let hash: Arc<str> = Arc::from(hash);
             lowest = lowest.min(cost);
             if costliest.as_ref().is_none_or(|(c, _)| cost > *c) {
                 costliest = Some((cost, hash.clone()));
@@ -218,6 +231,11 @@ pub fn htpasswd_line(name: &str, password: &str, cost: u32) -> Result<String, St
     if password.is_empty() {
         return Err("an empty password (read from standard input)".into());
     }
+    if !(MIN_COST..=MAX_COST).contains(&cost) {
+        return Err(format!(
+            "cost {cost}: from {MIN_COST} to {MAX_COST}, as the users file takes"
+        ));
+    }
     let parts = bcrypt::hash_with_result(password, cost).map_err(|e| e.to_string())?;
     Ok(format!(
         "{name}:{}",
@@ -296,6 +314,7 @@ mod tests {
             htpasswd_line("dave", "x", 3).is_err(),
             "below bcrypt's least cost"
         );
+        assert!(htpasswd_line("dave", "x", 17).is_err(), "past MAX_COST");
     }
 
     #[test]
@@ -367,6 +386,16 @@ mod tests {
         assert!(e("# none\n").contains("no users"));
         assert!(e("\njust-a-name\n").starts_with("line 2: not name:hash"));
         assert!(e("bob:$2y$05$short\n").contains("not a whole bcrypt hash"));
+        // A cost bcrypt cannot compute, or one that would hold a hashing
+        // place for minutes: the costliest is every unknown name's decoy.
+        let h = bcrypt::hash("x", 4).unwrap();
+        for cost in ["03", "17", "31", "99"] {
+            let line = format!("bob:{}{cost}{}\n", &h[..4], &h[6..]);
+            assert!(
+                e(&line).contains(&format!("bcrypt cost {}", cost.trim_start_matches('0'))),
+                "{cost}"
+            );
+        }
         let h = bcrypt::hash("x", 4).unwrap();
         assert!(e(&format!("bob:{h}\nbob:{h}\n")).contains("bob is listed twice"));
         assert!(BasicAuth::new("a \"quoted\" realm", &format!("bob:{h}")).is_err());

@@ -176,9 +176,18 @@ async fn backup_servers_answer_only_while_every_primary_is_out() {
     c.kill().await;
     let n = split(&p, 20).await;
     assert_eq!(n.get("b"), Some(&20), "{n:?}");
-    // The primaries are out of service now: the backup is asked first.
-    let before = b.hits();
-    let (status, body) = get_with(&p, "/", &[]).await;
+    // The primaries are out of service now: the backup is asked first,
+    // with no attempt on a dead primary before it.
+    let (status, headers, body) = common::send(
+        hyper::Request::get(p.url("/"))
+            .body(common::Body::default())
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, body.as_str()), (200, "b"));
-    assert_eq!(b.hits(), before + 1);
+    let line = common::log_line(&p.dir.path().join("access.log"), &headers).await;
+    assert!(
+        line.contains(&format!(" upstream={} attempts=1 ", b.addr)),
+        "{line}"
+    );
 }

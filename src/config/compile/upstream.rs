@@ -128,7 +128,7 @@ impl Compiler<'_> {
             };
             if servers.iter().any(|s| s.addr == addr) {
                 self.errs
-                    .add(sp, format!("{addr} is listed twice; use weight instead"));
+                    .add(sp, format!("{addr} is listed twice; list it once (give it a weight for a larger share)"));
                 continue;
             }
             // Same server in the running config: keep its pool and health.
@@ -143,7 +143,13 @@ impl Compiler<'_> {
             backups.push(backup);
         }
         let primaries = backups.iter().filter(|b| !**b).count();
-        if primaries == 0 && !servers.is_empty() {
+        // From the file's list: an entry already refused is no reason to
+        // say that every server is a backup.
+        let listed_primary = u
+            .servers
+            .iter()
+            .any(|s| !matches!(s, RawServerEntry::Detailed(d) if d.backup == Some(true)));
+        if !listed_primary && !u.servers.is_empty() {
             self.errs.add(
                 format!("{place}.servers"),
                 "every server is a backup: at least one must take requests while all are well",

@@ -359,6 +359,12 @@ servers = [{{ addr = "127.0.0.1:8009", backup = true }}, "127.0.0.1:8001", {{ ad
         e,
         ["upstream.app.servers: every server is a backup: at least one must take requests while all are well"]
     );
+    // A primary that is refused is still no reason for that error.
+    let e = errs(&format!(
+        "{LISTEN}[upstream.app]\nservers = [\"http://127.0.0.1:1\", {{ addr = \"127.0.0.1:8001\", backup = true }}]\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("upstream.app.servers[0]: write"), "{e:?}");
     let e = errs(&format!(
         "{LISTEN}[upstream.app]\nservers = [{{ addr = \"127.0.0.1:8001\", backup = \"yes\" }}]\n"
     ));
