@@ -203,6 +203,7 @@ fn check(path: &Path) -> ExitCode {
                 };
                 let gzip = if r.compress { " compress" } else { "" };
                 let strip = if r.strip_prefix { " strip_prefix" } else { "" };
+                let internal = if r.internal { " internal" } else { "" };
                 let basic = r
                     .basic_auth
                     .as_ref()
@@ -233,7 +234,7 @@ fn check(path: &Path) -> ExitCode {
                     (None, _) => String::new(),
                 };
                 println!(
-                    "  route[{}] {host}{} -> {action}{jwt}{basic}{addrs}{limit}{strip}{set}{body}{gzip}{errs}",
+                    "  route[{}] {host}{} -> {action}{internal}{jwt}{basic}{addrs}{limit}{strip}{set}{body}{gzip}{errs}",
                     r.index, r.prefix
                 );
             }

@@ -113,6 +113,9 @@ pub struct Route {
     pub pos: Option<std::num::NonZeroU16>,
     /// Response headers set on every answer of this route.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Reached only by an upstream's `X-Accel-Redirect` (nginx's
+    /// `internal`): a client asking for it directly gets 404.
+    pub internal: bool,
 }
 
 impl Route {
@@ -136,6 +139,7 @@ impl Route {
             error_pages: None,
             pos: None,
             headers: Vec::new(),
+            internal: false,
         }
     }
 
@@ -215,6 +219,9 @@ fn segment_end(s: &[u8], j: usize) -> usize {
 pub struct Router {
     /// Sorted so that the first match is the right one.
     routes: Vec<Route>,
+    /// Some route is `internal`: only then does a proxied request keep
+    /// what an `X-Accel-Redirect` would need.
+    has_internal: bool,
 }
 
 impl Router {
@@ -236,7 +243,15 @@ impl Router {
                 .ok()
                 .and_then(std::num::NonZeroU16::new);
         }
-        Router { routes }
+        let has_internal = routes.iter().any(|r| r.internal);
+        Router {
+            routes,
+            has_internal,
+        }
+    }
+
+    pub fn has_internal(&self) -> bool {
+        self.has_internal
     }
 
     /// `host` is the request's host without port.

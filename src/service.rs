@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+mod accel;
 mod answers;
 mod checks;
 
@@ -205,6 +206,10 @@ fn dispatch<'a>(
                 .ok_or(ProxyError::NoRoute)?
         };
         out.route = route.pos;
+        if route.internal {
+            // Only an app's X-Accel-Redirect reaches it.
+            return Err(ProxyError::NotFound);
+        }
         // Before the token: a client that may not reach the route learns
         // nothing of its policy, and no signature is checked for it.
         if route.addrs.is_some() || route.rate_limit.is_some() {
@@ -240,27 +245,49 @@ fn dispatch<'a>(
             }
         }
         let head = parts.method == Method::HEAD;
-        let mut resp = match &route.action {
+        // With the route whose `headers` the answer gets: an
+        // X-Accel-Redirect's internal route in place of the app's.
+        let (mut resp, route) = match &route.action {
             Action::Upstream(up) => {
                 if route.strip_prefix {
                     handler::upstream::strip_prefix(route, &mut parts)?;
                 }
                 out.gzip = route.compress && handler::compress::wanted(&parts);
+                // Boxed: held across the app's answer, inline it would grow
+                // every request's future by its size.
+                let saved = snap
+                    .router
+                    .has_internal()
+                    .then(|| Box::new(accel::Saved::of(&parts)));
                 let mut resp =
                     crate::handler::upstream::forward(up, route, snap, conn, parts, body, out)
                         .await?;
-                if out.gzip {
-                    handler::compress::apply(&mut resp);
+                match saved {
+                    Some(saved) if accel::asked(&resp) => {
+                        // A file is sent as it is on disk, as by its route.
+                        out.gzip = false;
+                        accel::follow(snap, saved, resp)?
+                    }
+                    _ => {
+                        if out.gzip {
+                            handler::compress::apply(&mut resp);
+                        }
+                        (resp, route)
+                    }
                 }
-                resp
             }
-            Action::Static(site) => crate::handler::static_files::serve(site, route, &parts)?,
-            Action::Redirect { to, status } => handler::redirect(to, *status, route, &parts.uri),
+            Action::Static(site) => (
+                crate::handler::static_files::serve(site, route, &parts)?,
+                route,
+            ),
+            Action::Redirect { to, status } => {
+                (handler::redirect(to, *status, route, &parts.uri), route)
+            }
             Action::Respond {
                 status,
                 body,
                 content_type,
-            } => handler::respond(*status, body, content_type, head),
+            } => (handler::respond(*status, body, content_type, head), route),
         };
         // Like nginx's add_header: on answers that succeeded or redirect, not
         // on errors (a 416 must not be cached as `immutable`).

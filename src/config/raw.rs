@@ -301,6 +301,7 @@ pub struct RawRoute {
     pub strip_prefix: Option<bool>,
     pub request_headers: Option<BTreeMap<String, String>>,
     pub basic_auth: Option<RawBasicAuth>,
+    pub internal: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -72,6 +72,17 @@ impl RawFields {
         self.has_date
     }
 
+    /// The first value of the field `name` (lower case), if there is one;
+    /// one bit test when there is not.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        if bit(name.as_bytes()) & self.names == 0 {
+            return None;
+        }
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
     /// Each field's name and value.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.block

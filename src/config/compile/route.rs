@@ -239,6 +239,13 @@ impl Compiler<'_> {
                 "goes with upstream: a static root already stands for the prefix, and a redirect has {rest}",
             );
         }
+        let internal = r.internal.unwrap_or(false);
+        if internal && r.static_files.is_none() {
+            self.errs.add(
+                format!("{place}.internal"),
+                "goes with static: an internal route serves the files an app names in X-Accel-Redirect",
+            );
+        }
         let rate_limit = self.rate_limit(place, r.rate_limit.as_ref(), &host, &prefix, prev);
         let max_body = self.size(&r.max_body, &format!("{place}.max_body"), max_body);
         let error_pages = self.error_pages(r.error_pages.as_ref(), place, error_pages);
@@ -261,6 +268,7 @@ impl Compiler<'_> {
             error_pages,
             pos: None, // set by Router::new
             headers,
+            internal,
         })
     }
 }
