@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{proxy_in, send, upstream, Body, Proxy, Upstream};
+use common::{cfg, proxy_in, send, upstream, Body, Proxy, Upstream};
 use hyper::{Request, Response};
 
 /// The app: `/download/N` answers with the file's path as nginx would be
@@ -37,12 +37,8 @@ async fn setup() -> (Proxy, Upstream) {
     std::fs::create_dir(dir.path().join("private")).unwrap();
     let pdf: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("private/report.pdf"), pdf).unwrap();
-    let toml = format!(
+    let toml = cfg(&format!(
         r#"
-[log]
-access = "off"
-[[listen]]
-addr = "127.0.0.1:0"
 [upstream.app]
 servers = ["{}"]
 [[route]]
@@ -56,7 +52,7 @@ upstream = "app"
 compress = true
 "#,
         app.addr
-    );
+    ));
     (proxy_in(dir, &toml).await, app)
 }
 
@@ -137,10 +133,10 @@ async fn an_internal_route_is_not_for_clients_and_a_bad_redirect_is_refused() {
 #[tokio::test]
 async fn without_an_internal_route_the_field_passes_untouched() {
     let app = app().await;
-    let toml = format!(
-        "[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+    let toml = cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
         app.addr
-    );
+    ));
     let p = proxy_in(tempfile::tempdir().unwrap(), &toml).await;
     let (status, h, body) = send_get(&p, "/download/1").await;
     assert_eq!((status, body.as_str()), (200, "app body"));
