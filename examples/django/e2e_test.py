@@ -160,6 +160,7 @@ class Deployment:
             (r'^addr = "127\.0\.0\.1:8080"', f'addr = "127.0.0.1:{self.http_port}"'),
             (r'^servers = \["unix:run/gunicorn\.sock"\]', f'servers = ["unix:{self.socket}"]'),
             (r'^static = "staticfiles"', f'static = "{self.static_root}"'),
+            (r'^static = "private"', f'static = "{HERE / "private"}"'),
             (r'^access = "stdout"', f'access = "{self.tmp / "portcullis-access.log"}"'),
             (r'"errors/502\.html"', f'"{HERE / "errors" / "502.html"}"'),
         ]:
@@ -379,6 +380,22 @@ class Checks:
         check(ctype.startswith("text/css"), f"Content-Type {ctype!r}")
         self.d.assert_never_reached_gunicorn(marker)
 
+    def protected_download(self):
+        """/api/invoice/: Django checks the token and names the file (X-Accel-Redirect), portcullis sends it; /protected/ itself is 404"""
+        on_disk = (HERE / "private" / "invoice-42.txt").read_bytes()
+        marker = "invoice-" + secrets.token_hex(8)
+        status, headers, body = self.d.request("GET", f"/api/invoice/?{marker}", bearer(self.need("access")))
+        check(status == 200, f"status {status}: {body[:200]!r}")
+        check(body == on_disk, f"body is not private/invoice-42.txt: {body[:200]!r}")
+        disposition = headers.get("Content-Disposition", "")
+        check(disposition == 'attachment; filename="invoice-42.txt"', f"Content-Disposition {disposition!r}")
+        check(headers.get("X-Accel-Redirect") is None, "X-Accel-Redirect reached the client")
+        wait_for("gunicorn logging the invoice request", lambda: self.d.gunicorn_saw(marker), 10)
+        status, _, _ = self.d.request("GET", "/protected/invoice-42.txt")
+        check(status == 404, f"/protected/invoice-42.txt asked directly: {status}, want 404")
+        status, _, _ = self.d.request("GET", "/api/invoice/")
+        check(status == 401, f"/api/invoice/ without a token: {status}, want 401")
+
     def redirect_to_https(self):
         """plain HTTP gets a 308 to the same path over https, and following it works"""
         status, headers, _ = self.d.request("GET", "/public/?from=plain", tls=False)
@@ -434,7 +451,7 @@ class Checks:
 ORDER = [
     "tls_certificate", "public_is_open", "obtain_tokens", "protected_with_token",
     "protected_without_token", "refresh_as_bearer", "tampered_token", "refresh_and_use",
-    "forwarded_headers", "static_file", "redirect_to_https", "large_upload", "too_large_upload",
+    "forwarded_headers", "static_file", "protected_download", "redirect_to_https", "large_upload", "too_large_upload",
     # Last: it stops gunicorn.
     "maintenance_page",
 ]

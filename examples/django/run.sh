@@ -83,6 +83,8 @@ Try (-k: the certificate is a development one made at start):
   curl -k https://localhost:8443/api/headers/ -H "Authorization: Bearer $TOKEN" -H 'X-User-Id: 999'
   # a static file, served by portcullis from staticfiles/
   curl -Ik https://localhost:8443/static/demo/site.css
+  # a protected download: Django checks the token, portcullis sends private/invoice-42.txt
+  curl -k https://localhost:8443/api/invoice/ -H "Authorization: Bearer $TOKEN"
   # plain http: 308 to https
   curl -I http://localhost:8080/public/
 

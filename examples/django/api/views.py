@@ -5,6 +5,8 @@ safe should it ever be reached some other way.
 """
 import hashlib
 
+from django.http import HttpResponse
+
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -79,3 +81,15 @@ def upload(request):
         digest.update(chunk)
         size += len(chunk)
     return Response({"bytes": size, "sha256": digest.hexdigest()})
+
+
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def invoice(request):
+    """A file only a signed-in user may download: Django decides, portcullis
+    sends the bytes from its internal /protected/ route (what
+    django-sendfile2's nginx backend answers, without the package)."""
+    response = HttpResponse(content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="invoice-42.txt"'
+    response["X-Accel-Redirect"] = "/protected/invoice-42.txt"
+    return response

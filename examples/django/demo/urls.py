@@ -11,6 +11,8 @@ urlpatterns = [
     path("api/hello/", views.hello, name="hello"),
     path("api/headers/", views.headers, name="headers"),
     path("api/upload/", views.upload, name="upload"),
+    # Answered by portcullis with a file from its internal /protected/ route.
+    path("api/invoice/", views.invoice, name="invoice"),
     # Open everywhere.
     path("public/", views.public, name="public"),
 ]
