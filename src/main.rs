@@ -204,6 +204,10 @@ fn check(path: &Path) -> ExitCode {
                 let gzip = if r.compress { " compress" } else { "" };
                 let strip = if r.strip_prefix { " strip_prefix" } else { "" };
                 let internal = if r.internal { " internal" } else { "" };
+                let timeout = r
+                    .timeout
+                    .map(|t| format!(" timeout={t:?}"))
+                    .unwrap_or_default();
                 let basic = r
                     .basic_auth
                     .as_ref()
@@ -234,7 +238,7 @@ fn check(path: &Path) -> ExitCode {
                     (None, _) => String::new(),
                 };
                 println!(
-                    "  route[{}] {host}{} -> {action}{internal}{jwt}{basic}{addrs}{limit}{strip}{set}{body}{gzip}{errs}",
+                    "  route[{}] {host}{} -> {action}{internal}{jwt}{basic}{addrs}{limit}{strip}{set}{body}{timeout}{gzip}{errs}",
                     r.index, r.prefix
                 );
             }

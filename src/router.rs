@@ -116,6 +116,9 @@ pub struct Route {
     /// Reached only by an upstream's `X-Accel-Redirect` (nginx's
     /// `internal`): a client asking for it directly gets 404.
     pub internal: bool,
+    /// The wait for the upstream's answer head on this route, in place of
+    /// its upstream's `timeout` (a report view that takes minutes).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Route {
@@ -140,6 +143,7 @@ impl Route {
             pos: None,
             headers: Vec::new(),
             internal: false,
+            timeout: None,
         }
     }
 

@@ -77,6 +77,7 @@ servers = [{ addr = "127.0.0.1:8009", backup = true }, "127.0.0.1:8001", "unix:/
 [[route]]
 path = "/api/"
 upstream = "app"
+timeout = "5m"
 [[route]]
 path = "/admin/"
 upstream = "app"
@@ -95,7 +96,10 @@ rate_limit = { rate = "10r/s", burst = 20 }
         out.contains("upstream app: 127.0.0.1:8001, unix:/run/app.sock, 127.0.0.1:8009 (backup)"),
         "{out}"
     );
-    assert!(out.contains("route[0] */api/ -> upstream app"), "{out}");
+    assert!(
+        out.contains("route[0] */api/ -> upstream app timeout=300s\n"),
+        "{out}"
+    );
     // Where bodies read whole go: defaults.
     let tmp = std::env::temp_dir();
     assert!(

@@ -335,3 +335,47 @@ async fn an_http2_connection_kept_busy_by_pings_alone_is_closed_after_idle_timeo
         "a connection with no requests was kept by its PINGs: {ended:?}"
     );
 }
+
+#[tokio::test]
+async fn a_route_timeout_outlasts_its_upstreams() {
+    // /report/ answers only once the test says so; anything else never.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let app = {
+        let release = release.clone();
+        upstream(move |req| {
+            let (arrived_tx, release) = (arrived_tx.clone(), release.clone());
+            async move {
+                if req.uri().path().starts_with("/report/") {
+                    let _ = arrived_tx.send(());
+                    release.notified().await;
+                    return http::Response::new(Full::new(Bytes::from("report")));
+                }
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+        })
+        .await
+    };
+    let p = proxy(&cfg(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\ntimeout = \"200ms\"\nretries = 0\n\
+         [[route]]\npath = \"/report/\"\nupstream = \"app\"\ntimeout = \"1h\"\n\
+         [[route]]\nupstream = \"app\"\n",
+        app.addr
+    )))
+    .await;
+    let report = tokio::spawn(get_owned(p.url("/report/2026")));
+    arrived.recv().await.unwrap();
+    // The upstream's own timeout, on another route, runs out in full while
+    // the report, asked first, waits: had it the same timeout, it would
+    // have had its 504 by then.
+    let (status, _, _) = get(&p.url("/other")).await;
+    assert_eq!(status, 504);
+    release.notify_one();
+    let (status, _, body) = report.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "report"));
+}
+
+async fn get_owned(url: String) -> (u16, http::HeaderMap, String) {
+    get(&url).await
+}

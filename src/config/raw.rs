@@ -302,6 +302,7 @@ pub struct RawRoute {
     pub request_headers: Option<BTreeMap<String, String>>,
     pub basic_auth: Option<RawBasicAuth>,
     pub internal: Option<bool>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

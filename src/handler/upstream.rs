@@ -89,7 +89,7 @@ pub fn forward<'a>(
             out.attempts += 1;
             out.upstream = Some(server.clone());
             let guard = InflightGuard::new(server.clone());
-            let result = exchange(up, server, &parts, &mut send, replayable).await;
+            let result = exchange(up, route, server, &parts, &mut send, replayable).await;
             let result = result.and_then(|(head, c)| {
                 if head.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
                     let e = ProxyError::Upstream("101 to a request that asked no upgrade".into());
@@ -165,6 +165,7 @@ enum Failed {
 /// never reused, so this happens at most once per attempt.
 async fn exchange(
     up: &Upstream,
+    route: &Route,
     server: &Server,
     parts: &http::request::Parts,
     send: &mut SendBody,
@@ -181,7 +182,9 @@ async fn exchange(
                 Err(e) => return Err(Failed::Unsent(ProxyError::Connect(e.to_string()))),
             },
         };
-        let e = match c.exchange(parts, send, s.timeout).await {
+        // The route's own, else its upstream's.
+        let timeout = route.timeout.unwrap_or(s.timeout);
+        let e = match c.exchange(parts, send, timeout).await {
             Ok(head) => return Ok((head, c)),
             Err(e) => e,
         };

@@ -246,6 +246,25 @@ impl Compiler<'_> {
                 "goes with static: an internal route serves the files an app names in X-Accel-Redirect",
             );
         }
+        let timeout = r.timeout.as_ref().map(|_| {
+            if r.upstream.is_none() {
+                self.errs.add(
+                    format!("{place}.timeout"),
+                    "goes with upstream: it is the wait for the app's answer",
+                );
+            }
+            let before = self.errs.0.len();
+            let t = self.duration(
+                &r.timeout,
+                &format!("{place}.timeout"),
+                std::time::Duration::ZERO,
+            );
+            if t.is_zero() && self.errs.0.len() == before {
+                self.errs
+                    .add(format!("{place}.timeout"), "must be more than 0s");
+            }
+            t
+        });
         let rate_limit = self.rate_limit(place, r.rate_limit.as_ref(), &host, &prefix, prev);
         let max_body = self.size(&r.max_body, &format!("{place}.max_body"), max_body);
         let error_pages = self.error_pages(r.error_pages.as_ref(), place, error_pages);
@@ -269,6 +288,7 @@ impl Compiler<'_> {
             pos: None, // set by Router::new
             headers,
             internal,
+            timeout,
         })
     }
 }

@@ -371,3 +371,28 @@ servers = [{{ addr = "127.0.0.1:8009", backup = true }}, "127.0.0.1:8001", {{ ad
     assert_eq!(e.len(), 1);
     assert!(e[0].starts_with("upstream.app.servers[0]"), "{e:?}");
 }
+
+#[test]
+fn a_route_timeout_goes_with_upstream_and_is_more_than_zero() {
+    let s = ok(&format!(
+        "{LISTEN}[upstream.app]\nservers = [\"127.0.0.1:8001\"]\n\
+         [[route]]\npath = \"/reports/\"\nupstream = \"app\"\ntimeout = \"5m\"\n\
+         [[route]]\nupstream = \"app\"\n"
+    ));
+    let t = |p: &str| s.router.find("", p).unwrap().timeout;
+    assert_eq!(t("/reports/x"), Some(Duration::from_secs(300)));
+    assert_eq!(t("/"), None, "the upstream's timeout");
+    let e = errs(&format!(
+        "{LISTEN}[[route]]\npath = \"/a/\"\nrespond = {{ body = \"x\" }}\ntimeout = \"5s\"\n\
+         [upstream.app]\nservers = [\"127.0.0.1:8001\"]\n\
+         [[route]]\npath = \"/b/\"\nupstream = \"app\"\ntimeout = \"0s\"\n\
+         [[route]]\npath = \"/c/\"\nupstream = \"app\"\ntimeout = \"soon\"\n"
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("route[0].timeout: goes with upstream"),
+        "{e:?}"
+    );
+    assert_eq!(e[1], "route[1].timeout: must be more than 0s");
+    assert!(e[2].starts_with("route[2].timeout: "), "{e:?}");
+}
