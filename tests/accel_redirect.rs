@@ -146,3 +146,41 @@ async fn without_an_internal_route_the_field_passes_untouched() {
 async fn send_get(p: &Proxy, path: &str) -> (u16, http::HeaderMap, String) {
     send(Request::get(p.url(path)).body(Body::default()).unwrap()).await
 }
+
+#[tokio::test]
+async fn over_http2_too_with_a_range_and_head() {
+    let (p, _app) = setup().await;
+    let want: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Body>();
+    let req = Request::get(p.url("/download/1"))
+        .header("Range", "bytes=9000-")
+        .body(Body::default())
+        .unwrap();
+    let r = h2.request(req).await.unwrap();
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"report.pdf\""
+    );
+    assert!(r.headers().get("x-accel-redirect").is_none());
+    let body = http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(body[..] == want[9000..], "{} bytes", body.len());
+    // HEAD: the file's length, no body.
+    let req = Request::head(p.url("/download/1"))
+        .body(Body::default())
+        .unwrap();
+    let r = h2.request(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "10000");
+    let body = http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(body.is_empty());
+}
