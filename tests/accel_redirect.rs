@@ -21,6 +21,8 @@ async fn app() -> Upstream {
         let r = match path.as_str() {
             "/download/1" => r.header("X-Accel-Redirect", "/protected/report.pdf"),
             "/download/missing" => r.header("X-Accel-Redirect", "/protected/nothing.pdf"),
+            // As django-sendfile2 sends a name with a space: percent-encoded.
+            "/download/spaced" => r.header("X-Accel-Redirect", "/protected/my%20notes.txt"),
             "/download/escape" => r.header("X-Accel-Redirect", "/protected/../secret.txt"),
             "/bad" => r.header("X-Accel-Redirect", "/download/1"),
             _ => r,
@@ -37,6 +39,7 @@ async fn setup() -> (Proxy, Upstream) {
     std::fs::create_dir(dir.path().join("private")).unwrap();
     let pdf: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("private/report.pdf"), pdf).unwrap();
+    std::fs::write(dir.path().join("private/my notes.txt"), "notes").unwrap();
     let toml = cfg(&format!(
         r#"
 [upstream.app]
@@ -115,6 +118,9 @@ async fn an_internal_route_is_not_for_clients_and_a_bad_redirect_is_refused() {
     // Asked directly: 404, though the file is there.
     let (status, _, body) = get(&p, "/protected/report.pdf", &[]).await;
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    // A percent-encoded name is decoded once, as a client's would be.
+    let (status, _, body) = get(&p, "/download/spaced", &[]).await;
+    assert_eq!((status, body.as_slice()), (200, &b"notes"[..]));
     // A file the internal route does not have: 404.
     assert_eq!(get(&p, "/download/missing", &[]).await.0, 404);
     // Out of the root by ..: normalized to /secret.txt, which no internal
