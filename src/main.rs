@@ -211,13 +211,12 @@ fn check(path: &Path) -> ExitCode {
                 let basic = r
                     .basic_auth
                     .as_ref()
-                    .map(|a| match a.costs() {
-                        (lo, hi) if lo == hi => {
-                            format!(" basic_auth={} users cost={lo}", a.users())
-                        }
-                        (lo, hi) => {
-                            format!(" basic_auth={} users cost={lo}..{hi}(mixed)", a.users())
-                        }
+                    .map(|a| {
+                        let cost = match a.costs() {
+                            (lo, hi) if lo == hi => lo.to_string(),
+                            (lo, hi) => format!("{lo}..{hi}(mixed)"),
+                        };
+                        format!(" basic_auth={} users cost={cost}", a.users())
                     })
                     .unwrap_or_default();
                 // Names only: a value may be a secret the app checks.

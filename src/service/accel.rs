@@ -12,7 +12,7 @@ use crate::state::Snapshot;
 use http::header::{
     HeaderName, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, EXPIRES, SET_COOKIE,
 };
-use http::{HeaderValue, Method};
+use http::Method;
 
 const X_ACCEL_REDIRECT: &str = "x-accel-redirect";
 
@@ -62,16 +62,20 @@ pub fn follow(snap: &Snapshot, saved: Box<Saved>, app: Resp) -> Result<(Resp, &R
         tracing::warn!(reason = why, "X-Accel-Redirect refused");
         ProxyError::Upstream(format!("X-Accel-Redirect: {why}"))
     };
+    // The app's body is dropped unread: an empty one (Django's) has given
+    // its connection back already, any other takes the connection with it.
     let (_, mut body) = app.into_parts();
-    // The app's body is dropped unread, and its connection with it: an app
-    // answering this way sends little or nothing.
-    let fields = body.take_fields().unwrap_or_default();
-    let target = fields
+    let fields = body
+        .take_fields()
+        .unwrap_or_default()
+        .into_map(http::HeaderMap::new());
+    let pq: http::uri::PathAndQuery = fields
         .get(X_ACCEL_REDIRECT)
-        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.to_str().ok())
         .filter(|t| t.starts_with('/'))
-        .ok_or_else(|| bad("not a path starting with /"))?;
-    let pq: http::uri::PathAndQuery = target.parse().map_err(|_| bad("not a valid path"))?;
+        .ok_or_else(|| bad("not a path starting with /"))?
+        .parse()
+        .map_err(|_| bad("not a valid path"))?;
     let mut uri = saved.uri.into_parts();
     uri.path_and_query = Some(pq);
     let mut req = http::Request::new(()).into_parts().0;
@@ -99,15 +103,10 @@ pub fn follow(snap: &Snapshot, saved: Box<Saved>, app: Resp) -> Result<(Resp, &R
     let mut file = crate::handler::static_files::serve(site.as_ref(), route, &req)?;
     let out = file.headers_mut();
     for name in KEPT {
-        let mut values = fields
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_str().as_bytes()))
-            .filter_map(|(_, v)| HeaderValue::from_bytes(v).ok())
-            .peekable();
-        if values.peek().is_some() {
+        if fields.contains_key(&name) {
             out.remove(&name);
-            for v in values {
-                out.append(name.clone(), v);
+            for v in fields.get_all(&name) {
+                out.append(name.clone(), v.clone());
             }
         }
     }
