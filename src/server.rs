@@ -275,19 +275,22 @@ fn https_port(listeners: &[Listener]) -> Option<u16> {
 }
 
 /// Tell systemd we are ready, then serve until SIGTERM or SIGINT (then
-/// drain and exit 0); SIGHUP reloads.
+/// drain and exit 0); SIGHUP reloads; SIGUSR1 opens the access log file
+/// again (nginx's signal for it, which logrotate scripts send).
 pub async fn run_until_signalled(server: Arc<Server>) -> std::process::ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return std::process::ExitCode::FAILURE;
     };
     // Only now: a reload systemd sends right after READY=1 must find the
-    // SIGHUP handler in place (the default action would end the process).
+    // SIGHUP handler in place (the default action would end the process;
+    // SIGUSR1's too).
     crate::reload::notify_ready(&server);
     loop {
         tokio::select! {
@@ -296,6 +299,10 @@ pub async fn run_until_signalled(server: Arc<Server>) -> std::process::ExitCode 
             _ = hup.recv() => {
                 let _ = server.reload_by("SIGHUP").await;
             }
+            _ = usr1.recv() => match server.state().load().access_log.as_deref() {
+                Some(log) => log.reopen(),
+                None => tracing::info!("SIGUSR1: no access log file to reopen"),
+            },
         }
     }
     tracing::info!("shutting down: no new connections, draining requests in flight");

@@ -133,3 +133,46 @@ async fn a_request_the_client_gives_up_on_is_logged_with_499() {
     let line = log_line(&log, &ids).await;
     assert!(line.contains("\"GET /slow1 HTTP/1.1\" 499 "), "{line}");
 }
+
+/// logrotate renames the file, and with `create` makes an empty one in
+/// its place: the next lines go to the path, not into the renamed file,
+/// without a signal.
+#[tokio::test]
+async fn lines_follow_the_path_when_logrotate_moves_the_file() {
+    let a = fixed("x").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let toml = format!(
+        "[log]\naccess = \"{}\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n[upstream.app]\nservers = [\"{}\"]\n[[route]]\nupstream = \"app\"\n",
+        log.display(),
+        a.addr
+    );
+    let p = proxy(&toml).await;
+    let (_, first, _) = get(&p.url("/first")).await;
+    assert!(log_line(&log, &first).await.contains("GET /first "));
+
+    // `nocreate`: moved away, nothing in its place.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let (_, second, _) = get(&p.url("/second")).await;
+    assert!(log_line(&log, &second).await.contains("GET /second "));
+
+    // `create`: moved away, and an empty file made in its place.
+    let older = dir.path().join("access.log.2");
+    std::fs::rename(&log, &older).unwrap();
+    std::fs::File::create(&log).unwrap();
+    let (_, third, _) = get(&p.url("/third")).await;
+    assert!(log_line(&log, &third).await.contains("GET /third "));
+
+    // Each rotated file holds its own lines and no later one.
+    let lines = |path| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| l.split('"').nth(1).unwrap_or(l).to_string())
+            .collect()
+    };
+    assert_eq!(lines(&rotated), ["GET /first HTTP/1.1"]);
+    assert_eq!(lines(&older), ["GET /second HTTP/1.1"]);
+    assert_eq!(lines(&log), ["GET /third HTTP/1.1"]);
+}

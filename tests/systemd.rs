@@ -74,6 +74,52 @@ async fn notifications_arrive_in_order_around_start_reload_and_stop() {
     );
 }
 
+/// nginx's logrotate scripts send SIGUSR1, whose default action would
+/// end the process: here it opens the access log again, made anew if it
+/// was moved away, and nothing else happens.
+#[tokio::test]
+async fn sigusr1_reopens_the_access_log_and_the_proxy_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let text = config(&respond("/a", "a")).replace(
+        "access = \"off\"",
+        &format!("access = \"{}\"", access.display()),
+    );
+    let mut p = Portcullis::start(&text);
+    let addr = served_addr(&p.next().await);
+    let (status, headers, _) = get(&format!("http://{addr}/a")).await;
+    assert_eq!(status, 200);
+    log_line(&access, &headers).await;
+
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&access, &rotated).unwrap();
+    p.signal("USR1");
+    // No request since the move: only the signal makes the file again.
+    let start = Instant::now();
+    while !access.exists() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no new access.log after SIGUSR1; log:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(p.child.try_wait().unwrap().is_none(), "{}", p.log());
+    let (status, headers, _) = get(&format!("http://{addr}/a")).await;
+    assert_eq!(status, 200);
+    let id = headers["x-request-id"].to_str().unwrap().to_string();
+    log_line(&access, &headers).await;
+    assert!(!std::fs::read_to_string(&rotated).unwrap().contains(&id));
+    let log = p.log();
+    assert!(
+        log.contains("access log reopened") && log.contains("SIGUSR1"),
+        "{log}"
+    );
+
+    p.signal("TERM");
+    assert!(p.exited().await.success(), "{}", p.log());
+}
+
 #[tokio::test]
 async fn sigterm_drains_the_request_in_flight_and_refuses_new_ones() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! pays for its line's bytes and nothing else: no allocation handed over,
 //! no thread woken, no write waited for.
 
+mod dest;
 mod format;
 mod writer;
 
@@ -11,7 +12,6 @@ pub use format::clf_time;
 use crate::state::{AccessFormat, AccessTarget, LogSettings};
 use http::HeaderValue;
 use std::borrow::Cow;
-use std::io::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -95,15 +95,10 @@ impl Logger {
                 return Ok(Some(cur.clone()));
             }
         }
-        let out: Box<dyn Write + Send> = match &s.access {
+        let out: Box<dyn dest::Destination> = match &s.access {
             AccessTarget::Off => return Ok(None),
             AccessTarget::Stdout => Box::new(std::io::stdout()),
-            AccessTarget::File(p) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
+            AccessTarget::File(p) => Box::new(dest::LogFile::open(p.clone())?),
         };
         let shared = Arc::new(writer::Shared::default());
         // The writer ends when the logger is dropped (a reload changed
@@ -133,6 +128,12 @@ impl Logger {
     /// Whether lines need the request's host (only JSON shows it).
     pub fn wants_host(&self) -> bool {
         self.settings.1 == AccessFormat::Json
+    }
+
+    /// Open the log file again (SIGUSR1, after a rotation); nothing for
+    /// stdout.
+    pub fn reopen(&self) {
+        self.shared.reopen();
     }
 
     /// Write every line so far and stop the writer: at the process's end,

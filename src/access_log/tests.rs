@@ -2,6 +2,7 @@
 //! per thread, and a stalled destination.
 
 use super::*;
+use std::io::Write;
 use std::time::UNIX_EPOCH;
 
 #[test]
@@ -208,6 +209,8 @@ impl Write for Stalled {
         Ok(())
     }
 }
+
+impl dest::Destination for Stalled {}
 
 #[test]
 fn a_stalled_destination_costs_lines_not_memory_or_waiting() {

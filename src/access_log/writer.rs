@@ -14,7 +14,7 @@
 //! further lines are counted as lost, and the count is logged, instead of
 //! the server's memory growing or its requests waiting.
 
-use std::io::Write;
+use super::dest::Destination;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -63,6 +63,8 @@ pub(super) struct Shared {
     /// A slot passed `HIGH`; set once until the writer has run.
     urgent: AtomicBool,
     lost: AtomicU64,
+    /// SIGUSR1 asked for the log file to be opened again.
+    reopen: AtomicBool,
     call: Mutex<Call>,
     ring: Condvar,
 }
@@ -115,6 +117,13 @@ impl Shared {
         self.ring.notify_one();
     }
 
+    /// The writer opens its file again (made if missing) at once, with or
+    /// without lines to write.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        self.ring(false);
+    }
+
     /// The writer drains what is left and ends.
     pub fn close(&self) {
         self.ring(true);
@@ -163,11 +172,14 @@ impl Shared {
 
 /// The writer thread's loop: each slot's lines, a slot at a time, until
 /// the logger is closed, then what is left.
-pub(super) fn run(shared: &Shared, mut out: Box<dyn Write + Send>) {
+pub(super) fn run(shared: &Shared, mut out: Box<dyn Destination>) {
     let mut spare = Vec::new();
     let mut reported = None::<Instant>;
     loop {
         let open = shared.wait();
+        // Before any line of this batch: a line pushed after logrotate
+        // moved the file goes to the new one.
+        out.follow(shared.reopen.swap(false, Ordering::AcqRel));
         for s in &shared.slots {
             {
                 let mut slot = lock(&s.0);
