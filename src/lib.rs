@@ -32,6 +32,7 @@ pub mod http;
 pub mod limit;
 pub mod listener;
 pub mod memory;
+pub mod metrics;
 pub mod reload;
 pub mod router;
 pub mod server;

@@ -180,6 +180,7 @@ fn check(path: &Path) -> ExitCode {
                     portcullis::router::Action::Respond { status, .. } => {
                         format!("respond {}", status.as_u16())
                     }
+                    portcullis::router::Action::Metrics => "metrics".to_string(),
                 };
                 let jwt = r
                     .jwt

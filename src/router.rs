@@ -79,6 +79,8 @@ pub enum Action {
         body: Bytes,
         content_type: HeaderValue,
     },
+    /// The server's counters (`metrics = true`), for Prometheus.
+    Metrics,
 }
 
 pub struct Route {

@@ -64,8 +64,10 @@ impl Server {
         let specs = snap.listeners.clone();
         let limit = Arc::new(Semaphore::new(snap.server.max_connections));
         let (shutdown, _) = watch::channel(false);
+        let state = Arc::new(State::new(snap));
+        state.metrics.set_connection_limit(limit.clone());
         let shared = Arc::new(Shared {
-            state: Arc::new(State::new(snap)),
+            state,
             limit,
             shutdown,
         });
@@ -138,6 +140,7 @@ impl Server {
         let prev_hash = self.shared.state.load().hash;
         let result = self.compile_and_apply().await;
         let published = crate::reload::finished(trigger, prev_hash, &result);
+        self.shared.state.metrics.reloaded(result.is_ok());
         self.outcomes.send_modify(|o| {
             o.seq += 1;
             o.result = published;

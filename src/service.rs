@@ -103,6 +103,7 @@ pub fn handle(
 ) -> impl std::future::Future<Output = Result<Resp, Infallible>> + Send {
     async move {
         let snap = state.load();
+        state.metrics.request();
         let (parts, body, mut request_id, entry) = begin(req, &conn, &snap);
         let mut out = Outcome::default();
         out.log = entry;
@@ -134,6 +135,7 @@ pub fn handle(
         // compare each new id with every id in the table.
         request_id.set_sensitive(true);
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        state.metrics.answer(resp.status().as_u16());
         if let Some(mut e) = out.log.take() {
             e.status = resp.status().as_u16();
             out.fill(&mut e);
@@ -288,6 +290,7 @@ fn dispatch<'a>(
                 body,
                 content_type,
             } => (handler::respond(*status, body, content_type, head), route),
+            Action::Metrics => (handler::metrics(state, snap, &parts)?, route),
         };
         // Like nginx's add_header: on answers that succeeded or redirect, not
         // on errors (a 416 must not be cached as `immutable`).

@@ -206,6 +206,8 @@ pub struct State {
     pub idle: Arc<crate::http::IdleSet>,
     /// The HTTP/1 connections parked while idle (`http::park`).
     pub parked: Arc<crate::http::park::Lot>,
+    /// Counters for a `metrics` route.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl State {
@@ -215,6 +217,7 @@ impl State {
             bound_https_port: AtomicU16::new(0),
             idle: Arc::default(),
             parked: Arc::default(),
+            metrics: Default::default(),
         }
     }
 

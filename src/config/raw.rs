@@ -290,6 +290,7 @@ pub struct RawRoute {
     pub redirect: Option<String>,
     pub status: Option<u16>,
     pub respond: Option<RawRespond>,
+    pub metrics: Option<bool>,
     pub jwt: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub allow: Option<Vec<String>>,

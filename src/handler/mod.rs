@@ -146,6 +146,26 @@ fn redirectable_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
+/// A `metrics` route's page (GET or HEAD), never stored by a cache.
+pub fn metrics(
+    state: &crate::state::State,
+    snap: &crate::state::Snapshot,
+    parts: &http::request::Parts,
+) -> Result<Resp, crate::error::ProxyError> {
+    let head = parts.method == http::Method::HEAD;
+    if parts.method != http::Method::GET && !head {
+        return Err(crate::error::ProxyError::MethodNotAllowed);
+    }
+    let body = bytes::Bytes::from(crate::metrics::render(state, snap));
+    let ct = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    let mut r = respond(StatusCode::OK, &body, &ct, head);
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

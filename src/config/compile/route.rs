@@ -71,15 +71,16 @@ impl Compiler<'_> {
             r.static_files.is_some(),
             r.redirect.is_some(),
             r.respond.is_some(),
+            r.metrics == Some(true),
         ];
         let n_actions = actions.iter().filter(|&&a| a).count();
         if n_actions != 1 {
             self.errs.add(
                 place,
                 if n_actions == 0 {
-                    "no action: set one of upstream, static, redirect, respond"
+                    "no action: set one of upstream, static, redirect, respond, metrics"
                 } else {
-                    "more than one action: set only one of upstream, static, redirect, respond"
+                    "more than one action: set only one of upstream, static, redirect, respond, metrics"
                 },
             );
             return None;
@@ -164,7 +165,15 @@ impl Compiler<'_> {
                 content_type,
             })
         } else {
-            None
+            // Safe by default: upstream addresses and traffic are not for
+            // anyone who finds the path.
+            if r.allow.is_none() && r.basic_auth.is_none() && r.jwt.is_none() {
+                self.errs.add(
+                    format!("{place}.metrics"),
+                    "say who may read it: allow = [\"127.0.0.1\", \"::1\"] (the scraper's address), basic_auth or jwt",
+                );
+            }
+            Some(Action::Metrics)
         };
         let jwt = r.jwt.as_ref().and_then(|j| policies.get(j).cloned());
         if let Some(j) = r.jwt.as_ref().filter(|_| jwt.is_none()) {

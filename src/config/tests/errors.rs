@@ -396,3 +396,29 @@ fn a_route_timeout_goes_with_upstream_and_is_more_than_zero() {
     assert_eq!(e[1], "route[1].timeout: must be more than 0s");
     assert!(e[2].starts_with("route[2].timeout: "), "{e:?}");
 }
+
+#[test]
+fn a_metrics_route_says_who_may_read_it_and_is_only_that() {
+    let s = ok(&format!(
+        "{LISTEN}[[route]]\npath = \"/metrics\"\nmetrics = true\nallow = [\"127.0.0.1\"]\n"
+    ));
+    let r = s.router.find("", "/metrics").unwrap();
+    assert!(matches!(r.action, crate::router::Action::Metrics));
+    let e = errs(&format!(
+        "{LISTEN}[[route]]\npath = \"/metrics\"\nmetrics = true\n\
+         [[route]]\npath = \"/m2\"\nmetrics = true\nrespond = {{ body = \"x\" }}\nallow = [\"127.0.0.1\"]\n\
+         [[route]]\npath = \"/m3\"\nmetrics = true\ncompress = true\nallow = [\"127.0.0.1\"]\n\
+         [[route]]\npath = \"/m4\"\nmetrics = false\n"
+    ));
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(
+        e[0].starts_with("route[0].metrics: say who may read it: allow"),
+        "{e:?}"
+    );
+    assert!(e[1].starts_with("route[1]: more than one action"), "{e:?}");
+    assert!(
+        e[2].starts_with("route[2].compress: goes with upstream"),
+        "{e:?}"
+    );
+    assert!(e[3].starts_with("route[3]: no action"), "{e:?}");
+}

@@ -111,6 +111,8 @@ async fn reject<T: Io>(
     parts
         .headers
         .insert(crate::service::X_REQUEST_ID.clone(), id.clone());
+    state.metrics.request();
+    state.metrics.answer(status.as_u16());
     let snap = state.load();
     if let Some(logger) = snap.access_log.clone() {
         // Like nginx, a refused head is logged too, with its first line as

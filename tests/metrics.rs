@@ -1,0 +1,103 @@
+//! A `metrics` route through the running proxy, read as Prometheus reads
+//! it: answers counted by class, an upstream server that died shown down,
+//! reloads counted by result, and the route closed to other clients.
+
+mod common;
+
+use common::backend::named;
+use common::*;
+
+/// The value of one series (`name` or `name{labels}`) on the page.
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{page}"))
+}
+
+async fn scrape(p: &Proxy) -> String {
+    let (status, headers, page) = get(&p.url("/metrics")).await;
+    assert_eq!(status, 200, "{page}");
+    let ct = headers["content-type"].to_str().unwrap();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    assert_eq!(headers["cache-control"], "no-store");
+    page
+}
+
+#[tokio::test]
+async fn metrics_count_answers_and_show_servers_and_reloads() {
+    let live = named("live").await;
+    let mut dead = named("dead").await;
+    dead.kill().await;
+    let text = |extra: &str| {
+        cfg(&format!(
+            "[upstream.app]\nservers = [\"{}\", \"{}\"]\nmax_fails = 1\nfail_timeout = \"1h\"\n\
+             [[route]]\npath = \"/metrics\"\nmetrics = true\nallow = [\"127.0.0.1\"]\n\
+             [[route]]\npath = \"/office/metrics\"\nmetrics = true\nallow = [\"10.0.0.0/8\"]\n\
+             [[route]]\npath = \"/app/\"\nupstream = \"app\"\n{extra}",
+            live.addr, dead.addr
+        ))
+    };
+    let p = proxy(&text("")).await;
+    // Round robin sends one of these to the dead server first: its
+    // connection is refused, it is taken out, and the retry answers.
+    for _ in 0..4 {
+        assert_eq!(get(&p.url("/app/x")).await.2, "live");
+    }
+    assert_eq!(get(&p.url("/nothing")).await.0, 404);
+    assert_eq!(get(&p.url("/office/metrics")).await.0, 403);
+
+    let page = scrape(&p).await;
+    // The scrape is a request whose answer is not counted yet.
+    assert_eq!(metric(&page, "portcullis_requests_total"), 7.0);
+    for (class, n) in [
+        ("1xx", 0.0),
+        ("2xx", 4.0),
+        ("3xx", 0.0),
+        ("4xx", 2.0),
+        ("5xx", 0.0),
+    ] {
+        let series = format!("portcullis_responses_total{{code=\"{class}\"}}");
+        assert_eq!(metric(&page, &series), n, "{class}");
+    }
+    let up =
+        |addr: &str| format!("portcullis_upstream_server_up{{upstream=\"app\",server=\"{addr}\"}}");
+    assert_eq!(metric(&page, &up(&live.addr)), 1.0);
+    assert_eq!(metric(&page, &up(&dead.addr)), 0.0);
+    assert!(metric(&page, "portcullis_connections_open") >= 1.0);
+    assert_eq!(metric(&page, "portcullis_connections_max"), 10_000.0);
+    let reloads = |r: &str| format!("portcullis_config_reloads_total{{result=\"{r}\"}}");
+    assert_eq!(metric(&page, &reloads("success")), 0.0);
+    assert_eq!(metric(&page, &reloads("failure")), 0.0);
+    // Every series has its HELP and TYPE.
+    for l in page.lines().filter(|l| !l.starts_with('#')) {
+        let name = l.split(['{', ' ']).next().unwrap();
+        assert!(page.contains(&format!("# TYPE {name} ")), "{name}");
+        assert!(page.contains(&format!("# HELP {name} ")), "{name}");
+    }
+
+    // A broken file, then a good one.
+    std::fs::write(&p.config_path, "[[route]]\npath = 1\n").unwrap();
+    assert!(p.server.reload().await.is_err());
+    let loaded_before = metric(&page, "portcullis_config_loaded_timestamp_seconds");
+    std::fs::write(
+        &p.config_path,
+        text("[[route]]\npath = \"/b\"\nrespond = { body = \"b\" }\n"),
+    )
+    .unwrap();
+    p.server.reload().await.expect("reload");
+    let page = scrape(&p).await;
+    assert_eq!(metric(&page, &reloads("success")), 1.0);
+    assert_eq!(metric(&page, &reloads("failure")), 1.0);
+    assert!(metric(&page, "portcullis_config_loaded_timestamp_seconds") >= loaded_before);
+    assert_eq!(metric(&page, "portcullis_requests_total"), 8.0);
+    assert_eq!(
+        metric(&page, "portcullis_responses_total{code=\"2xx\"}"),
+        5.0
+    );
+
+    // Read-only: another method is refused.
+    let post = http::Request::post(p.url("/metrics"))
+        .body(Body::default())
+        .unwrap();
+    assert_eq!(send(post).await.0, 405);
+}
