@@ -183,6 +183,7 @@ async fn accept_loop(
             _ = stop.changed() => return,
             _ = shutdown.changed() => return,
         };
+        let accepting = shared.state.metrics.accepting();
         let (stream, peer) = tokio::select! {
             r = accept(&listener) => match r {
                 Ok(c) => c,
@@ -200,6 +201,7 @@ async fn accept_loop(
             Some(a) => a,
             None => stream.local_addr().unwrap_or(peer),
         };
+        drop(accepting);
         let state = shared.state.clone();
         let conn_shutdown = shared.shutdown.subscribe();
         // The connection's task is the serving future itself, made here:

@@ -37,6 +37,19 @@ pub struct Metrics {
     /// `max_connections`' semaphore, whose taken permits are the open
     /// connections; set once the server has made it.
     connections: OnceLock<Arc<tokio::sync::Semaphore>>,
+    /// Accept loops holding a permit for the connection they wait for: not
+    /// a connection yet.
+    accepting: AtomicUsize,
+}
+
+/// An accept loop's permit, taken before its connection comes (so that
+/// past `max_connections` the kernel's backlog holds new ones).
+pub struct Accepting<'a>(&'a Metrics);
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        self.0.accepting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -63,6 +76,7 @@ impl Default for Metrics {
             reloads_failed: AtomicU64::new(0),
             loaded_at: AtomicU64::new(unix_secs(now)),
             connections: OnceLock::new(),
+            accepting: AtomicUsize::new(0),
         }
     }
 }
@@ -89,6 +103,13 @@ impl Metrics {
         } else {
             self.reloads_failed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// An accept loop took a permit; until the guard is dropped (its
+    /// connection accepted, or the loop ended) it is not counted as open.
+    pub fn accepting(&self) -> Accepting<'_> {
+        self.accepting.fetch_add(1, Ordering::Relaxed);
+        Accepting(self)
     }
 
     pub fn set_connection_limit(&self, limit: Arc<tokio::sync::Semaphore>) {
@@ -167,7 +188,9 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
             "gauge",
             "Client connections open now, idle and parked ones included.",
         );
-        let open = max.saturating_sub(limit.available_permits());
+        let open = max
+            .saturating_sub(limit.available_permits())
+            .saturating_sub(m.accepting.load(Ordering::Relaxed));
         let _ = writeln!(out, "portcullis_connections_open {open}");
     }
     family(
