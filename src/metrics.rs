@@ -135,6 +135,9 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// One value of an upstream server, at the given `now_ms`.
+type ServerValue = fn(&crate::upstream::Server, u64) -> usize;
+
 /// The page, from the counters and the running config.
 pub fn render(state: &State, snap: &Snapshot) -> String {
     let m = &state.metrics;
@@ -213,38 +216,30 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     let _ = writeln!(out, "portcullis_connections_max {max}");
 
     let now = crate::upstream::now_ms();
-    family(
-        &mut out,
-        "portcullis_upstream_server_up",
-        "gauge",
-        "1 while the server takes requests, 0 while it is out (failed requests or active checks).",
-    );
-    for up in snap.upstreams.values() {
-        for s in &up.servers {
-            let _ = writeln!(
-                out,
-                "portcullis_upstream_server_up{{upstream=\"{}\",server=\"{}\"}} {}",
-                label(&up.name),
-                label(&s.label),
-                u8::from(!s.health.is_down(now))
-            );
-        }
-    }
-    family(
-        &mut out,
-        "portcullis_upstream_server_in_flight",
-        "gauge",
-        "Requests being sent to or answered by the server now.",
-    );
-    for up in snap.upstreams.values() {
-        for s in &up.servers {
-            let _ = writeln!(
-                out,
-                "portcullis_upstream_server_in_flight{{upstream=\"{}\",server=\"{}\"}} {}",
-                label(&up.name),
-                label(&s.label),
-                s.inflight.load(Ordering::Relaxed)
-            );
+    let per_server: [(&str, &str, ServerValue); 2] = [
+        (
+            "portcullis_upstream_server_up",
+            "1 while the server takes requests, 0 while it is out (failed requests or active checks).",
+            |s, now| usize::from(!s.health.is_down(now)),
+        ),
+        (
+            "portcullis_upstream_server_in_flight",
+            "Requests being sent to or answered by the server now.",
+            |s, _| s.inflight.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, value) in per_server {
+        family(&mut out, name, "gauge", help);
+        for up in snap.upstreams.values() {
+            for s in &up.servers {
+                let _ = writeln!(
+                    out,
+                    "{name}{{upstream=\"{}\",server=\"{}\"}} {}",
+                    label(&up.name),
+                    label(&s.label),
+                    value(s, now)
+                );
+            }
         }
     }
 
