@@ -136,7 +136,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// One value of an upstream server, at the given `now_ms`.
-type ServerValue = fn(&crate::upstream::Server, u64) -> usize;
+type ServerValue = fn(&crate::upstream::Server, u64) -> u64;
 
 /// The page, from the counters and the running config.
 pub fn render(state: &State, snap: &Snapshot) -> String {
@@ -216,20 +216,34 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     let _ = writeln!(out, "portcullis_connections_max {max}");
 
     let now = crate::upstream::now_ms();
-    let per_server: [(&str, &str, ServerValue); 2] = [
+    let per_server: [(&str, &str, &str, ServerValue); 4] = [
         (
             "portcullis_upstream_server_up",
+            "gauge",
             "1 while the server takes requests, 0 while it is out (failed requests or active checks).",
-            |s, now| usize::from(!s.health.is_down(now)),
+            |s, now| u64::from(!s.health.is_down(now)),
         ),
         (
             "portcullis_upstream_server_in_flight",
+            "gauge",
             "Requests being sent to or answered by the server now.",
-            |s, _| s.inflight.load(Ordering::Relaxed),
+            |s, _| s.inflight.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "portcullis_upstream_server_requests_total",
+            "counter",
+            "Requests sent to the server, a retry counted on the server it went to.",
+            |s, _| s.attempts.load(Ordering::Relaxed),
+        ),
+        (
+            "portcullis_upstream_server_failures_total",
+            "counter",
+            "Requests to the server that failed: connection refused or reset, timeout, broken answer (and 502-504 with fail_on_status).",
+            |s, _| s.failures.load(Ordering::Relaxed),
         ),
     ];
-    for (name, help, value) in per_server {
-        family(&mut out, name, "gauge", help);
+    for (name, kind, help, value) in per_server {
+        family(&mut out, name, kind, help);
         for up in snap.upstreams.values() {
             for s in &up.servers {
                 let _ = writeln!(

@@ -80,6 +80,19 @@ async fn metrics_count_answers_and_show_servers_and_reloads() {
         |addr: &str| format!("portcullis_upstream_server_up{{upstream=\"app\",server=\"{addr}\"}}");
     assert_eq!(metric(&page, &up(&live.addr)), 1.0);
     assert_eq!(metric(&page, &up(&dead.addr)), 0.0);
+    // The dead server was tried once, failed, and was out for the rest;
+    // the live one answered all four, a retry among them.
+    for (family, addr, n) in [
+        ("requests", &live.addr, 4.0),
+        ("failures", &live.addr, 0.0),
+        ("requests", &dead.addr, 1.0),
+        ("failures", &dead.addr, 1.0),
+    ] {
+        let series = format!(
+            "portcullis_upstream_server_{family}_total{{upstream=\"app\",server=\"{addr}\"}}"
+        );
+        assert_eq!(metric(&page, &series), n, "{series}");
+    }
     assert_eq!(metric(&page, "portcullis_connections_max"), 10_000.0);
     let reloads = |r: &str| format!("portcullis_config_reloads_total{{result=\"{r}\"}}");
     assert_eq!(metric(&page, &reloads("success")), 0.0);

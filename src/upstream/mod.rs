@@ -120,6 +120,11 @@ pub struct Server {
     pub health: Health,
     /// Requests in flight: what least_conn and random_two compare.
     pub inflight: AtomicUsize,
+    /// Attempts sent to this server, and those that failed (`failed`),
+    /// for the metrics route. Beside `inflight`, which each attempt
+    /// writes anyway: the same cache line.
+    pub attempts: AtomicU64,
+    pub failures: AtomicU64,
 }
 
 impl Server {
@@ -136,6 +141,8 @@ impl Server {
             addr,
             health,
             inflight: AtomicUsize::new(0),
+            attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 }
@@ -323,6 +330,7 @@ impl Upstream {
     /// instead, and after a restart of the app it would refuse traffic for
     /// `fail_timeout` although the app is already back.
     pub fn failed(&self, server: &Server, why: &dyn std::fmt::Display) {
+        server.failures.fetch_add(1, Ordering::Relaxed);
         if self.servers.len() < 2 {
             return;
         }

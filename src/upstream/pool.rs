@@ -213,6 +213,7 @@ pub struct InflightGuard(Arc<super::Server>);
 impl InflightGuard {
     pub fn new(server: Arc<super::Server>) -> Self {
         server.inflight.fetch_add(1, Ordering::Relaxed);
+        server.attempts.fetch_add(1, Ordering::Relaxed);
         InflightGuard(server)
     }
 }
