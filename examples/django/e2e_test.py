@@ -437,6 +437,36 @@ class Checks:
         check(status_line.startswith("HTTP/1.1 413"), f"got {status_line!r}, want 413")
         self.d.assert_never_reached_gunicorn(marker)
 
+    def metrics(self):
+        """/metrics: gunicorn up, the requests it was sent and none failed, the answers so far by class"""
+        status, headers, body = self.d.request("GET", "/metrics")
+        check(status == 200, f"status {status}: {body[:300]!r}")
+        ctype = headers.get("Content-Type", "")
+        check(ctype.startswith("text/plain; version=0.0.4"), f"Content-Type {ctype!r}")
+        values = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                values[series] = float(value)
+
+        def one(prefix):
+            found = [v for k, v in values.items() if k.startswith(prefix)]
+            check(len(found) == 1, f"{prefix}...: {found}")
+            return found[0]
+
+        check(one('portcullis_upstream_server_up{upstream="django",') == 1, "gunicorn not up")
+        sent = one('portcullis_upstream_server_requests_total{upstream="django",')
+        check(sent >= 5, f"{sent} requests sent to gunicorn")
+        failed = one('portcullis_upstream_server_failures_total{upstream="django",')
+        check(failed == 0, f"{failed} failed")
+        # The checks before: tokens, pages and uploads (2xx), the redirect
+        # to https (3xx), refused tokens, a direct /protected/ and the
+        # oversize upload (4xx).
+        for code, least in [("2xx", 5), ("3xx", 1), ("4xx", 3)]:
+            n = values.get(f'portcullis_responses_total{{code="{code}"}}', 0)
+            check(n >= least, f"{code}: {n}")
+        check(values.get('portcullis_responses_total{code="5xx"}') == 0, "a 5xx before gunicorn stopped")
+
     def maintenance_page(self):
         """with gunicorn stopped, a browser gets the site's error page (error_pages), not a line of text"""
         self.d.stop(self.d.gunicorn)
@@ -451,7 +481,7 @@ class Checks:
 ORDER = [
     "tls_certificate", "public_is_open", "obtain_tokens", "protected_with_token",
     "protected_without_token", "refresh_as_bearer", "tampered_token", "refresh_and_use",
-    "forwarded_headers", "static_file", "protected_download", "redirect_to_https", "large_upload", "too_large_upload",
+    "forwarded_headers", "static_file", "protected_download", "redirect_to_https", "large_upload", "too_large_upload", "metrics",
     # Last: it stops gunicorn.
     "maintenance_page",
 ]

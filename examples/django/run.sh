@@ -87,6 +87,8 @@ Try (-k: the certificate is a development one made at start):
   curl -k https://localhost:8443/api/invoice/ -H "Authorization: Bearer $TOKEN"
   # plain http: 308 to https
   curl -I http://localhost:8080/public/
+  # counters for Prometheus (this machine only)
+  curl -sk https://localhost:8443/metrics
 
 Ctrl-C stops gunicorn and portcullis.
 EOF
