@@ -56,14 +56,10 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The calling thread's shard: threads take them in turn, so the workers,
-/// started first, have one each.
+/// The calling thread's shard: a worker's own (other threads share the
+/// first worker's, which only they and it write).
 fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    MINE.with(|i| *i)
+    crate::workers::index() % SHARDS
 }
 
 impl Default for Metrics {

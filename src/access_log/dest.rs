@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A destination for the writer. Only a file can be reopened.
@@ -32,7 +32,7 @@ pub(super) struct LogFile {
     reported: Option<Instant>,
 }
 
-fn open(path: &PathBuf) -> std::io::Result<(File, (u64, u64))> {
+fn open(path: &Path) -> std::io::Result<(File, (u64, u64))> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

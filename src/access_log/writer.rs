@@ -15,7 +15,7 @@
 //! the server's memory growing or its requests waiting.
 
 use super::dest::Destination;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -75,14 +75,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The slot of the calling thread: threads take them in turn, so the
-/// workers, started first, have one each.
+/// The slot of the calling thread: a worker's own (other threads share
+/// the first worker's, under its lock).
 fn slot_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
-    }
-    MINE.with(|i| *i)
+    crate::workers::index() % SLOTS
 }
 
 impl Shared {
