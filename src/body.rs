@@ -82,6 +82,15 @@ impl ProxyBody {
             }
         }
     }
+    /// The client could not take the last piece at once: an upstream's
+    /// body is read ahead of it from now on (`UpstreamBody::client_stalled`).
+    pub fn client_stalled(&mut self) {
+        match &mut self.kind {
+            Kind::Upstream(b) => b.client_stalled(),
+            Kind::Gzip(g) => g.inner_mut().client_stalled(),
+            _ => {}
+        }
+    }
     /// The file behind this body, for a connection that sends it itself.
     pub fn as_file(&mut self) -> Option<&mut FileBody> {
         match &mut self.kind {

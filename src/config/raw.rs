@@ -123,6 +123,10 @@ pub struct RawUpstream {
     /// before asking the upstream (default true, like nginx): a slow upload
     /// then holds no upstream connection, nor a gunicorn sync worker.
     pub buffer_requests: Option<bool>,
+    /// Read an answer's body ahead of a slow client, as fast as the server
+    /// sends it (default true, nginx's `proxy_buffering`): a slow download
+    /// then holds no gunicorn sync worker.
+    pub buffer_responses: Option<bool>,
     pub health: Option<RawHealth>,
 }
 

@@ -170,6 +170,10 @@ impl GzipBody {
     pub fn is_end_stream(&self) -> bool {
         self.enc.is_finished() && self.trailers.is_none()
     }
+
+    pub fn inner_mut(&mut self) -> &mut UpstreamBody {
+        &mut self.inner
+    }
 }
 
 impl Body for GzipBody {

@@ -24,6 +24,7 @@ mod spill;
 
 use crate::client::client_ip;
 use buffer::read_whole;
+pub(crate) use buffer::Share;
 use hop::prepare;
 pub use hop::strip_prefix;
 pub use set_headers::SetHeader;
@@ -106,7 +107,9 @@ pub fn forward<'a>(
                     } else {
                         up.succeeded(server);
                     }
-                    let mut r = response(head, c, guard, client_upgrade);
+                    let ahead = up.settings.buffer_responses.then_some(&snap.server);
+                    let h2 = client_version == http::Version::HTTP_2;
+                    let mut r = response(head, c, guard, client_upgrade, ahead, h2);
                     // Answer in the client's protocol, not the upstream's.
                     *r.version_mut() = client_version;
                     return Ok(r);
@@ -211,11 +214,23 @@ async fn exchange(
     }
 }
 
-fn response(head: Head, c: Conn, guard: InflightGuard, client_upgrade: Option<OnUpgrade>) -> Resp {
+/// The client's response from the app's answer; its body read ahead of the
+/// client (`ahead`: the server's budgets for it) unless the app says not to.
+/// An HTTP/1 connection says when its client falls behind (its socket is
+/// full); hyper's HTTP/2 server does not, so an HTTP/2 client's answer is
+/// read ahead from the start, as nginx does every answer.
+fn response(
+    head: Head,
+    c: Conn,
+    guard: InflightGuard,
+    client_upgrade: Option<OnUpgrade>,
+    ahead: Option<&crate::state::ServerSettings>,
+    h2: bool,
+) -> Resp {
     // Hop-by-hop headers were left out when the head was parsed.
     let Head {
         status,
-        fields,
+        mut fields,
         framing,
         keep_alive,
         ..
@@ -227,7 +242,23 @@ fn response(head: Head, c: Conn, guard: InflightGuard, client_upgrade: Option<On
         }
         ProxyBody::empty()
     } else {
-        ProxyBody::upstream(UpstreamBody::new(c, framing, keep_alive, guard))
+        let mut body = UpstreamBody::new(c, framing, keep_alive, guard);
+        // nginx's convention: an app streaming events or progress says so
+        // (`X-Accel-Buffering: no`), and the field is for the proxy alone.
+        let streamed = fields
+            .get(X_ACCEL_BUFFERING)
+            .map(|v| v.eq_ignore_ascii_case(b"no"));
+        if streamed.is_some() {
+            fields = fields.without(X_ACCEL_BUFFERING);
+        }
+        if let Some(server) = ahead.filter(|_| streamed != Some(true) && !body.is_whole()) {
+            // An app's X-Accel-Redirect answer is dropped for the file it
+            // names.
+            if fields.get("x-accel-redirect").is_none() {
+                body.read_ahead(crate::upstream::ahead::Limits::of(server), h2);
+            }
+        }
+        ProxyBody::upstream(body)
     };
     body.set_fields(fields);
     let mut r = Response::new(body);
@@ -236,6 +267,8 @@ fn response(head: Head, c: Conn, guard: InflightGuard, client_upgrade: Option<On
     *r.headers_mut() = crate::http::spare::map();
     r
 }
+
+const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
 
 async fn join_upgraded(client: OnUpgrade, mut up: Conn, _guard: InflightGuard) {
     use tokio::io::AsyncWriteExt;

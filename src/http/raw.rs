@@ -83,6 +83,18 @@ impl RawFields {
             .map(|(_, v)| v)
     }
 
+    /// The same fields less those named `name` (lower case).
+    pub fn without(&self, name: &str) -> RawFields {
+        let mut b = Builder::with_capacity(self.block.len());
+        for (n, v) in self.iter() {
+            if !n.eq_ignore_ascii_case(name.as_bytes()) {
+                // Pushed by a Builder before: a token, so UTF-8.
+                b.push(std::str::from_utf8(n).unwrap_or_default(), v);
+            }
+        }
+        b.finish()
+    }
+
     /// Each field's name and value.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.block
@@ -213,6 +225,22 @@ mod tests {
         let mut out = Vec::new();
         r.write_to(&mut out, &set);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_field_can_be_left_out_in_any_case() {
+        let r = raw(&[
+            ("X-Accel-Buffering", "no"),
+            ("Date", "d"),
+            ("x-accel-buffering", "again"),
+            ("x-b", "b"),
+        ]);
+        let w = r.without("x-accel-buffering");
+        assert_eq!(w.get("x-accel-buffering"), None);
+        assert!(w.has_date());
+        let mut out = Vec::new();
+        w.write_to(&mut out, &HeaderMap::new());
+        assert_eq!(out, b"Date: d\r\nx-b: b\r\n");
     }
 
     #[test]

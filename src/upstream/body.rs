@@ -1,7 +1,9 @@
 //! An upstream response body, decoded from the connection as the client asks
-//! for it. The connection goes back to the pool the moment the body's last
-//! byte is taken (when the server allows reuse); a body dropped before its
-//! end closes it, since unread bytes would corrupt the next exchange.
+//! for it, or, read ahead of a slow client (`ahead.rs`), as fast as the
+//! server sends it. The connection goes back to the pool the moment the
+//! body's last byte is taken (when the server allows reuse); a body dropped
+//! before its end closes it, since unread bytes would corrupt the next
+//! exchange.
 
 use super::h1::{Conn, Framing};
 use super::pool::InflightGuard;
@@ -13,6 +15,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pub struct UpstreamBody {
+    mode: Mode,
+    /// Read ahead once the client falls behind (`client_stalled`).
+    armed: Option<Box<super::ahead::Limits>>,
+}
+
+enum Mode {
+    Direct(Direct),
+    Ahead(super::ahead::Reader),
+    /// Only for the moment `client_stalled` moves the body to its pump.
+    Moving,
+}
+
+/// The body decoded straight from the connection, as it is polled.
+pub(super) struct Direct {
     conn: Option<Conn>,
     decoder: Decoder,
     keep_alive: bool,
@@ -31,13 +47,69 @@ pub enum BodyError {
 
 impl UpstreamBody {
     pub fn new(conn: Conn, framing: Framing, keep_alive: bool, guard: InflightGuard) -> Self {
+        UpstreamBody {
+            mode: Mode::Direct(Direct::new(conn, framing, keep_alive, guard)),
+            armed: None,
+        }
+    }
+
+    /// Whether the body needs no reading ahead: all of it is in the buffer
+    /// already, or it is read ahead already.
+    pub fn is_whole(&self) -> bool {
+        match &self.mode {
+            Mode::Direct(d) => d.is_whole(),
+            _ => true,
+        }
+    }
+
+    /// Read the rest of the body ahead of the client (`ahead.rs`), within
+    /// `limits`: at once with `now`, else from the moment the client is
+    /// found slower than the server (`client_stalled`). Until then it is
+    /// decoded as the client takes it, which costs half the CPU of a
+    /// hand-off between two tasks. A body already whole in the buffer
+    /// stays as it is.
+    pub fn read_ahead(&mut self, limits: super::ahead::Limits, now: bool) {
+        if let Mode::Direct(d) = &self.mode {
+            if !d.is_whole() {
+                self.armed = Some(Box::new(limits));
+                if now {
+                    self.client_stalled();
+                }
+            }
+        }
+    }
+
+    /// The client connection could not take the last piece at once: it is
+    /// slower than the server, which from now on is read ahead of it, if
+    /// the body was armed for that.
+    pub fn client_stalled(&mut self) {
+        let Some(limits) = self.armed.take() else {
+            return;
+        };
+        if let Mode::Direct(d) = std::mem::replace(&mut self.mode, Mode::Moving) {
+            self.mode = if d.is_whole() {
+                Mode::Direct(d)
+            } else {
+                Mode::Ahead(super::ahead::start(d, *limits))
+            };
+        }
+    }
+
+    /// Whether the rest is read ahead.
+    pub fn is_ahead(&self) -> bool {
+        matches!(self.mode, Mode::Ahead(_))
+    }
+}
+
+impl Direct {
+    fn new(conn: Conn, framing: Framing, keep_alive: bool, guard: InflightGuard) -> Self {
         let decoder = match framing {
             Framing::Empty => Decoder::done(),
             Framing::Length(n) => Decoder::length(n),
             Framing::Chunked => Decoder::chunked(),
             Framing::UntilClose => Decoder::until_close(),
         };
-        let mut body = UpstreamBody {
+        let mut body = Direct {
             conn: Some(conn),
             decoder,
             keep_alive: keep_alive && framing != Framing::UntilClose,
@@ -47,6 +119,19 @@ impl UpstreamBody {
             body.finish();
         }
         body
+    }
+
+    /// Whether every byte still to come is in the buffer already. A chunked
+    /// body is taken as whole when the buffer ends as its last chunk does
+    /// (trailers aside): a wrong guess only leaves it unread ahead.
+    fn is_whole(&self) -> bool {
+        let Some(conn) = &self.conn else {
+            return true;
+        };
+        match self.decoder.remaining() {
+            Some(n) => conn.buf.len() as u64 >= n,
+            None => !self.decoder.is_until_close() && conn.buf.ends_with(b"0\r\n\r\n"),
+        }
     }
 
     /// The body ended: the connection is reusable if the server allows it
@@ -76,6 +161,38 @@ impl UpstreamBody {
 }
 
 impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().mode {
+            Mode::Direct(d) => Pin::new(d).poll_frame(cx),
+            Mode::Ahead(r) => Pin::new(r).poll_frame(cx),
+            Mode::Moving => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.mode {
+            Mode::Direct(d) => d.is_end_stream(),
+            Mode::Ahead(r) => r.is_end_stream(),
+            Mode::Moving => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.mode {
+            Mode::Direct(d) => d.size_hint(),
+            Mode::Ahead(r) => r.size_hint(),
+            Mode::Moving => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Body for Direct {
     type Data = Bytes;
     type Error = BoxError;
 

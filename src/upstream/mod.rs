@@ -1,6 +1,7 @@
 //! Upstream pools: the servers of one `[upstream.NAME]`, how a server is
 //! picked for a request, their pooled connections and their health.
 
+pub mod ahead;
 pub mod balance;
 pub mod body;
 pub mod connect;
@@ -92,6 +93,9 @@ pub struct UpstreamSettings {
     /// is asked (nginx's `proxy_request_buffering`); `buffer_chunked` says
     /// the same of bodies without one.
     pub buffer_requests: bool,
+    /// Read answers ahead of slow clients (`ahead.rs`); an answer with
+    /// `X-Accel-Buffering: no` is streamed at its client's pace anyway.
+    pub buffer_responses: bool,
     pub health: Option<HealthSettings>,
 }
 

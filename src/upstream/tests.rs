@@ -29,6 +29,7 @@ pub(super) fn settings() -> crate::upstream::UpstreamSettings {
         keepalive_timeout: std::time::Duration::from_secs(2),
         buffer_chunked: true,
         buffer_requests: true,
+        buffer_responses: true,
         health: None,
     }
 }

@@ -97,6 +97,7 @@ impl Compiler<'_> {
             ),
             buffer_chunked: u.buffer_chunked.unwrap_or(true),
             buffer_requests: u.buffer_requests.unwrap_or(true),
+            buffer_responses: u.buffer_responses.unwrap_or(true),
             health,
         };
         let prev_up = prev.and_then(|p| p.upstreams.get(name));

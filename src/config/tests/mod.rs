@@ -79,6 +79,9 @@ servers = ["unix:/run/gunicorn/app.sock", "127.0.0.1:8001", {{ addr = "127.0.0.1
 balance = "least_conn"
 connect_timeout = "500ms"
 retries = 2
+[upstream.stream]
+servers = ["127.0.0.1:8003"]
+buffer_responses = false
 [upstream.app.health]
 path = "/healthz"
 expect = ["2xx", 301]
@@ -96,6 +99,8 @@ expect = ["2xx", 301]
     assert_eq!(up.settings.retries, 2);
     assert_eq!(up.settings.keepalive, 32);
     assert_eq!(up.settings.keepalive_requests, 1000, "nginx's default");
+    assert!(up.settings.buffer_responses, "nginx's proxy_buffering on");
+    assert!(!s.upstreams["stream"].settings.buffer_responses);
     let h = up.settings.health.as_ref().unwrap();
     assert_eq!(h.path, "/healthz");
     assert_eq!(h.expect, vec![(200, 299), (301, 301)]);

@@ -24,7 +24,7 @@ static BUFFERED: AtomicU64 = AtomicU64::new(0);
 /// `BUFFERED`: while a body is read, and then with the bytes themselves, so
 /// that it goes back when their last copy (a retry keeps one) is dropped.
 /// Of the bytes in files (spill.rs): with the file.
-pub(super) struct Share {
+pub(crate) struct Share {
     pool: &'static AtomicU64,
     n: u64,
 }
@@ -34,21 +34,35 @@ impl Share {
         Share { pool, n: 0 }
     }
 
-    pub(super) fn memory() -> Share {
+    pub(crate) fn memory() -> Share {
         Share::new(&BUFFERED)
     }
 
-    pub(super) fn held(&self) -> u64 {
+    pub(crate) fn held(&self) -> u64 {
         self.n
     }
 
-    pub(super) fn grow(&mut self, n: u64, limit: u64) -> bool {
+    pub(crate) fn grow(&mut self, n: u64, limit: u64) -> bool {
         if self.pool.fetch_add(n, Ordering::Relaxed) + n > limit {
             self.pool.fetch_sub(n, Ordering::Relaxed);
             return false;
         }
         self.n += n;
         true
+    }
+
+    /// Grow past the limit: for bytes held anyway (an answer's one piece
+    /// read ahead), which still count against everyone else's.
+    pub(crate) fn force(&mut self, n: u64) {
+        self.pool.fetch_add(n, Ordering::Relaxed);
+        self.n += n;
+    }
+
+    /// Give `n` of the share back (at most what is held).
+    pub(crate) fn shrink(&mut self, n: u64) {
+        let n = n.min(self.n);
+        self.pool.fetch_sub(n, Ordering::Relaxed);
+        self.n -= n;
     }
 }
 

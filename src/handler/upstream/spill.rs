@@ -21,6 +21,10 @@ use std::sync::Arc;
 static IN_FILES: AtomicUsize = AtomicUsize::new(0);
 /// Their bytes, declared or written.
 static SPILLED: AtomicU64 = AtomicU64::new(0);
+/// The same of answers read ahead of their clients (`upstream::ahead`),
+/// counted apart: a slow download must not make an upload fail.
+static ANSWERS_IN_FILES: AtomicUsize = AtomicUsize::new(0);
+static ANSWERS_SPILLED: AtomicU64 = AtomicU64::new(0);
 
 /// A place among the bodies in files and the body's bytes on disk, given
 /// back when dropped (with the file). There are at most `max_connections`
@@ -48,6 +52,24 @@ impl FileSlot {
             count,
             disk: Share::new(bytes),
         })
+    }
+}
+
+impl FileSlot {
+    /// A place for an answer read ahead of its client, one of `limit`.
+    pub(crate) fn for_answer(limit: usize) -> Option<FileSlot> {
+        FileSlot::take(&ANSWERS_IN_FILES, limit, &ANSWERS_SPILLED)
+    }
+
+    /// Room for `n` more bytes on disk, within `limit` for all the files
+    /// of its kind.
+    pub(crate) fn grow_disk(&mut self, n: u64, limit: u64) -> bool {
+        self.disk.grow(n, limit)
+    }
+
+    /// The file is empty again.
+    pub(crate) fn release_disk(&mut self) {
+        self.disk.shrink(self.disk.held());
     }
 }
 

@@ -146,10 +146,10 @@ pub async fn send<T: Io>(
                 Poll::Ready(f) => f,
                 Poll::Pending => {
                     if !head_sent {
-                        write(io, &head, &[]).await?;
+                        write(io, &head, &[], &mut body).await?;
                         head_sent = true;
                     }
-                    flush(io).await?;
+                    flush(io, &mut body).await?;
                     poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
                 }
             };
@@ -187,26 +187,26 @@ pub async fn send<T: Io>(
             if data.len() < COPY_BELOW {
                 head.extend_from_slice(&data);
                 head.extend_from_slice(tail);
-                write(io, &head, &[]).await?;
+                write(io, &head, &[], &mut body).await?;
             } else {
-                write(io, &head, &data).await?;
+                write(io, &head, &data, &mut body).await?;
                 if !tail.is_empty() {
-                    write(io, tail, &[]).await?;
+                    write(io, tail, &[], &mut body).await?;
                 }
             }
             head_sent = true;
             if end {
-                flush(io).await?;
+                flush(io, &mut body).await?;
                 return Ok(wire != Wire::UntilClose && length_met(wire, sent));
             }
         }
     }
     if !head_sent {
-        write(io, &head, &[]).await?;
+        write(io, &head, &[], &mut body).await?;
     } else if wire == Wire::Chunked {
-        write(io, b"0\r\n\r\n", &[]).await?;
+        write(io, b"0\r\n\r\n", &[], &mut body).await?;
     }
-    flush(io).await?;
+    flush(io, &mut body).await?;
     Ok(wire != Wire::UntilClose && length_met(wire, sent))
 }
 
@@ -250,7 +250,7 @@ async fn send_file<T: Io>(
             }
             None => {
                 if head_at < head.len() {
-                    write(io, &head[head_at..], &[]).await?;
+                    write(io, &head[head_at..], &[], body).await?;
                     head_at = head.len();
                 }
                 match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
@@ -261,7 +261,7 @@ async fn send_file<T: Io>(
                         if sent + data.len() as u64 > len {
                             return Ok(false);
                         }
-                        write(io, &data, &[]).await?;
+                        write(io, &data, &[], body).await?;
                         data.len() as u64
                     }
                     None => break,
@@ -275,9 +275,9 @@ async fn send_file<T: Io>(
         sent += n;
     }
     if head_at < head.len() {
-        write(io, &head[head_at..], &[]).await?;
+        write(io, &head[head_at..], &[], body).await?;
     }
-    flush(io).await?;
+    flush(io, body).await?;
     Ok(sent == len)
 }
 
@@ -288,19 +288,38 @@ fn length_met(wire: Wire, sent: u64) -> bool {
     }
 }
 
-async fn write<T: Io>(io: &Mutex<Shared<T>>, a: &[u8], b: &[u8]) -> io::Result<()> {
+/// Write `a` then `b`. A socket that cannot take them at once means the
+/// client is slower than the body's source: the body is told, so that an
+/// app's answer is read ahead of the client (`UpstreamBody::client_stalled`).
+async fn write<T: Io>(
+    io: &Mutex<Shared<T>>,
+    a: &[u8],
+    b: &[u8],
+    body: &mut ProxyBody,
+) -> io::Result<()> {
     let mut at = 0;
     poll_fn(|cx| {
         let mut s = lock(io);
-        if b.is_empty() {
+        let r = if b.is_empty() {
             s.poll_write_from(cx, a, &mut at)
         } else {
             s.poll_write2_from(cx, a, b, &mut at)
+        };
+        if r.is_pending() {
+            body.client_stalled();
         }
+        r
     })
     .await
 }
 
-async fn flush<T: Io>(io: &Mutex<Shared<T>>) -> io::Result<()> {
-    poll_fn(|cx| Pin::new(&mut lock(io).io).poll_flush(cx)).await
+async fn flush<T: Io>(io: &Mutex<Shared<T>>, body: &mut ProxyBody) -> io::Result<()> {
+    poll_fn(|cx| {
+        let r = Pin::new(&mut lock(io).io).poll_flush(cx);
+        if r.is_pending() {
+            body.client_stalled();
+        }
+        r
+    })
+    .await
 }

@@ -1,0 +1,398 @@
+//! An app's answer read ahead of a slow client (`buffer_responses`, nginx's
+//! `proxy_buffering`).
+//!
+//! Decoded as the client takes it, an answer larger than the sockets' buffers
+//! holds the app's worker until the client has nearly all of it: behind
+//! gunicorn's sync workers, one phone downloading a 20 MB export at 500 KB/s
+//! kept every other request waiting 29 s. Here a task of its own reads the
+//! body as fast as the app sends it, so the worker and the connection are
+//! free once the app is done, and the client is sent what was read, in order.
+//!
+//! What is read and not yet sent is held in memory, up to
+//! `server.max_body_in_memory` per answer and `server.max_buffered` in all
+//! (shared with request bodies), then in an unnamed temporary file in
+//! `server.body_temp_dir`, up to `server.max_spilled` for all answers
+//! together (apart from request bodies': a slow download never makes an
+//! upload fail) and `max_connections` files. Past those, reading waits for
+//! the client, as without read-ahead: nothing is refused. A file is written
+//! and read in the worker's thread, as nginx does its temporary files: the
+//! bytes just written are in the page cache.
+
+use super::body::Direct;
+use crate::body::BoxError;
+use crate::handler::upstream::{FileSlot, Share};
+use crate::state::ServerSettings;
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+/// The most read back from the file at a time.
+const FILE_CHUNK: usize = 128 * 1024;
+
+/// What an answer may hold while the client falls behind (the module's
+/// comment).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Bytes in memory for this answer before the file.
+    pub in_memory: u64,
+    /// Bytes of bodies in memory in all (`server.max_buffered`).
+    pub memory: u64,
+    pub dir: PathBuf,
+    /// Bytes of answers in files in all.
+    pub on_disk: u64,
+    /// Answers with a file at once: each is a descriptor.
+    pub files: usize,
+}
+
+impl Limits {
+    pub fn of(server: &ServerSettings) -> Limits {
+        Limits {
+            in_memory: server.max_body_in_memory,
+            memory: server.max_buffered,
+            dir: server.body_temp_dir.clone(),
+            on_disk: server.max_spilled,
+            files: server.max_connections,
+        }
+    }
+}
+
+/// The client's side: the body the response carries.
+pub struct Reader {
+    shared: Arc<Mutex<State>>,
+    /// Bytes still to come, when the app said how many.
+    remaining: Option<u64>,
+    done: bool,
+}
+
+/// A piece read and not yet sent, in order.
+enum Seg {
+    Mem(Bytes),
+    /// `len` bytes of the file from `at`.
+    File {
+        at: u64,
+        len: u64,
+    },
+}
+
+enum Spool {
+    /// No byte had to go to a file yet.
+    None,
+    Open {
+        file: std::fs::File,
+        /// Its place among the answers in files, and its bytes on disk.
+        slot: FileSlot,
+        /// Where the next bytes go: the file starts again at 0 each time
+        /// the client has caught up with it.
+        end: u64,
+    },
+    /// A file could not be made or written: memory and the client's pace
+    /// only.
+    Off,
+}
+
+struct State {
+    segs: VecDeque<Seg>,
+    /// The `Mem` pieces' bytes, from the memory budget.
+    mem: Share,
+    spool: Spool,
+    /// Set by the pump when the app's body ended, well or not.
+    end: Option<Result<(), BoxError>>,
+    reader: Option<Waker>,
+    pump: Option<Waker>,
+    /// The pump holds a piece there was no room for.
+    pump_waits: bool,
+    reader_gone: bool,
+}
+
+/// Start reading `body` ahead; the reader gets what it reads.
+pub(super) fn start(body: Direct, limits: Limits) -> Reader {
+    let remaining = http_body::Body::size_hint(&body).exact();
+    tracing::trace!(remaining, "reading an answer ahead of its client");
+    let shared = Arc::new(Mutex::new(State {
+        segs: VecDeque::new(),
+        mem: Share::memory(),
+        spool: Spool::None,
+        end: None,
+        reader: None,
+        pump: None,
+        pump_waits: false,
+        reader_gone: false,
+    }));
+    tokio::spawn(pump(body, shared.clone(), limits));
+    Reader {
+        shared,
+        remaining,
+        done: false,
+    }
+}
+
+fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while locked leaves no half-made change that matters here:
+    // every change is a push or a pop of whole pieces.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read the app's body to its end, or until the client has gone (its
+/// reader dropped). Dropping `body` unfinished closes the connection; a
+/// finished one has gone back to the pool.
+async fn pump(mut body: Direct, shared: Arc<Mutex<State>>, limits: Limits) {
+    let mut pending: Option<Bytes> = None;
+    poll_fn(|cx| loop {
+        let mut st = lock(&shared);
+        if st.reader_gone {
+            return Poll::Ready(());
+        }
+        if let Some(d) = pending.take() {
+            match st.store(d, &limits) {
+                Ok(()) => {
+                    let w = st.reader.take();
+                    drop(st);
+                    if let Some(w) = w {
+                        w.wake();
+                    }
+                    continue;
+                }
+                Err(d) => {
+                    pending = Some(d);
+                    st.pump_waits = true;
+                    set_waker(&mut st.pump, cx);
+                    return Poll::Pending;
+                }
+            }
+        }
+        // Woken by the socket or by the reader's going.
+        set_waker(&mut st.pump, cx);
+        drop(st);
+        let end = match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(d) = frame.into_data() {
+                    if !d.is_empty() {
+                        pending = Some(d);
+                    }
+                }
+                continue;
+            }
+            Poll::Ready(Some(Err(e))) => Err(e),
+            Poll::Ready(None) => Ok(()),
+        };
+        let mut st = lock(&shared);
+        st.end = Some(end);
+        let w = st.reader.take();
+        drop(st);
+        if let Some(w) = w {
+            w.wake();
+        }
+        return Poll::Ready(());
+    })
+    .await
+}
+
+fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
+impl State {
+    /// Keep `d` after what is held: in memory while there is room, else in
+    /// the file; back when there is room for neither.
+    fn store(&mut self, d: Bytes, limits: &Limits) -> Result<(), Bytes> {
+        let n = d.len() as u64;
+        // With nothing held, a piece always goes: it is in memory anyway,
+        // and so the body moves at least at the client's pace.
+        if self.segs.is_empty() {
+            self.mem.force(n);
+            self.segs.push_back(Seg::Mem(d));
+            return Ok(());
+        }
+        if self.mem.held() + n <= limits.in_memory && self.mem.grow(n, limits.memory) {
+            self.segs.push_back(Seg::Mem(d));
+            return Ok(());
+        }
+        if self.write(&d, limits) {
+            return Ok(());
+        }
+        Err(d)
+    }
+
+    /// Append `d` to the file, made on first use; false when there is no
+    /// file or no room in it.
+    fn write(&mut self, d: &[u8], limits: &Limits) -> bool {
+        if matches!(self.spool, Spool::None) {
+            self.spool = match open(limits) {
+                Some((file, slot)) => Spool::Open { file, slot, end: 0 },
+                None => Spool::Off,
+            };
+        }
+        let Spool::Open { file, slot, end } = &mut self.spool else {
+            return false;
+        };
+        let n = d.len() as u64;
+        if !slot.grow_disk(n, limits.on_disk) {
+            return false;
+        }
+        if let Err(e) = file.write_all_at(d, *end) {
+            tracing::warn!(
+                body_temp_dir = %limits.dir.display(),
+                error = %e,
+                "an answer read ahead of its client could not be written to its temporary file; it goes at the client's pace"
+            );
+            self.spool = Spool::Off;
+            return false;
+        }
+        let at = *end;
+        *end += n;
+        match self.segs.back_mut() {
+            Some(Seg::File { at: a, len }) if *a + *len == at => *len += n,
+            _ => self.segs.push_back(Seg::File { at, len: n }),
+        }
+        true
+    }
+
+    /// The next piece for the client.
+    fn take(&mut self) -> Option<std::io::Result<Bytes>> {
+        let seg = self.segs.front_mut()?;
+        let d = match seg {
+            Seg::Mem(_) => {
+                let Some(Seg::Mem(d)) = self.segs.pop_front() else {
+                    unreachable!("the front was a Mem piece");
+                };
+                self.mem.shrink(d.len() as u64);
+                d
+            }
+            Seg::File { at, len } => {
+                let Spool::Open { file, .. } = &self.spool else {
+                    unreachable!("a File piece is only made with an open file");
+                };
+                let n = (*len).min(FILE_CHUNK as u64) as usize;
+                let mut buf = BytesMut::zeroed(n);
+                if let Err(e) = file.read_exact_at(&mut buf, *at) {
+                    return Some(Err(e));
+                }
+                *at += n as u64;
+                *len -= n as u64;
+                if *len == 0 {
+                    self.segs.pop_front();
+                    self.rewind();
+                }
+                buf.freeze()
+            }
+        };
+        Some(Ok(d))
+    }
+
+    /// Once the client has caught up with the file, it starts again from
+    /// its beginning and gives its disk space back.
+    fn rewind(&mut self) {
+        if self.segs.iter().any(|s| matches!(s, Seg::File { .. })) {
+            return;
+        }
+        if let Spool::Open { file, slot, end } = &mut self.spool {
+            *end = 0;
+            slot.release_disk();
+            // Frees the blocks; a failure only keeps them until the file
+            // is closed.
+            let _ = file.set_len(0);
+        }
+    }
+}
+
+fn open(limits: &Limits) -> Option<(std::fs::File, FileSlot)> {
+    let Some(slot) = FileSlot::for_answer(limits.files) else {
+        tracing::debug!(
+            max_connections = limits.files,
+            "as many answers in temporary files as max_connections; this one goes at its client's pace"
+        );
+        return None;
+    };
+    match tempfile::tempfile_in(&limits.dir) {
+        Ok(f) => Some((f, slot)),
+        Err(e) => {
+            tracing::warn!(
+                body_temp_dir = %limits.dir.display(),
+                error = %e,
+                "no temporary file for an answer read ahead of its client; it goes at the client's pace"
+            );
+            None
+        }
+    }
+}
+
+impl Body for Reader {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut st = lock(&this.shared);
+        let failed = match st.take() {
+            Some(Ok(d)) => {
+                if let Some(r) = this.remaining.as_mut() {
+                    *r = r.saturating_sub(d.len() as u64);
+                }
+                let w = if st.pump_waits {
+                    st.pump_waits = false;
+                    st.pump.take()
+                } else {
+                    None
+                };
+                drop(st);
+                if let Some(w) = w {
+                    w.wake();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(d))));
+            }
+            Some(Err(e)) => {
+                this.done = true;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            None => match st.end.take() {
+                Some(Ok(())) => None,
+                Some(Err(e)) => Some(e),
+                None => {
+                    set_waker(&mut st.reader, cx);
+                    return Poll::Pending;
+                }
+            },
+        };
+        this.done = true;
+        Poll::Ready(failed.map(Err))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.remaining
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared);
+        st.reader_gone = true;
+        let w = st.pump.take();
+        drop(st);
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

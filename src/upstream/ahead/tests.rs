@@ -1,0 +1,143 @@
+use super::*;
+
+fn state() -> State {
+    State {
+        segs: VecDeque::new(),
+        mem: Share::memory(),
+        spool: Spool::None,
+        end: None,
+        reader: None,
+        pump: None,
+        pump_waits: false,
+        reader_gone: false,
+    }
+}
+
+fn limits(in_memory: u64, dir: &std::path::Path) -> Limits {
+    Limits {
+        in_memory,
+        memory: u64::MAX / 2,
+        dir: dir.to_path_buf(),
+        on_disk: 1 << 30,
+        files: 1000,
+    }
+}
+
+/// Everything held, taken as the client would.
+fn drain(st: &mut State) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(d) = st.take() {
+        out.extend_from_slice(&d.expect("read back"));
+    }
+    out
+}
+
+fn piece(byte: u8, n: usize) -> Bytes {
+    Bytes::from(vec![byte; n])
+}
+
+fn in_file(st: &State) -> u64 {
+    st.segs
+        .iter()
+        .map(|s| match s {
+            Seg::File { len, .. } => *len,
+            Seg::Mem(_) => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn pieces_come_back_in_order_from_memory_then_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = limits(10_000, dir.path());
+    let mut st = state();
+    let mut sent = Vec::new();
+    for (i, n) in [6_000, 3_000, 5_000, 200_000, 7].into_iter().enumerate() {
+        let d = piece(b'a' + i as u8, n);
+        sent.extend_from_slice(&d);
+        st.store(d, &l).expect("room in memory or the file");
+    }
+    assert_eq!(
+        st.mem.held(),
+        9_007,
+        "the first two pieces in memory, and the last, which fits again"
+    );
+    assert_eq!(in_file(&st), 205_000, "the two past the 10,000 in the file");
+    assert_eq!(drain(&mut st), sent);
+    assert_eq!(st.mem.held(), 0, "the memory share given back");
+}
+
+#[test]
+fn the_file_starts_again_once_the_client_has_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = limits(0, dir.path());
+    let mut st = state();
+    st.store(piece(b'x', 100), &l).unwrap();
+    st.store(piece(b'y', 50_000), &l).unwrap();
+    let Spool::Open { file, end, .. } = &st.spool else {
+        panic!("a file for the second piece");
+    };
+    assert_eq!((*end, file.metadata().unwrap().len()), (50_000, 50_000));
+    let mut got = drain(&mut st);
+    let Spool::Open { file, end, .. } = &st.spool else {
+        panic!("the file is kept for the next pieces");
+    };
+    assert_eq!(
+        (*end, file.metadata().unwrap().len()),
+        (0, 0),
+        "rewound and emptied"
+    );
+    // A piece after the rewind lands at the file's start, and a new one
+    // comes back whole.
+    st.store(piece(b'z', 10), &l).unwrap();
+    st.store(piece(b'w', 20), &l).unwrap();
+    got.extend(drain(&mut st));
+    let mut want = vec![b'x'; 100];
+    want.extend([b'y'; 50_000]);
+    want.extend([b'z'; 10]);
+    want.extend([b'w'; 20]);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn without_a_file_a_piece_waits_until_the_client_takes_what_is_held() {
+    let l = limits(1_000, std::path::Path::new("/nonexistent/portcullis-ahead"));
+    let mut st = state();
+    st.store(piece(b'a', 800), &l).unwrap();
+    let back = st
+        .store(piece(b'b', 800), &l)
+        .expect_err("no room in memory and no file");
+    assert_eq!(back, piece(b'b', 800), "the piece is handed back whole");
+    assert!(matches!(st.spool, Spool::Off));
+    assert_eq!(drain(&mut st), vec![b'a'; 800]);
+    st.store(back, &l)
+        .expect("with nothing held, a piece always goes");
+    assert_eq!(drain(&mut st), vec![b'b'; 800]);
+}
+
+#[test]
+fn past_the_disk_budget_a_piece_waits_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = limits(0, dir.path());
+    l.on_disk = 0;
+    let mut st = state();
+    st.store(piece(b'a', 10), &l).unwrap();
+    assert!(st.store(piece(b'b', 10), &l).is_err());
+    assert_eq!(in_file(&st), 0);
+}
+
+#[test]
+fn a_piece_larger_than_the_memory_share_goes_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = limits(1_000, dir.path());
+    let mut st = state();
+    st.store(piece(b'a', 10), &l).unwrap();
+    st.store(piece(b'b', 5_000), &l).unwrap();
+    st.store(piece(b'c', 10), &l).unwrap();
+    assert_eq!(st.mem.held(), 20, "the small pieces in memory");
+    assert_eq!(in_file(&st), 5_000);
+    let mut want = vec![b'a'; 10];
+    want.extend([b'b'; 5_000]);
+    want.extend([b'c'; 10]);
+    assert_eq!(drain(&mut st), want);
+}

@@ -1,0 +1,286 @@
+//! Answers read ahead of slow clients (`buffer_responses`, nginx's
+//! `proxy_buffering`): behind a server with one sync worker, as gunicorn's
+//! default, a client that does not read must not keep the worker, and so
+//! every other client, waiting.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::BodyExt;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixListener};
+use tokio::sync::mpsc;
+
+/// Larger than every socket buffer between the app and a client that reads
+/// nothing (a few MiB each on loopback): without reading ahead, the app
+/// cannot finish writing it.
+const BIG: usize = 32 << 20;
+
+/// The body's byte at `i`: a pattern that shows a byte lost, doubled or
+/// out of place.
+fn byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+fn big_body() -> Vec<u8> {
+    (0..BIG).map(byte).collect()
+}
+
+/// How the worker frames `/big`.
+#[derive(Clone, Copy)]
+enum Framing {
+    Length,
+    Chunked,
+}
+
+/// An app server with one sync worker, as gunicorn's default: one
+/// connection at a time, `Connection: close`, each answer written whole
+/// before the next connection is accepted. `/big` is `BIG` bytes, the rest
+/// a short text; each path is sent on `done` once its answer is written.
+fn sync_worker(
+    path: &Path,
+    framing: Framing,
+    extra: &'static str,
+) -> mpsc::UnboundedReceiver<String> {
+    let l = UnixListener::bind(path).unwrap();
+    let (done, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let body = Bytes::from(big_body());
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&head).into_owned();
+            let path = line.split(' ').nth(1).unwrap_or("").to_string();
+            let sent = if path == "/big" {
+                match framing {
+                    Framing::Length => {
+                        let h = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\nConnection: close\r\n{extra}\r\n"
+                        );
+                        s.write_all(h.as_bytes()).await.is_ok() && s.write_all(&body).await.is_ok()
+                    }
+                    Framing::Chunked => {
+                        let h = format!(
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n{extra}\r\n"
+                        );
+                        let mut ok = s.write_all(h.as_bytes()).await.is_ok();
+                        for piece in body.chunks(50_000) {
+                            let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
+                            c.extend_from_slice(piece);
+                            c.extend_from_slice(b"\r\n");
+                            ok = ok && s.write_all(&c).await.is_ok();
+                        }
+                        ok && s.write_all(b"0\r\n\r\n").await.is_ok()
+                    }
+                }
+            } else {
+                s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nsmall",
+                )
+                .await
+                .is_ok()
+            };
+            if sent {
+                let _ = done.send(path);
+            }
+        }
+    });
+    rx
+}
+
+fn config(sock: &Path, server: &str) -> String {
+    format!(
+        "[server]\n{server}\n[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+         [upstream.app]\nservers = [\"unix:{}\"]\n[[route]]\npath = \"/\"\nupstream = \"app\"\n",
+        sock.display()
+    )
+}
+
+/// The next path the worker has answered whole; a failure after 30 s, far
+/// past what the test needs, rather than a hang.
+async fn answered(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the worker never finished writing its answer: held by a client that does not read")
+        .expect("the worker is gone")
+}
+
+/// Ask for `/big` on a raw HTTP/1.1 connection and read nothing yet.
+async fn stalled_request(p: &Proxy) -> TcpStream {
+    let mut c = TcpStream::connect(p.addrs[0]).await.unwrap();
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    c
+}
+
+/// Read a whole HTTP/1.1 answer from `c`: its head and its body, decoded
+/// by its framing.
+async fn read_answer(c: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut all = Vec::new();
+    let mut b = vec![0u8; 256 * 1024];
+    let end = loop {
+        if let Some(at) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = c.read(&mut b).await.unwrap();
+        assert!(n > 0, "closed inside the head");
+        all.extend_from_slice(&b[..n]);
+    };
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    let mut rest = all.split_off(end);
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+    {
+        let len: usize = len.trim().parse().unwrap();
+        while rest.len() < len {
+            let n = c.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed after {} of {len} bytes", rest.len());
+            rest.extend_from_slice(&b[..n]);
+        }
+        return (head, rest);
+    }
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
+                break at;
+            }
+            let n = c.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed inside a chunk size");
+            rest.extend_from_slice(&b[..n]);
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16).unwrap();
+        while rest.len() < line_end + 2 + size + 2 {
+            let n = c.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed inside a chunk");
+            rest.extend_from_slice(&b[..n]);
+        }
+        body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+        rest.drain(..line_end + 2 + size + 2);
+        if size == 0 {
+            return (head, body);
+        }
+    }
+}
+
+fn assert_whole(body: &[u8]) {
+    assert_eq!(body.len(), BIG, "the body's length");
+    if let Some(i) = (0..BIG).find(|&i| body[i] != byte(i)) {
+        panic!("byte {i} is {}, not {}", body[i], byte(i));
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_leaves_the_one_worker_free_for_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let mut done = sync_worker(&sock, Framing::Length, "");
+    let temp = dir.path().join("tmp");
+    std::fs::create_dir(&temp).unwrap();
+    let p = proxy(&config(
+        &sock,
+        &format!("body_temp_dir = \"{}\"", temp.display()),
+    ))
+    .await;
+
+    let mut slow = stalled_request(&p).await;
+    assert_eq!(answered(&mut done).await, "/big");
+    // The one worker is free: the next client is served while the first
+    // has still read nothing.
+    let (status, _, body) = get(&p.url("/small")).await;
+    assert_eq!((status, body.as_str()), (200, "small"));
+    assert_eq!(answered(&mut done).await, "/small");
+
+    let (head, body) = read_answer(&mut slow).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_whole(&body);
+}
+
+#[tokio::test]
+async fn an_http2_client_that_does_not_read_leaves_the_worker_free_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let mut done = sync_worker(&sock, Framing::Length, "");
+    let p = proxy(&config(&sock, "")).await;
+    let tcp = TcpStream::connect(p.addrs[0]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = |path: &str| {
+        Request::get(p.url(path))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap()
+    };
+    // The body is not read: the stream's flow-control window closes after
+    // a few MiB, and the proxy may send no more.
+    let big = send.send_request(req("/big")).await.unwrap();
+    assert_eq!(big.status(), 200);
+    assert_eq!(answered(&mut done).await, "/big");
+
+    let small = send.send_request(req("/small")).await.unwrap();
+    let body = small.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"small");
+
+    let body = big.into_body().collect().await.unwrap().to_bytes();
+    assert_whole(&body);
+}
+
+/// With little room to read ahead into (64 KiB in memory, 4 MiB on disk),
+/// the answer is read ahead up to it and then at the client's pace: the
+/// worker finishes only once the client reads, and the client gets every
+/// byte in order, through memory, the file, the file emptied and filled
+/// again.
+#[tokio::test]
+async fn past_its_room_a_chunked_answer_goes_at_the_clients_pace_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let mut done = sync_worker(&sock, Framing::Chunked, "");
+    let server = format!(
+        "max_body = \"1MiB\"\nmax_body_in_memory = \"64KiB\"\nmax_spilled = \"4MiB\"\nbody_temp_dir = \"{}\"",
+        dir.path().display()
+    );
+    let p = proxy(&config(&sock, &server)).await;
+    let mut slow = stalled_request(&p).await;
+    let (head, body) = read_answer(&mut slow).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_whole(&body);
+    assert_eq!(answered(&mut done).await, "/big");
+}
+
+/// An app that streams (events, progress) says so with nginx's
+/// `X-Accel-Buffering: no`; the field is for the proxy, not the client.
+#[tokio::test]
+async fn x_accel_buffering_is_heeded_and_not_passed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let mut done = sync_worker(
+        &sock,
+        Framing::Chunked,
+        "X-Accel-Buffering: no\r\nX-App: kept\r\n",
+    );
+    let p = proxy(&config(&sock, "")).await;
+    let mut c = stalled_request(&p).await;
+    let (head, body) = read_answer(&mut c).await;
+    assert!(head.contains("x-app: kept"), "{head}");
+    assert!(!head.contains("x-accel-buffering"), "{head}");
+    assert_whole(&body);
+    assert_eq!(answered(&mut done).await, "/big");
+}
