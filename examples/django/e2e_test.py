@@ -33,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 UPLOAD_SIZE = 8 * 1024 * 1024  # under the example's max_body (20MiB)
 TOO_BIG = 25 * 1024 * 1024  # over it
+EXPORT_SIZE = 16 * 1024 * 1024  # api/views.py's export
 
 
 class SetupError(Exception):
@@ -424,6 +425,42 @@ class Checks:
         check(data.get("bytes") == len(blob), f"the app got {data.get('bytes')} bytes, sent {len(blob)}")
         check(data.get("sha256") == hashlib.sha256(blob).hexdigest(), "the body arrived changed")
 
+    def slow_download(self):
+        """three clients that read nothing of a 16 MiB export leave gunicorn's three sync workers free (buffer_responses), and each gets it whole later"""
+        marker = "export-" + secrets.token_hex(8)
+        clients = []
+        try:
+            for i in range(3):
+                raw = socket.create_connection(("127.0.0.1", self.d.https_port), timeout=60)
+                s = self.d.ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                clients.append(s)
+                s.sendall(f"GET /public/export/?{marker}-{i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            # A sync worker logs a request once it has written the answer
+            # whole: without reading ahead, each would still be writing into
+            # the full socket of a client that reads nothing.
+            wait_for("gunicorn's workers to finish writing the three exports",
+                     lambda: all(self.d.gunicorn_saw(f"{marker}-{i}") for i in range(3)), 60)
+            status, _, _ = self.d.request("GET", "/public/")
+            check(status == 200, f"/public/ while three clients read nothing: {status}")
+            want = hashlib.sha256(bytes(range(256)) * (EXPORT_SIZE // 256)).hexdigest()
+            for i, s in enumerate(clients):
+                f = s.makefile("rb")
+                status_line = f.readline().decode(errors="replace").strip()
+                length = None
+                while (line := f.readline().strip()) != b"":
+                    name, _, value = line.decode(errors="replace").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                check(status_line.startswith("HTTP/1.1 200"), f"export {i}: {status_line!r}")
+                check(length == EXPORT_SIZE, f"export {i}: Content-Length {length}")
+                data = f.read(length)
+                # Held past gunicorn's --timeout, a worker is killed mid-answer.
+                check(len(data) == length, f"export {i}: {len(data)} of {length} bytes arrived")
+                check(hashlib.sha256(data).hexdigest() == want, f"export {i} arrived changed")
+        finally:
+            for s in clients:
+                s.close()
+
     def too_large_upload(self):
         """a body over max_body (client_max_body_size) gets 413 from the proxy; gunicorn never saw it"""
         marker = "too-big-" + secrets.token_hex(8)
@@ -481,7 +518,7 @@ class Checks:
 ORDER = [
     "tls_certificate", "public_is_open", "obtain_tokens", "protected_with_token",
     "protected_without_token", "refresh_as_bearer", "tampered_token", "refresh_and_use",
-    "forwarded_headers", "static_file", "protected_download", "redirect_to_https", "large_upload", "too_large_upload", "metrics",
+    "forwarded_headers", "static_file", "protected_download", "redirect_to_https", "large_upload", "slow_download", "too_large_upload", "metrics",
     # Last: it stops gunicorn.
     "maintenance_page",
 ]

@@ -35,6 +35,15 @@ def public(request):
     )
 
 
+EXPORT_SIZE = 16 * 1024 * 1024
+
+
+def export(request):
+    """A large answer, as a CSV export or a report is: 16 MiB of a fixed
+    pattern (bytes 0 to 255 over and over), so a client can check it."""
+    return HttpResponse(bytes(range(256)) * (EXPORT_SIZE // 256), content_type="application/octet-stream")
+
+
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def hello(request):

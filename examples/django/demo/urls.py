@@ -15,4 +15,5 @@ urlpatterns = [
     path("api/invoice/", views.invoice, name="invoice"),
     # Open everywhere.
     path("public/", views.public, name="public"),
+    path("public/export/", views.export, name="export"),
 ]
