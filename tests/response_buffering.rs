@@ -101,7 +101,8 @@ fn sync_worker(
 fn config(sock: &Path, server: &str) -> String {
     format!(
         "[server]\n{server}\n[log]\naccess = \"off\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
-         [upstream.app]\nservers = [\"unix:{}\"]\n[[route]]\npath = \"/\"\nupstream = \"app\"\n",
+         [upstream.app]\nservers = [\"unix:{}\"]\n[[route]]\npath = \"/\"\nupstream = \"app\"\n\
+         [[route]]\npath = \"/metrics\"\nmetrics = true\nallow = [\"127.0.0.1\"]\n",
         sock.display()
     )
 }
@@ -204,6 +205,21 @@ async fn a_client_that_does_not_read_leaves_the_one_worker_free_for_the_others()
     let (status, _, body) = get(&p.url("/small")).await;
     assert_eq!((status, body.as_str()), (200, "small"));
     assert_eq!(answered(&mut done).await, "/small");
+    // What the sockets between cannot hold (32 MiB less a few) is in a
+    // file, and the metrics say so (for the whole test process, in which
+    // other tests read ahead too: at least this one's).
+    let (_, _, page) = get(&p.url("/metrics")).await;
+    let value = |series: &str| -> u64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+    };
+    assert!(value("portcullis_answers_read_ahead_total ") >= 1);
+    assert!(
+        value("portcullis_bodies_held_bytes{place=\"answer_files\"} ") >= 16 << 20,
+        "{page}"
+    );
 
     let (head, body) = read_answer(&mut slow).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");

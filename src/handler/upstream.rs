@@ -24,10 +24,11 @@ mod spill;
 
 use crate::client::client_ip;
 use buffer::read_whole;
-pub(crate) use buffer::Share;
+pub(crate) use buffer::{in_memory, Share};
 use hop::prepare;
 pub use hop::strip_prefix;
 pub use set_headers::SetHeader;
+pub(crate) use spill::on_disk;
 pub(crate) use spill::FileSlot;
 
 #[allow(clippy::manual_async_fn)] // a plain fn returning an async block: see `service::handle`

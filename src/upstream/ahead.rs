@@ -29,11 +29,14 @@ use std::future::poll_fn;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 /// The most read back from the file at a time.
 const FILE_CHUNK: usize = 128 * 1024;
+
+mod blocks;
 
 /// What an answer may hold while the client falls behind (the module's
 /// comment).
@@ -110,8 +113,16 @@ struct State {
     reader_gone: bool,
 }
 
+/// Answers read ahead so far, in the whole process (a metric).
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+pub fn started() -> u64 {
+    STARTED.load(Ordering::Relaxed)
+}
+
 /// Start reading `body` ahead; the reader gets what it reads.
 pub(super) fn start(body: Direct, limits: Limits) -> Reader {
+    STARTED.fetch_add(1, Ordering::Relaxed);
     let remaining = http_body::Body::size_hint(&body).exact();
     tracing::trace!(remaining, "reading an answer ahead of its client");
     let shared = Arc::new(Mutex::new(State {
@@ -209,11 +220,11 @@ impl State {
         // and so the body moves at least at the client's pace.
         if self.segs.is_empty() {
             self.mem.force(n);
-            self.segs.push_back(Seg::Mem(d));
+            self.segs.push_back(Seg::Mem(blocks::own(d)));
             return Ok(());
         }
         if self.mem.held() + n <= limits.in_memory && self.mem.grow(n, limits.memory) {
-            self.segs.push_back(Seg::Mem(d));
+            self.segs.push_back(Seg::Mem(blocks::own(d)));
             return Ok(());
         }
         if self.write(&d, limits) {

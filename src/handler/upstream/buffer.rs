@@ -20,6 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// the whole process.
 static BUFFERED: AtomicU64 = AtomicU64::new(0);
 
+/// Bytes of bodies held in memory now, in the whole process (a metric).
+pub(crate) fn in_memory() -> u64 {
+    BUFFERED.load(Ordering::Relaxed)
+}
+
 /// A share of a process-wide budget, given back when dropped. Of
 /// `BUFFERED`: while a body is read, and then with the bytes themselves, so
 /// that it goes back when their last copy (a retry keeps one) is dropped.

@@ -26,6 +26,15 @@ static SPILLED: AtomicU64 = AtomicU64::new(0);
 static ANSWERS_IN_FILES: AtomicUsize = AtomicUsize::new(0);
 static ANSWERS_SPILLED: AtomicU64 = AtomicU64::new(0);
 
+/// Bytes in temporary files now, of request bodies and of answers read
+/// ahead, in the whole process (a metric).
+pub(crate) fn on_disk() -> (u64, u64) {
+    (
+        SPILLED.load(Ordering::Relaxed),
+        ANSWERS_SPILLED.load(Ordering::Relaxed),
+    )
+}
+
 /// A place among the bodies in files and the body's bytes on disk, given
 /// back when dropped (with the file). There are at most `max_connections`
 /// places: one HTTP/2 connection could otherwise claim a descriptor per
