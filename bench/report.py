@@ -66,6 +66,8 @@ RATIOS = [
     ("close req/s portcullis/haproxy", "close", "portcullis", "haproxy", None, True),
     ("close p99 portcullis/nginx", "close", "portcullis", "nginx", None, False),
     ("close p99 portcullis/haproxy", "close", "portcullis", "haproxy", None, False),
+    ("download req/s portcullis/nginx", "download", "portcullis", "nginx", None, True),
+    ("download req/s portcullis/haproxy", "download", "portcullis", "haproxy", None, True),
     ("log req/s portcullis/nginx, both logging", "log", "portcullis-log", "nginx-log", None, True),
     ("log req/s portcullis logging / not logging", "log", "portcullis-log", "portcullis-nolog", None, True),
     ("jwt HS256 / portcullis ungated", "jwt", "portcullis-hs256", "portcullis-none", 0.9, True),

@@ -247,10 +247,10 @@ fn response(
         // nginx's convention: an app streaming events or progress says so
         // (`X-Accel-Buffering: no`), and the field is for the proxy alone.
         let streamed = fields
-            .get(X_ACCEL_BUFFERING)
+            .get_known(&X_ACCEL_BUFFERING)
             .map(|v| v.eq_ignore_ascii_case(b"no"));
         if streamed.is_some() {
-            fields = fields.without(X_ACCEL_BUFFERING);
+            fields = fields.without(X_ACCEL_BUFFERING.name);
         }
         if let Some(server) = ahead.filter(|_| streamed != Some(true) && !body.is_whole()) {
             // An app's X-Accel-Redirect answer is dropped for the file it
@@ -269,7 +269,8 @@ fn response(
     r
 }
 
-const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
+const X_ACCEL_BUFFERING: crate::http::raw::Known =
+    crate::http::raw::Known::new("x-accel-buffering");
 
 async fn join_upgraded(client: OnUpgrade, mut up: Conn, _guard: InflightGuard) {
     use tokio::io::AsyncWriteExt;
