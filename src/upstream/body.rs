@@ -83,16 +83,21 @@ impl UpstreamBody {
     /// slower than the server, which from now on is read ahead of it, if
     /// the body was armed for that.
     pub fn client_stalled(&mut self) {
-        let Some(limits) = self.armed.take() else {
+        if self.armed.is_none() {
             return;
-        };
-        if let Mode::Direct(d) = std::mem::replace(&mut self.mode, Mode::Moving) {
-            self.mode = if d.is_whole() {
-                Mode::Direct(d)
-            } else {
-                Mode::Ahead(super::ahead::start(d, *limits))
-            };
         }
+        // Armed only while direct; a body read whole meanwhile needs none.
+        if !matches!(&self.mode, Mode::Direct(d) if !d.is_whole()) {
+            self.armed = None;
+            return;
+        }
+        let (Some(limits), Mode::Direct(d)) = (
+            self.armed.take(),
+            std::mem::replace(&mut self.mode, Mode::Moving),
+        ) else {
+            unreachable!("checked just above");
+        };
+        self.mode = Mode::Ahead(super::ahead::start(d, *limits));
     }
 
     /// Whether the rest is read ahead.

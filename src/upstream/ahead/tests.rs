@@ -1,3 +1,4 @@
+use super::held::{Seg, Spool, State};
 use super::*;
 
 fn state() -> State {
@@ -140,4 +141,114 @@ fn a_piece_larger_than_the_memory_share_goes_to_the_file() {
     want.extend([b'b'; 5_000]);
     want.extend([b'c'; 10]);
     assert_eq!(drain(&mut st), want);
+}
+
+mod armed {
+    //! When an answer starts to be read ahead, on a socket pair.
+    use crate::http::IdleTimer;
+    use crate::upstream::ahead::Limits;
+    use crate::upstream::body::UpstreamBody;
+    use crate::upstream::connect::Stream;
+    use crate::upstream::h1::{Conn, SendBody};
+    use crate::upstream::pool::InflightGuard;
+    use crate::upstream::{Server, ServerAddr, UpstreamSettings};
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    const BODY: usize = 300_000;
+
+    fn server() -> Arc<Server> {
+        let settings = UpstreamSettings {
+            keepalive: 4,
+            keepalive_timeout: Duration::from_secs(60),
+            ..crate::upstream::tests::settings()
+        };
+        Arc::new(Server::new(
+            ServerAddr::Unix("/nonexistent".into()),
+            &settings,
+        ))
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            in_memory: 1 << 20,
+            memory: 1 << 30,
+            dir: std::env::temp_dir(),
+            on_disk: 1 << 30,
+            files: 100,
+        }
+    }
+
+    /// An answer of `BODY` bytes: its head and the first `first` bytes at
+    /// once, the rest when `rest` is sent.
+    async fn answer(first: usize) -> (UpstreamBody, Arc<Server>, tokio::sync::oneshot::Sender<()>) {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (rest, go) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let _ = b.read(&mut req).await.unwrap();
+            let body = vec![b'x'; BODY];
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
+            b.write_all(head.as_bytes()).await.unwrap();
+            b.write_all(&body[..first]).await.unwrap();
+            let _ = go.await;
+            b.write_all(&body[first..]).await.unwrap();
+            let mut end = Vec::new();
+            let _ = b.read_to_end(&mut end).await;
+        });
+        let srv = server();
+        let mut conn = Conn::new(Stream::Unix(a), IdleTimer::new(Arc::default()));
+        let (parts, _) = http::Request::get("/").body(()).unwrap().into_parts();
+        let head = conn
+            .exchange(&parts, &mut SendBody::None, Duration::from_secs(60))
+            .await
+            .unwrap();
+        // Let the first bytes arrive behind the head.
+        if first == BODY {
+            while conn.buf.len() < BODY {
+                std::future::poll_fn(|cx| conn.poll_fill(cx)).await.unwrap();
+            }
+        }
+        let guard = InflightGuard::new(srv.clone());
+        let body = UpstreamBody::new(conn, head.framing, head.keep_alive, guard);
+        (body, srv, rest)
+    }
+
+    #[tokio::test]
+    async fn an_armed_answer_is_read_ahead_once_its_client_stalls() {
+        let (mut body, srv, rest) = answer(1000).await;
+        body.read_ahead(limits(), false);
+        assert!(!body.is_ahead(), "armed, decoded as the client takes it");
+        body.client_stalled();
+        assert!(body.is_ahead());
+        rest.send(()).unwrap();
+        // The connection goes back to its pool with nothing taken yet by
+        // the client: the body was read to its end ahead of it.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while srv.pool.idle_count() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the connection back in the pool");
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(got.len(), BODY);
+        assert!(got.iter().all(|&b| b == b'x'));
+        srv.pool.clear();
+    }
+
+    #[tokio::test]
+    async fn an_answer_already_whole_is_never_read_ahead() {
+        let (mut body, srv, _rest) = answer(BODY).await;
+        assert!(body.is_whole());
+        body.read_ahead(limits(), true);
+        body.client_stalled();
+        assert!(!body.is_ahead());
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), BODY);
+        assert_eq!(srv.pool.idle_count(), 1);
+        srv.pool.clear();
+    }
 }
