@@ -94,14 +94,7 @@ async fn a_request_the_client_gives_up_on_is_logged_with_499() {
         up.addr
     ))
     .await;
-    let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut send, conn) = h2_connect(p.addrs[0]).await;
     let req = http::Request::get(format!("http://open.example:{}/slow", p.addrs[0].port()))
         .header("x-request-id", "gave-up-1")
         .body(http_body_util::Empty::<bytes::Bytes>::new())

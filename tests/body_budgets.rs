@@ -171,14 +171,7 @@ async fn bodies_in_temp_files_are_as_many_as_max_connections_at_most() {
     // able to claim one per stream.
     let (up, mut arrived, release) = holding_upstream(echo_response).await;
     let p = proxy(&config(&up.addr, "max_connections = 2")).await;
-    let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let _conn = tokio::spawn(conn);
+    let (send, _conn) = h2_connect(p.addrs[0]).await;
     // 2 MiB: past max_body_in_memory, so each body is kept in a file.
     let post = move |path: &str| {
         let mut send = send.clone();

@@ -185,14 +185,7 @@ async fn answers_that_must_stay_as_they_are_are_not_touched() {
 async fn http2_clients_get_it_too() {
     let a = app().await;
     let p = proxy(&config(&a.addr)).await;
-    let tcp = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _conn) = h2_connect(p.addrs[0]).await;
     let req = Request::get(p.url("/orders"))
         .header("accept-encoding", "gzip")
         .body(http_body_util::Empty::<Bytes>::new())

@@ -232,14 +232,7 @@ async fn an_http2_client_that_does_not_read_leaves_the_worker_free_too() {
     let sock = dir.path().join("app.sock");
     let mut done = sync_worker(&sock, Framing::Length, "");
     let p = proxy(&config(&sock, "")).await;
-    let tcp = TcpStream::connect(p.addrs[0]).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _conn) = h2_connect(p.addrs[0]).await;
     let req = |path: &str| {
         Request::get(p.url(path))
             .body(http_body_util::Empty::<Bytes>::new())

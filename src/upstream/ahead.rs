@@ -20,11 +20,9 @@
 
 use super::body::Direct;
 use crate::body::BoxError;
-use crate::handler::upstream::Share;
 use crate::state::ServerSettings;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -35,7 +33,7 @@ use std::task::{Context, Poll, Waker};
 mod blocks;
 mod held;
 
-use held::{Spool, State};
+use held::State;
 
 /// What an answer may hold while the client falls behind (the module's
 /// comment).
@@ -84,16 +82,7 @@ pub(super) fn start(body: Direct, limits: Limits) -> Reader {
     STARTED.fetch_add(1, Ordering::Relaxed);
     let remaining = http_body::Body::size_hint(&body).exact();
     tracing::trace!(remaining, "reading an answer ahead of its client");
-    let shared = Arc::new(Mutex::new(State {
-        segs: VecDeque::new(),
-        mem: Share::memory(),
-        spool: Spool::None,
-        end: None,
-        reader: None,
-        pump: None,
-        pump_waits: false,
-        reader_gone: false,
-    }));
+    let shared = Arc::new(Mutex::new(State::new()));
     tokio::spawn(pump(body, shared.clone(), limits));
     Reader {
         shared,

@@ -389,3 +389,24 @@ pub async fn read_until(s: &mut tokio::net::TcpStream, pat: &str, n: usize) -> S
     }
     String::from_utf8_lossy(&got).into_owned()
 }
+
+/// An HTTP/2 client connection to `addr` (prior knowledge, as on a plain
+/// listener); its task is spawned, its handle returned with the sender.
+pub async fn h2_connect<B>(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}

@@ -53,6 +53,19 @@ pub(super) struct State {
 }
 
 impl State {
+    pub(super) fn new() -> State {
+        State {
+            segs: VecDeque::new(),
+            mem: Share::memory(),
+            spool: Spool::None,
+            end: None,
+            reader: None,
+            pump: None,
+            pump_waits: false,
+            reader_gone: false,
+        }
+    }
+
     /// Keep `d` after what is held: in memory while there is room, else in
     /// the file; back when there is room for neither.
     pub(super) fn store(&mut self, d: Bytes, limits: &Limits) -> Result<(), Bytes> {

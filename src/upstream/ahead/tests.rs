@@ -2,16 +2,7 @@ use super::held::{Seg, Spool, State};
 use super::*;
 
 fn state() -> State {
-    State {
-        segs: VecDeque::new(),
-        mem: Share::memory(),
-        spool: Spool::None,
-        end: None,
-        reader: None,
-        pump: None,
-        pump_waits: false,
-        reader_gone: false,
-    }
+    State::new()
 }
 
 fn limits(in_memory: u64, dir: &std::path::Path) -> Limits {
