@@ -27,15 +27,19 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     pub max_body: u64,
     /// All request bodies read whole into memory (`buffer_requests`,
-    /// `buffer_chunked`) at once, together; past it a body goes to a
-    /// temporary file rather than the process taking all the memory
-    /// `max_concurrent_streams` HTTP/2 streams of `max_body` each would.
+    /// `buffer_chunked`) and answers read ahead (`buffer_responses`) at
+    /// once, together; past it a body goes to a temporary file rather than
+    /// the process taking all the memory `max_concurrent_streams` HTTP/2
+    /// streams of `max_body` each would.
     pub max_buffered: u64,
-    /// A body read whole and larger than this goes to a temporary file.
+    /// A body read whole and larger than this goes to a temporary file; an
+    /// answer read ahead keeps this much in memory, the rest in a file.
     pub max_body_in_memory: u64,
     /// Where those files are made (unnamed: nothing to clean up).
     pub body_temp_dir: std::path::PathBuf,
-    /// Their bytes, all together; past it a request gets 503.
+    /// Their bytes, all together; past it a request gets 503. Answers read
+    /// ahead have a budget of this size of their own, past which they go
+    /// at their clients' pace.
     pub max_spilled: u64,
     pub max_header_size: usize,
     /// Advertised in each new HTTP/2 connection's SETTINGS.

@@ -39,13 +39,15 @@ pub struct RawServer {
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_body: Option<String>,
-    /// All request bodies held in memory at once (`buffer_requests`,
-    /// `buffer_chunked`).
+    /// All bodies held in memory at once (`buffer_requests`,
+    /// `buffer_chunked`, `buffer_responses`).
     pub max_buffered: Option<String>,
-    /// Larger bodies read whole go to a temporary file instead.
+    /// Larger bodies read whole, and what an answer read ahead holds past
+    /// this, go to a temporary file instead.
     pub max_body_in_memory: Option<String>,
     pub body_temp_dir: Option<String>,
-    /// All bodies in temporary files at once, on disk.
+    /// All request bodies in temporary files at once, on disk; answers
+    /// read ahead have as much again.
     pub max_spilled: Option<String>,
     /// Largest request head (request line + headers) accepted; larger: 431.
     pub max_header_size: Option<String>,
