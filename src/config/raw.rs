@@ -129,6 +129,9 @@ pub struct RawUpstream {
     /// sends it (default true, nginx's `proxy_buffering`): a slow download
     /// then holds no gunicorn sync worker.
     pub buffer_responses: Option<bool>,
+    /// The most an answer read ahead keeps in its temporary file (default
+    /// 1GiB, nginx's proxy_max_temp_file_size); "0": memory only.
+    pub max_read_ahead: Option<String>,
     pub health: Option<RawHealth>,
 }
 

@@ -108,7 +108,10 @@ pub fn forward<'a>(
                     } else {
                         up.succeeded(server);
                     }
-                    let ahead = up.settings.buffer_responses.then_some(&snap.server);
+                    let ahead = up
+                        .settings
+                        .buffer_responses
+                        .then(|| (&snap.server, up.settings.max_read_ahead));
                     let h2 = client_version == http::Version::HTTP_2;
                     let mut r = response(head, c, guard, client_upgrade, ahead, h2);
                     // Answer in the client's protocol, not the upstream's.
@@ -225,7 +228,7 @@ fn response(
     c: Conn,
     guard: InflightGuard,
     client_upgrade: Option<OnUpgrade>,
-    ahead: Option<&crate::state::ServerSettings>,
+    ahead: Option<(&crate::state::ServerSettings, u64)>,
     h2: bool,
 ) -> Resp {
     // Hop-by-hop headers were left out when the head was parsed.
@@ -252,11 +255,13 @@ fn response(
         if streamed.is_some() {
             fields = fields.without(X_ACCEL_BUFFERING.name);
         }
-        if let Some(server) = ahead.filter(|_| streamed != Some(true) && !body.is_whole()) {
+        if let Some((server, in_file)) =
+            ahead.filter(|_| streamed != Some(true) && !body.is_whole())
+        {
             // An app's X-Accel-Redirect answer is dropped for the file it
             // names.
             if fields.get("x-accel-redirect").is_none() {
-                body.read_ahead(crate::upstream::ahead::Limits::of(server), h2);
+                body.read_ahead(crate::upstream::ahead::Limits::of(server, in_file), h2);
             }
         }
         ProxyBody::upstream(body)

@@ -46,13 +46,16 @@ pub struct Limits {
     pub dir: PathBuf,
     /// Bytes of answers in files in all.
     pub on_disk: u64,
+    /// Bytes of this answer in its file (the upstream's `max_read_ahead`).
+    pub in_file: u64,
     /// Answers with a file at once: each is a descriptor.
     pub files: usize,
 }
 
 impl Limits {
-    pub fn of(server: &ServerSettings) -> Limits {
+    pub fn of(server: &ServerSettings, in_file: u64) -> Limits {
         Limits {
+            in_file,
             in_memory: server.max_body_in_memory,
             memory: server.max_buffered,
             dir: server.body_temp_dir.clone(),

@@ -96,6 +96,8 @@ pub struct UpstreamSettings {
     /// Read answers ahead of slow clients (`ahead.rs`); an answer with
     /// `X-Accel-Buffering: no` is streamed at its client's pace anyway.
     pub buffer_responses: bool,
+    /// Bytes an answer read ahead may hold in its file at once.
+    pub max_read_ahead: u64,
     pub health: Option<HealthSettings>,
 }
 

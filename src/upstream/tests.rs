@@ -30,6 +30,7 @@ pub(super) fn settings() -> crate::upstream::UpstreamSettings {
         buffer_chunked: true,
         buffer_requests: true,
         buffer_responses: true,
+        max_read_ahead: 1 << 30,
         health: None,
     }
 }

@@ -98,6 +98,11 @@ impl Compiler<'_> {
             buffer_chunked: u.buffer_chunked.unwrap_or(true),
             buffer_requests: u.buffer_requests.unwrap_or(true),
             buffer_responses: u.buffer_responses.unwrap_or(true),
+            max_read_ahead: self.size(
+                &u.max_read_ahead,
+                &format!("{place}.max_read_ahead"),
+                1 << 30,
+            ),
             health,
         };
         let prev_up = prev.and_then(|p| p.upstreams.get(name));

@@ -59,6 +59,7 @@ addr = "localhost:80"
 servers = ["127.0.0.1:8001", "127.0.0.1:8001", { addr = "127.0.0.1:8003", weight = 0 }]
 balance = "fastest"
 keepalive_requests = 0
+max_read_ahead = "a lot"
 [[route]]
 path = "api"
 upstream = "app"
@@ -80,6 +81,7 @@ status = 200
         "upstream.app.servers[2].weight: must be between 1 and 1000",
         "upstream.app.balance: \"fastest\" is not one of",
         "upstream.app.keepalive_requests: must be at least 1",
+        "upstream.app.max_read_ahead: \"a lot\" is not a size",
         "route[0].path: \"api\" must start with /",
         "server.max_body_in_memory: must be at most max_buffered",
         "server.max_spilled: must be at least max_body",

@@ -82,6 +82,7 @@ retries = 2
 [upstream.stream]
 servers = ["127.0.0.1:8003"]
 buffer_responses = false
+max_read_ahead = "0"
 [upstream.app.health]
 path = "/healthz"
 expect = ["2xx", 301]
@@ -101,6 +102,8 @@ expect = ["2xx", 301]
     assert_eq!(up.settings.keepalive_requests, 1000, "nginx's default");
     assert!(up.settings.buffer_responses, "nginx's proxy_buffering on");
     assert!(!s.upstreams["stream"].settings.buffer_responses);
+    assert_eq!(up.settings.max_read_ahead, 1 << 30, "nginx's 1024m");
+    assert_eq!(s.upstreams["stream"].settings.max_read_ahead, 0);
     let h = up.settings.health.as_ref().unwrap();
     assert_eq!(h.path, "/healthz");
     assert_eq!(h.expect, vec![(200, 299), (301, 301)]);

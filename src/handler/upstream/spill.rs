@@ -76,6 +76,11 @@ impl FileSlot {
         self.disk.grow(n, limit)
     }
 
+    /// Bytes of this file counted on disk.
+    pub(crate) fn disk_held(&self) -> u64 {
+        self.disk.held()
+    }
+
     /// The file is empty again.
     pub(crate) fn release_disk(&mut self) {
         self.disk.shrink(self.disk.held());

@@ -90,6 +90,10 @@ impl State {
     /// Append `d` to the file, made on first use; false when there is no
     /// file or no room in it.
     fn write(&mut self, d: &[u8], limits: &Limits) -> bool {
+        let n = d.len() as u64;
+        if n > limits.in_file {
+            return false;
+        }
         if matches!(self.spool, Spool::None) {
             self.spool = match open(limits) {
                 Some((file, slot)) => Spool::Open { file, slot, end: 0 },
@@ -99,8 +103,7 @@ impl State {
         let Spool::Open { file, slot, end } = &mut self.spool else {
             return false;
         };
-        let n = d.len() as u64;
-        if !slot.grow_disk(n, limits.on_disk) {
+        if slot.disk_held() + n > limits.in_file || !slot.grow_disk(n, limits.on_disk) {
             return false;
         }
         if let Err(e) = file.write_all_at(d, *end) {

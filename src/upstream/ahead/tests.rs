@@ -11,6 +11,7 @@ fn limits(in_memory: u64, dir: &std::path::Path) -> Limits {
         memory: u64::MAX / 2,
         dir: dir.to_path_buf(),
         on_disk: 1 << 30,
+        in_file: 1 << 30,
         files: 1000,
     }
 }
@@ -119,6 +120,33 @@ fn past_the_disk_budget_a_piece_waits_too() {
 }
 
 #[test]
+fn an_answer_keeps_at_most_its_max_read_ahead_in_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = limits(0, dir.path());
+    l.in_file = 25_000;
+    let mut st = state();
+    st.store(piece(b'a', 10), &l).unwrap();
+    st.store(piece(b'b', 20_000), &l).unwrap();
+    let back = st
+        .store(piece(b'c', 10_000), &l)
+        .expect_err("20,000 + 10,000 past 25,000");
+    assert_eq!(in_file(&st), 20_000);
+    let mut got = drain(&mut st);
+    st.store(back, &l).expect("the file emptied");
+    got.extend(drain(&mut st));
+    let mut want = vec![b'a'; 10];
+    want.extend([b'b'; 20_000]);
+    want.extend([b'c'; 10_000]);
+    assert_eq!(got, want);
+    // 0: memory only, no file ever made.
+    l.in_file = 0;
+    let mut st = state();
+    st.store(piece(b'a', 10), &l).unwrap();
+    assert!(st.store(piece(b'b', 10), &l).is_err());
+    assert!(matches!(st.spool, Spool::None));
+}
+
+#[test]
 fn a_piece_larger_than_the_memory_share_goes_to_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let l = limits(1_000, dir.path());
@@ -169,6 +197,7 @@ mod armed {
             memory: 1 << 30,
             dir: std::env::temp_dir(),
             on_disk: 1 << 30,
+            in_file: 1 << 30,
             files: 100,
         }
     }
