@@ -146,8 +146,16 @@ fn check(path: &Path) -> ExitCode {
                         }
                     })
                     .collect();
+                let answers = match (u.settings.buffer_responses, u.settings.max_read_ahead) {
+                    (false, _) => "answers at the client's pace".to_string(),
+                    (true, 0) => "answers read ahead of slow clients, in memory only".to_string(),
+                    (true, n) => format!(
+                        "answers read ahead of slow clients, up to {} each in a file",
+                        config::units::format_size(n)
+                    ),
+                };
                 println!(
-                    "  upstream {name}: {} ({:?})",
+                    "  upstream {name}: {} ({:?}), {answers}",
                     servers.join(", "),
                     u.settings.balance
                 );

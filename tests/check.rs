@@ -74,6 +74,12 @@ fn good_config_prints_a_summary() {
 addr = "127.0.0.1:8080"
 [upstream.app]
 servers = [{ addr = "127.0.0.1:8009", backup = true }, "127.0.0.1:8001", "unix:/run/app.sock"]
+[upstream.events]
+servers = ["127.0.0.1:8002"]
+buffer_responses = false
+[upstream.small]
+servers = ["127.0.0.1:8003"]
+max_read_ahead = "0"
 [[route]]
 path = "/api/"
 upstream = "app"
@@ -93,7 +99,15 @@ rate_limit = { rate = "10r/s", burst = 20 }
     );
     assert!(out.contains("listen   127.0.0.1:8080"), "{out}");
     assert!(
-        out.contains("upstream app: 127.0.0.1:8001, unix:/run/app.sock, 127.0.0.1:8009 (backup)"),
+        out.contains("upstream app: 127.0.0.1:8001, unix:/run/app.sock, 127.0.0.1:8009 (backup) (RoundRobin), answers read ahead of slow clients, up to 1GiB each in a file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("upstream events: 127.0.0.1:8002 (RoundRobin), answers at the client's pace"),
+        "{out}"
+    );
+    assert!(
+        out.contains("upstream small: 127.0.0.1:8003 (RoundRobin), answers read ahead of slow clients, in memory only"),
         "{out}"
     );
     assert!(
