@@ -20,14 +20,21 @@ use tokio::sync::mpsc;
 /// cannot finish writing it.
 const BIG: usize = 32 << 20;
 
-/// The body's byte at `i`: a pattern that shows a byte lost, doubled or
-/// out of place.
-fn byte(i: usize) -> u8 {
-    (i % 251) as u8
-}
-
-fn big_body() -> Vec<u8> {
-    (0..BIG).map(byte).collect()
+/// `BIG` bytes that show one lost, doubled or out of place, and that gzip
+/// cannot shrink (a compressed answer must fill the sockets too).
+fn big_body() -> &'static [u8] {
+    static BODY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..BIG)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    })
 }
 
 /// How the worker frames `/big`.
@@ -49,7 +56,7 @@ fn sync_worker(
     let l = UnixListener::bind(path).unwrap();
     let (done, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let body = Bytes::from(big_body());
+        let body = Bytes::from_static(big_body());
         while let Ok((mut s, _)) = l.accept().await {
             let mut head = Vec::new();
             let mut b = [0u8; 1024];
@@ -118,10 +125,13 @@ async fn answered(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
 
 /// Ask for `/big` on a raw HTTP/1.1 connection and read nothing yet.
 async fn stalled_request(p: &Proxy) -> TcpStream {
+    stalled_request_with(p, "").await
+}
+
+async fn stalled_request_with(p: &Proxy, fields: &str) -> TcpStream {
     let mut c = TcpStream::connect(p.addrs[0]).await.unwrap();
-    c.write_all(b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n")
-        .await
-        .unwrap();
+    let req = format!("GET /big HTTP/1.1\r\nHost: app\r\n{fields}\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
     c
 }
 
@@ -180,8 +190,9 @@ async fn read_answer(c: &mut TcpStream) -> (String, Vec<u8>) {
 
 fn assert_whole(body: &[u8]) {
     assert_eq!(body.len(), BIG, "the body's length");
-    if let Some(i) = (0..BIG).find(|&i| body[i] != byte(i)) {
-        panic!("byte {i} is {}, not {}", body[i], byte(i));
+    let want = big_body();
+    if let Some(i) = (0..BIG).find(|&i| body[i] != want[i]) {
+        panic!("byte {i} is {}, not {}", body[i], want[i]);
     }
 }
 
@@ -292,4 +303,27 @@ async fn x_accel_buffering_is_heeded_and_not_passed_on() {
     assert!(!head.contains("x-accel-buffering"), "{head}");
     assert_whole(&body);
     assert_eq!(answered(&mut done).await, "/big");
+}
+
+/// A route's `compress`: the gzip encoder between the app's body and the
+/// client is told of the stall too, and the client gets the whole answer,
+/// compressed.
+#[tokio::test]
+async fn a_compressed_answer_is_read_ahead_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let mut done = sync_worker(&sock, Framing::Length, "Content-Type: text/plain\r\n");
+    let cfg = config(&sock, "").replace(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\ncompress = true\n",
+    );
+    let p = proxy(&cfg).await;
+    let mut slow = stalled_request_with(&p, "Accept-Encoding: gzip\r\n").await;
+    assert_eq!(answered(&mut done).await, "/big");
+    let (head, body) = read_answer(&mut slow).await;
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+        .expect("a whole gzip stream");
+    assert_whole(&plain);
 }
