@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod child;
 pub mod jwt;
+pub mod slow;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
