@@ -219,10 +219,11 @@ async fn exchange(
 }
 
 /// The client's response from the app's answer; its body read ahead of the
-/// client (`ahead`: the server's budgets for it) unless the app says not to.
-/// An HTTP/1 connection says when its client falls behind (its socket is
-/// full); hyper's HTTP/2 server does not, so an HTTP/2 client's answer is
-/// read ahead from the start, as nginx does every answer.
+/// client (`ahead`: the server's budgets for it and the upstream's
+/// `max_read_ahead`) unless the app said `X-Accel-Buffering: no`. An HTTP/1
+/// connection says when its client falls behind (its socket is full);
+/// hyper's HTTP/2 server does not, so an HTTP/2 client's answer is read
+/// ahead from the start, as nginx does every answer.
 fn response(
     head: Head,
     c: Conn,
@@ -234,9 +235,10 @@ fn response(
     // Hop-by-hop headers were left out when the head was parsed.
     let Head {
         status,
-        mut fields,
+        fields,
         framing,
         keep_alive,
+        read_ahead,
         ..
     } = head;
     let mut body = if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -247,22 +249,8 @@ fn response(
         ProxyBody::empty()
     } else {
         let mut body = UpstreamBody::new(c, framing, keep_alive, guard);
-        // nginx's convention: an app streaming events or progress says so
-        // (`X-Accel-Buffering: no`), and the field is for the proxy alone.
-        let streamed = fields
-            .get_known(&X_ACCEL_BUFFERING)
-            .map(|v| v.eq_ignore_ascii_case(b"no"));
-        if streamed.is_some() {
-            fields = fields.without(X_ACCEL_BUFFERING.name);
-        }
-        if let Some((server, in_file)) =
-            ahead.filter(|_| streamed != Some(true) && !body.is_whole())
-        {
-            // An app's X-Accel-Redirect answer is dropped for the file it
-            // names.
-            if fields.get("x-accel-redirect").is_none() {
-                body.read_ahead(crate::upstream::ahead::Limits::of(server, in_file), h2);
-            }
+        if let Some((server, in_file)) = ahead.filter(|_| read_ahead && !body.is_whole()) {
+            body.read_ahead(crate::upstream::ahead::Limits::of(server, in_file), h2);
         }
         ProxyBody::upstream(body)
     };
@@ -273,9 +261,6 @@ fn response(
     *r.headers_mut() = crate::http::spare::map();
     r
 }
-
-const X_ACCEL_BUFFERING: crate::http::raw::Known =
-    crate::http::raw::Known::new("x-accel-buffering");
 
 async fn join_upgraded(client: OnUpgrade, mut up: Conn, _guard: InflightGuard) {
     use tokio::io::AsyncWriteExt;

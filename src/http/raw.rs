@@ -20,33 +20,14 @@ pub struct RawFields {
     names: u64,
 }
 
-/// A bit for a header name, the same whatever its case. A const fn, so that
-/// a name known beforehand (`Known`) costs nothing to look for.
-pub const fn bit(name: &[u8]) -> u64 {
+/// A bit for a header name, the same whatever its case.
+fn bit(name: &[u8]) -> u64 {
     // FNV-1a over the lower-cased bytes: a few instructions a byte.
     let mut h: u32 = 0x811c_9dc5;
-    let mut i = 0;
-    while i < name.len() {
-        h = (h ^ name[i].to_ascii_lowercase() as u32).wrapping_mul(0x0100_0193);
-        i += 1;
+    for &b in name {
+        h = (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193);
     }
     1 << (h % 64)
-}
-
-/// A field name the proxy looks for in every answer, with its bit
-/// reckoned at compile time.
-pub struct Known {
-    pub name: &'static str,
-    pub bit: u64,
-}
-
-impl Known {
-    pub const fn new(name: &'static str) -> Known {
-        Known {
-            name,
-            bit: bit(name.as_bytes()),
-        }
-    }
 }
 
 /// Builds a block from fields a parser has already checked.
@@ -100,26 +81,6 @@ impl RawFields {
         self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
-    }
-
-    /// As `get`, for a name whose bit is known: one bit test when absent.
-    pub fn get_known(&self, k: &Known) -> Option<&[u8]> {
-        if k.bit & self.names == 0 {
-            return None;
-        }
-        self.get(k.name)
-    }
-
-    /// The same fields less those named `name` (lower case).
-    pub fn without(&self, name: &str) -> RawFields {
-        let mut b = Builder::with_capacity(self.block.len());
-        for (n, v) in self.iter() {
-            if !n.eq_ignore_ascii_case(name.as_bytes()) {
-                // Pushed by a Builder before: a token, so UTF-8.
-                b.push(std::str::from_utf8(n).unwrap_or_default(), v);
-            }
-        }
-        b.finish()
     }
 
     /// Each field's name and value.
@@ -252,22 +213,6 @@ mod tests {
         let mut out = Vec::new();
         r.write_to(&mut out, &set);
         assert!(out.is_empty());
-    }
-
-    #[test]
-    fn a_field_can_be_left_out_in_any_case() {
-        let r = raw(&[
-            ("X-Accel-Buffering", "no"),
-            ("Date", "d"),
-            ("x-accel-buffering", "again"),
-            ("x-b", "b"),
-        ]);
-        let w = r.without("x-accel-buffering");
-        assert_eq!(w.get("x-accel-buffering"), None);
-        assert!(w.has_date());
-        let mut out = Vec::new();
-        w.write_to(&mut out, &HeaderMap::new());
-        assert_eq!(out, b"Date: d\r\nx-b: b\r\n");
     }
 
     #[test]

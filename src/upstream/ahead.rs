@@ -110,35 +110,27 @@ async fn pump(mut body: Direct, shared: Arc<Mutex<State>>, limits: Limits) {
         if st.reader_gone {
             return Poll::Ready(());
         }
+        let mut stored = false;
         if let Some(d) = pending.take() {
-            match st.store(d, &limits) {
-                Ok(()) => {
-                    let w = st.reader.take();
-                    drop(st);
-                    if let Some(w) = w {
-                        w.wake();
-                    }
-                    continue;
-                }
-                Err(d) => {
-                    pending = Some(d);
-                    st.pump_waits = true;
-                    set_waker(&mut st.pump, cx);
-                    return Poll::Pending;
-                }
+            if let Err(d) = st.store(d, &limits) {
+                pending = Some(d);
+                st.pump_waits = true;
+                set_waker(&mut st.pump, cx);
+                return Poll::Pending;
             }
+            stored = true;
         }
         // Woken by the socket or by the reader's going.
         set_waker(&mut st.pump, cx);
+        let reader = if stored { st.reader.take() } else { None };
         drop(st);
+        if let Some(w) = reader {
+            w.wake();
+        }
         let end = match Pin::new(&mut body).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(d) = frame.into_data() {
-                    if !d.is_empty() {
-                        pending = Some(d);
-                    }
-                }
+                pending = frame.into_data().ok().filter(|d| !d.is_empty());
                 continue;
             }
             Poll::Ready(Some(Err(e))) => Err(e),
@@ -146,9 +138,9 @@ async fn pump(mut body: Direct, shared: Arc<Mutex<State>>, limits: Limits) {
         };
         let mut st = lock(&shared);
         st.end = Some(end);
-        let w = st.reader.take();
+        let reader = st.reader.take();
         drop(st);
-        if let Some(w) = w {
+        if let Some(w) = reader {
             w.wake();
         }
         return Poll::Ready(());
@@ -175,38 +167,37 @@ impl Body for Reader {
             return Poll::Ready(None);
         }
         let mut st = lock(&this.shared);
-        let failed = match st.take() {
+        match st.take() {
             Some(Ok(d)) => {
                 if let Some(r) = this.remaining.as_mut() {
                     *r = r.saturating_sub(d.len() as u64);
                 }
-                let w = if st.pump_waits {
-                    st.pump_waits = false;
+                let pump = if std::mem::take(&mut st.pump_waits) {
                     st.pump.take()
                 } else {
                     None
                 };
                 drop(st);
-                if let Some(w) = w {
+                if let Some(w) = pump {
                     w.wake();
                 }
-                return Poll::Ready(Some(Ok(Frame::data(d))));
+                Poll::Ready(Some(Ok(Frame::data(d))))
             }
             Some(Err(e)) => {
                 this.done = true;
-                return Poll::Ready(Some(Err(e.into())));
+                Poll::Ready(Some(Err(e.into())))
             }
             None => match st.end.take() {
-                Some(Ok(())) => None,
-                Some(Err(e)) => Some(e),
+                Some(end) => {
+                    this.done = true;
+                    Poll::Ready(end.err().map(Err))
+                }
                 None => {
                     set_waker(&mut st.reader, cx);
-                    return Poll::Pending;
+                    Poll::Pending
                 }
             },
-        };
-        this.done = true;
-        Poll::Ready(failed.map(Err))
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -67,14 +67,12 @@ impl UpstreamBody {
     /// found slower than the server (`client_stalled`). Until then it is
     /// decoded as the client takes it, which costs half the CPU of a
     /// hand-off between two tasks. A body already whole in the buffer
-    /// stays as it is.
+    /// stays as it is (`client_stalled` checks).
     pub fn read_ahead(&mut self, limits: super::ahead::Limits, now: bool) {
-        if let Mode::Direct(d) = &self.mode {
-            if !d.is_whole() {
-                self.armed = Some(Box::new(limits));
-                if now {
-                    self.client_stalled();
-                }
+        if matches!(self.mode, Mode::Direct(_)) {
+            self.armed = Some(Box::new(limits));
+            if now {
+                self.client_stalled();
             }
         }
     }
@@ -101,6 +99,7 @@ impl UpstreamBody {
     }
 
     /// Whether the rest is read ahead.
+    #[cfg(test)]
     pub fn is_ahead(&self) -> bool {
         matches!(self.mode, Mode::Ahead(_))
     }

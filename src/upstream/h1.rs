@@ -92,6 +92,10 @@ pub struct Head {
     pub framing: Framing,
     /// The connection may carry another request once the body has ended.
     pub keep_alive: bool,
+    /// The body may be read ahead of a slow client: false when the server
+    /// said `X-Accel-Buffering: no` (nginx's field, for the proxy alone:
+    /// it is not among `fields`).
+    pub read_ahead: bool,
 }
 
 /// Why an exchange failed, and how far it got: what decides whether the

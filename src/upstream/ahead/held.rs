@@ -72,19 +72,20 @@ impl State {
         let n = d.len() as u64;
         // With nothing held, a piece always goes: it is in memory anyway,
         // and so the body moves at least at the client's pace.
-        if self.segs.is_empty() {
+        let in_memory = if self.segs.is_empty() {
             self.mem.force(n);
+            true
+        } else {
+            self.mem.held() + n <= limits.in_memory && self.mem.grow(n, limits.memory)
+        };
+        if in_memory {
             self.segs.push_back(Seg::Mem(blocks::own(d)));
-            return Ok(());
+            Ok(())
+        } else if self.write(&d, limits) {
+            Ok(())
+        } else {
+            Err(d)
         }
-        if self.mem.held() + n <= limits.in_memory && self.mem.grow(n, limits.memory) {
-            self.segs.push_back(Seg::Mem(blocks::own(d)));
-            return Ok(());
-        }
-        if self.write(&d, limits) {
-            return Ok(());
-        }
-        Err(d)
     }
 
     /// Append `d` to the file, made on first use; false when there is no

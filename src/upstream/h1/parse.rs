@@ -98,8 +98,13 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         Vec::new()
     };
     let mut fields = raw::Builder::with_capacity(len);
+    let mut read_ahead = true;
     for h in res.headers.iter() {
         let n = h.name;
+        if n.len() == X_ACCEL_BUFFERING.len() && n.eq_ignore_ascii_case(X_ACCEL_BUFFERING) {
+            read_ahead &= !h.value.trim_ascii().eq_ignore_ascii_case(b"no");
+            continue;
+        }
         // Hop-by-hop fields end here, except on a 101 (they are its
         // point). The length is the client connection's to state, from the
         // body, unless the answer has none (HEAD, 304: it is the GET's);
@@ -120,8 +125,13 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         fields: fields.finish(),
         framing,
         keep_alive,
+        read_ahead,
     }))
 }
+
+/// nginx's field by which an app asks that an answer go at its client's
+/// pace (events, progress), kept from the client as nginx keeps it.
+const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
 
 /// Remove hop-by-hop headers: the fixed set and whatever Connection names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {

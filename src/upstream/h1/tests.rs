@@ -56,6 +56,20 @@ fn heads_are_parsed_with_their_framing_and_reuse() {
 }
 
 #[test]
+fn x_accel_buffering_is_noted_and_left_out_in_any_case() {
+    let h = head("HTTP/1.1 200 OK\r\nX-Accel-Buffering: No\r\nDate: d\r\nx-b: b\r\n\r\n");
+    assert!(!h.read_ahead);
+    assert_eq!(h.fields.get("x-accel-buffering"), None);
+    let mut out = Vec::new();
+    h.fields.write_to(&mut out, &http::HeaderMap::new());
+    assert_eq!(out, b"Date: d\r\nx-b: b\r\n");
+    assert!(h.fields.has_date());
+    let h = head("HTTP/1.1 200 OK\r\nx-accel-buffering: yes\r\n\r\n");
+    assert!(h.read_ahead && h.fields.get("x-accel-buffering").is_none());
+    assert!(head("HTTP/1.1 200 OK\r\n\r\n").read_ahead);
+}
+
+#[test]
 fn hop_by_hop_headers_are_left_out_but_a_101_keeps_its_upgrade() {
     let h = head(
         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Secret\r\n\
