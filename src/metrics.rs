@@ -1,7 +1,9 @@
 //! What a `metrics = true` route shows, in Prometheus's text format
 //! (nginx's `stub_status`, haproxy's Prometheus exporter, Caddy's
 //! `metrics`): requests and answers by status class, connections,
-//! each upstream server's state, reloads, certificates' expiry.
+//! each upstream server's state, reloads, certificates' expiry, and
+//! latency histograms (Caddy's and haproxy's exporters have them; nginx's
+//! `stub_status` has none).
 //!
 //! A request adds to counters of its worker's own (a shard on cache lines
 //! no other worker writes), so counting costs two uncontended atomic
@@ -12,7 +14,10 @@ use crate::state::{Snapshot, State};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod histogram;
+pub use histogram::Histogram;
 
 const SHARDS: usize = 8;
 
@@ -28,6 +33,9 @@ struct Shard {
 /// process (tests) count apart.
 pub struct Metrics {
     shards: [Shard; SHARDS],
+    /// From a request's head to its answer's, by status class; kept only
+    /// while the config has a `metrics` route (`Snapshot::timed`).
+    times: [Histogram; 5],
     started: SystemTime,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
@@ -67,6 +75,7 @@ impl Default for Metrics {
         let now = SystemTime::now();
         Metrics {
             shards: Default::default(),
+            times: Default::default(),
             started: now,
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -85,10 +94,14 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// An answer's head went out with this status.
-    pub fn answer(&self, status: u16) {
+    /// An answer's head went out with this status, `took` after its
+    /// request's head was read (when timed).
+    pub fn answer(&self, status: u16, took: Option<Duration>) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.shards[shard_index()].answers[class].fetch_add(1, Ordering::Relaxed);
+        if let Some(d) = took {
+            self.times[class].observe(d);
+        }
     }
 
     pub fn reloaded(&self, ok: bool) {
@@ -174,9 +187,22 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         "counter",
         "Answers sent, by status class: the app's and portcullis's own (401, 404, 429, 502, ...).",
     );
-    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+    const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    for (i, class) in CLASSES.iter().enumerate() {
         let n = m.sum(|s| &s.answers[i]);
         let _ = writeln!(out, "portcullis_responses_total{{code=\"{class}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "portcullis_response_time_seconds",
+        "histogram",
+        "From a request's head read to its answer's head handed to the connection (the time to the first byte, the body not included), by status class; counted while the config has a metrics route.",
+    );
+    for (h, class) in m.times.iter().zip(CLASSES) {
+        if h.count() > 0 {
+            let labels = format!("code=\"{class}\"");
+            h.render(&mut out, "portcullis_response_time_seconds", &labels);
+        }
     }
 
     let max = snap.server.max_connections;
@@ -276,6 +302,27 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
                     value(s, now)
                 );
             }
+        }
+    }
+
+    family(
+        &mut out,
+        "portcullis_upstream_server_header_time_seconds",
+        "histogram",
+        "From an attempt's start (a pooled connection taken or a new one opened) to the server's answer head read: the app's own time, as nginx's $upstream_header_time; counted while the config has a metrics route.",
+    );
+    for up in snap.upstreams.values() {
+        for s in up.servers.iter().filter(|s| s.header_time.count() > 0) {
+            let labels = format!(
+                "upstream=\"{}\",server=\"{}\"",
+                label(&up.name),
+                label(&s.label)
+            );
+            s.header_time.render(
+                &mut out,
+                "portcullis_upstream_server_header_time_seconds",
+                &labels,
+            );
         }
     }
 

@@ -105,6 +105,10 @@ pub fn handle(
         let snap = state.load();
         state.metrics.request();
         let (parts, body, mut request_id, entry) = begin(req, &conn, &snap);
+        // The clock is read for the metrics only while a route shows them.
+        let start = snap
+            .timed
+            .then(|| entry.as_ref().map_or_else(Instant::now, |e| e.start));
         let mut out = Outcome::default();
         out.log = entry;
         // The connections box this future: an idle one holds no request state.
@@ -135,7 +139,9 @@ pub fn handle(
         // compare each new id with every id in the table.
         request_id.set_sensitive(true);
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        state.metrics.answer(resp.status().as_u16());
+        state
+            .metrics
+            .answer(resp.status().as_u16(), start.map(|t| t.elapsed()));
         if let Some(mut e) = out.log.take() {
             e.status = resp.status().as_u16();
             out.fill(&mut e);

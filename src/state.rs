@@ -198,6 +198,9 @@ pub struct Snapshot {
     /// `server.error_pages`, for the answers no route was found for (each
     /// route holds its own merged over these).
     pub error_pages: Option<Arc<crate::handler::error_page::ErrorPages>>,
+    /// A route shows the metrics: requests and upstream attempts are timed
+    /// for its histograms. Without one the clock is never read for them.
+    pub timed: bool,
 }
 
 pub struct State {

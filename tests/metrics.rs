@@ -1,6 +1,7 @@
 //! A `metrics` route through the running proxy, read as Prometheus reads
 //! it: answers counted by class, an upstream server that died shown down,
-//! reloads counted by result, and the route closed to other clients.
+//! reloads counted by result, the route closed to other clients, and the
+//! latency histograms.
 
 mod common;
 
@@ -100,6 +101,12 @@ async fn metrics_count_answers_and_show_servers_and_reloads() {
     // Every series has its HELP and TYPE.
     for l in page.lines().filter(|l| !l.starts_with('#')) {
         let name = l.split(['{', ' ']).next().unwrap();
+        // A histogram's series are named after its family.
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|f| page.contains(&format!("# TYPE {f} histogram\n")))
+            .unwrap_or(name);
         assert!(page.contains(&format!("# TYPE {name} ")), "{name}");
         assert!(page.contains(&format!("# HELP {name} ")), "{name}");
     }
@@ -143,4 +150,76 @@ async fn metrics_count_answers_and_show_servers_and_reloads() {
         .body(Body::default())
         .unwrap();
     assert_eq!(send(post).await.0, 405);
+}
+
+/// An app that takes 30 ms to answer shows it in its server's histogram,
+/// and in the answers' (which include it); the other server's and the 404's
+/// are apart. Only lower bounds are asserted: a slow machine can only make
+/// each time longer.
+#[tokio::test]
+async fn histograms_time_the_app_and_the_answers() {
+    let slow = common::backend::backend(|_req| async {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        common::backend::text("slow")
+    })
+    .await;
+    let fast = named("fast").await;
+    let p = proxy(&cfg(&format!(
+        "[upstream.slow]\nservers = [\"{}\"]\n[upstream.fast]\nservers = [\"{}\"]\n\
+         [[route]]\npath = \"/metrics\"\nmetrics = true\nallow = [\"127.0.0.1\"]\n\
+         [[route]]\npath = \"/slow/\"\nupstream = \"slow\"\n\
+         [[route]]\npath = \"/fast/\"\nupstream = \"fast\"\n",
+        slow.addr, fast.addr
+    )))
+    .await;
+    for path in ["/slow/a", "/slow/b", "/fast/c"] {
+        assert_eq!(get(&p.url(path)).await.0, 200, "{path}");
+    }
+    assert_eq!(get(&p.url("/nothing")).await.0, 404);
+
+    let page = scrape(&p).await;
+    let server = |name: &str, addr: &str, series: &str| {
+        let s = format!(
+            "portcullis_upstream_server_header_time_seconds_{series}{{upstream=\"{name}\",server=\"{addr}\""
+        );
+        if series == "bucket" {
+            s
+        } else {
+            s + "}"
+        }
+    };
+    assert_eq!(metric(&page, &server("slow", &slow.addr, "count")), 2.0);
+    assert_eq!(
+        metric(
+            &page,
+            &(server("slow", &slow.addr, "bucket") + ",le=\"0.025\"}")
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &page,
+            &(server("slow", &slow.addr, "bucket") + ",le=\"+Inf\"}")
+        ),
+        2.0
+    );
+    let app_time = metric(&page, &server("slow", &slow.addr, "sum"));
+    assert!(app_time >= 0.060, "{app_time}");
+    assert_eq!(metric(&page, &server("fast", &fast.addr, "count")), 1.0);
+
+    let answers = |code: &str, series: &str| {
+        format!("portcullis_response_time_seconds_{series}{{code=\"{code}\"}}")
+    };
+    assert_eq!(metric(&page, &answers("2xx", "count")), 3.0);
+    assert_eq!(metric(&page, &answers("4xx", "count")), 1.0);
+    // The two slow answers are past 25 ms; the fast one may be either side.
+    let quick = metric(
+        &page,
+        "portcullis_response_time_seconds_bucket{code=\"2xx\",le=\"0.025\"}",
+    );
+    assert!(quick <= 1.0, "{quick}");
+    let answer_time = metric(&page, &answers("2xx", "sum"));
+    assert!(answer_time >= app_time, "{answer_time} < {app_time}");
+    // No 5xx answer yet: no series for it.
+    assert!(!page.contains("code=\"5xx\",le="), "{page}");
 }

@@ -91,6 +91,7 @@ pub fn forward<'a>(
             out.attempts += 1;
             out.upstream = Some(server.clone());
             let guard = InflightGuard::new(server.clone());
+            let sent = snap.timed.then(std::time::Instant::now);
             let result = exchange(up, route, server, &parts, &mut send, replayable).await;
             let result = result.and_then(|(head, c)| {
                 if head.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
@@ -102,6 +103,9 @@ pub fn forward<'a>(
             match result {
                 Ok((head, c)) => {
                     out.upstream_head = started.map(|t| t.elapsed());
+                    if let Some(t) = sent {
+                        server.header_time.observe(t.elapsed());
+                    }
                     let status = head.status.as_u16();
                     if up.settings.fail_on_status && matches!(status, 502..=504) {
                         up.failed(server, &format_args!("status {status}"));

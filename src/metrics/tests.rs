@@ -9,7 +9,7 @@ fn answers_count_by_class_across_threads() {
             s.spawn(move || {
                 for status in [101, 200, 204, 304, 404, 499, 502, 200] {
                     m.request();
-                    m.answer(status);
+                    m.answer(status, None);
                 }
             });
         }

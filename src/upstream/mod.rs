@@ -131,6 +131,8 @@ pub struct Server {
     /// writes anyway: the same cache line.
     pub attempts: AtomicU64,
     pub failures: AtomicU64,
+    /// Each answered attempt's time to the answer's head (while timed).
+    pub header_time: crate::metrics::Histogram,
 }
 
 impl Server {
@@ -149,6 +151,7 @@ impl Server {
             inflight: AtomicUsize::new(0),
             attempts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            header_time: Default::default(),
         }
     }
 }

@@ -66,6 +66,9 @@ pub fn compile(
     claim_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     claim_headers.dedup();
     if c.errs.is_empty() {
+        let timed = routes
+            .iter()
+            .any(|r| matches!(r.action, crate::router::Action::Metrics));
         Ok(Snapshot {
             server,
             log,
@@ -80,6 +83,7 @@ pub fn compile(
             log_hidden: (!hidden.is_empty()).then(|| hidden.into()),
             claim_headers,
             error_pages,
+            timed,
         })
     } else {
         Err(c.errs)

@@ -406,6 +406,12 @@ fn a_metrics_route_says_who_may_read_it_and_is_only_that() {
     ));
     let r = s.router.find("", "/metrics").unwrap();
     assert!(matches!(r.action, crate::router::Action::Metrics));
+    // Its histograms are why requests are timed; without it, none is.
+    assert!(s.timed);
+    let without = ok(&format!(
+        "{LISTEN}[[route]]\npath = \"/\"\nrespond = {{ body = \"x\" }}\n"
+    ));
+    assert!(!without.timed);
     let e = errs(&format!(
         "{LISTEN}[[route]]\npath = \"/metrics\"\nmetrics = true\n\
          [[route]]\npath = \"/m2\"\nmetrics = true\nrespond = {{ body = \"x\" }}\nallow = [\"127.0.0.1\"]\n\

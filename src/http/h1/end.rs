@@ -112,7 +112,8 @@ async fn reject<T: Io>(
         .headers
         .insert(crate::service::X_REQUEST_ID.clone(), id.clone());
     state.metrics.request();
-    state.metrics.answer(status.as_u16());
+    // Not timed: a refused head's answer is at once.
+    state.metrics.answer(status.as_u16(), None);
     let snap = state.load();
     if let Some(logger) = snap.access_log.clone() {
         // Like nginx, a refused head is logged too, with its first line as

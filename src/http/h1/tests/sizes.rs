@@ -43,6 +43,8 @@ fn the_request_future_stays_small() {
     // upstream handler (an argument of an async fn is kept whole); 2,352
     // with the boxed request an X-Accel-Redirect would need (unboxed, 2,568);
     // 2,368 with the route passed to each attempt for its own `timeout`
-    // (the timeout itself passed down was 2,400).
-    assert!(size <= 2368, "request future is {size} bytes");
+    // (the timeout itself passed down was 2,400); 2,408 with the request's
+    // and the attempt's start kept for the latency histograms (the two
+    // clock readings, 16 bytes each, held across the awaits).
+    assert!(size <= 2408, "request future is {size} bytes");
 }
