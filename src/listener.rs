@@ -19,14 +19,15 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
+
+pub mod limit;
 
 /// What every accept loop shares.
 pub struct Shared {
     pub state: Arc<State>,
-    /// `max_connections`: a connection holds a permit for its whole life;
-    /// when none is left, new connections wait in the kernel's backlog.
-    pub limit: Arc<Semaphore>,
+    /// `max_connections` (`limit.rs`).
+    pub limit: Arc<limit::ConnLimit>,
     /// Flipped once on shutdown; every connection holds a receiver, so
     /// `closed()` on the sender tells when the last one has finished.
     pub shutdown: watch::Sender<bool>,
@@ -176,9 +177,9 @@ async fn accept_loop(
         .filter(|a| !a.ip().is_unspecified());
     loop {
         let permit = tokio::select! {
-            p = shared.limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
+            p = shared.limit.acquire() => match p {
+                Some(p) => p,
+                None => return,
             },
             _ = stop.changed() => return,
             _ = shutdown.changed() => return,

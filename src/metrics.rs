@@ -42,9 +42,9 @@ pub struct Metrics {
     /// Seconds since the epoch of the last config that was loaded: at the
     /// start, then each successful reload.
     loaded_at: AtomicU64,
-    /// `max_connections`' semaphore, whose taken permits are the open
-    /// connections; set once the server has made it.
-    connections: OnceLock<Arc<tokio::sync::Semaphore>>,
+    /// `max_connections`' permits, taken by the open connections; set
+    /// once the server has made them.
+    connections: OnceLock<Arc<crate::listener::limit::ConnLimit>>,
     /// Accept loops holding a permit for the connection they wait for: not
     /// a connection yet.
     accepting: AtomicUsize,
@@ -121,7 +121,7 @@ impl Metrics {
         Accepting(self)
     }
 
-    pub fn set_connection_limit(&self, limit: Arc<tokio::sync::Semaphore>) {
+    pub fn set_connection_limit(&self, limit: Arc<crate::listener::limit::ConnLimit>) {
         let _ = self.connections.set(limit);
     }
 
@@ -213,8 +213,8 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
             "gauge",
             "Client connections open now, idle and parked ones included.",
         );
-        let open = max
-            .saturating_sub(limit.available_permits())
+        let open = limit
+            .taken(max)
             .saturating_sub(m.accepting.load(Ordering::Relaxed));
         let _ = writeln!(out, "portcullis_connections_open {open}");
     }

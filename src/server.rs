@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub struct Server {
     shared: Arc<Shared>,
@@ -62,7 +62,7 @@ impl Server {
         crate::tls::log_warnings(&snap);
         crate::gate::start(&snap);
         let specs = snap.listeners.clone();
-        let limit = Arc::new(Semaphore::new(snap.server.max_connections));
+        let limit = listener::limit::ConnLimit::new(snap.server.max_connections);
         let (shutdown, _) = watch::channel(false);
         let state = Arc::new(State::new(snap));
         state.metrics.set_connection_limit(limit.clone());
@@ -204,12 +204,9 @@ impl Server {
         if old.server.nice != new.server.nice {
             tracing::warn!("server.nice changed: takes effect at the next restart");
         }
-        let diff = new.server.max_connections as isize - old.server.max_connections as isize;
-        if diff > 0 {
-            self.shared.limit.add_permits(diff as usize);
-        } else if diff < 0 {
-            self.shared.limit.forget_permits((-diff) as usize);
-        }
+        self.shared
+            .limit
+            .resize(old.server.max_connections, new.server.max_connections);
         self.rebind(&new.listeners);
         Ok(summary)
     }

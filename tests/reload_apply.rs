@@ -249,3 +249,50 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let (status, _, body) = in_flight.await.unwrap();
     assert_eq!((status, body.as_str()), (200, "from app"));
 }
+
+/// A reload that lowers `max_connections` below what is open: the places
+/// of the connections that end are not given to new ones until the open
+/// ones are under the new limit.
+#[tokio::test]
+async fn a_lowered_max_connections_applies_while_connections_are_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let text = |max: usize| {
+        cfg(&format!(
+            "[server]\nmax_connections = {max}\nidle_timeout = \"1h\"\n\
+             [[route]]\nrespond = {{ body = \"ok\" }}\n"
+        ))
+    };
+    let p = proxy(&text(3)).await;
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+        s.write_all(req).await.unwrap();
+        read_until(&mut s, "\r\n\r\nok", 1).await;
+        open.push(s);
+    }
+    std::fs::write(&p.config_path, text(1)).unwrap();
+    p.server.reload().await.expect("reload");
+
+    let mut waiting = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    waiting.write_all(req).await.unwrap();
+    let mut buf = [0u8; 512];
+    // Two of three end: one still open, at the new limit of one.
+    for _ in 0..2 {
+        let mut s = open.pop().unwrap();
+        s.shutdown().await.unwrap();
+        assert!(closed_by_server(&mut s).await);
+    }
+    let early = tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "served past the lowered max_connections: {early:?}"
+    );
+    // The last one ends: the waiting client gets its place.
+    drop(open);
+    let n = tokio::time::timeout(Duration::from_secs(10), waiting.read(&mut buf))
+        .await
+        .expect("never served once the open connections had ended")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}

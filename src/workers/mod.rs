@@ -30,6 +30,7 @@
 //! Without workers (the integration tests' in-process servers) connections
 //! run on the caller's runtime, as everything else does.
 
+use crate::listener::limit::ConnPermit;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -38,7 +39,6 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::state::{Affinity, Nice, SchedPolicy};
 
@@ -167,7 +167,7 @@ pub fn index() -> usize {
 /// runtime when no workers run. The socket is registered only there, once.
 /// `serve` makes the connection's future; it runs on this thread, with the
 /// worker's runtime entered.
-pub fn spawn_conn<F, Fut>(stream: std::net::TcpStream, permit: OwnedSemaphorePermit, serve: F)
+pub fn spawn_conn<F, Fut>(stream: std::net::TcpStream, permit: ConnPermit, serve: F)
 where
     F: FnOnce(TcpStream) -> Fut,
     Fut: Future + Send + 'static,
@@ -230,7 +230,7 @@ where
 /// What a connection holds for its whole life, parked or not: its place
 /// under `max_connections`, and its count on its worker.
 pub struct Hold {
-    _permit: OwnedSemaphorePermit,
+    _permit: ConnPermit,
     _done: Option<Done>,
 }
 
