@@ -475,7 +475,7 @@ class Checks:
         self.d.assert_never_reached_gunicorn(marker)
 
     def metrics(self):
-        """/metrics: gunicorn up, the requests it was sent and none failed, the answers so far by class"""
+        """/metrics: gunicorn up, the requests it was sent and none failed, the answers so far by class, their times"""
         status, headers, body = self.d.request("GET", "/metrics")
         check(status == 200, f"status {status}: {body[:300]!r}")
         ctype = headers.get("Content-Type", "")
@@ -503,6 +503,18 @@ class Checks:
             n = values.get(f'portcullis_responses_total{{code="{code}"}}', 0)
             check(n >= least, f"{code}: {n}")
         check(values.get('portcullis_responses_total{code="5xx"}') == 0, "a 5xx before gunicorn stopped")
+        # The latency histograms: every answered attempt timed, gunicorn's
+        # time in its server's, each answer's in its class's.
+        timed = one('portcullis_upstream_server_header_time_seconds_count{upstream="django",')
+        check(timed == sent, f"{timed} attempts timed, {sent} sent")
+        inf = [v for k, v in values.items()
+               if k.startswith('portcullis_upstream_server_header_time_seconds_bucket{upstream="django",')
+               and k.endswith('le="+Inf"}')]
+        check(inf == [timed], f"+Inf buckets {inf}, count {timed}")
+        app_time = one('portcullis_upstream_server_header_time_seconds_sum{upstream="django",')
+        check(app_time > 0, f"gunicorn's time {app_time}")
+        answered = values.get('portcullis_response_time_seconds_count{code="2xx"}', 0)
+        check(answered >= 5, f"{answered} 2xx answers timed")
 
     def maintenance_page(self):
         """with gunicorn stopped, a browser gets the site's error page (error_pages), not a line of text"""
